@@ -1,0 +1,27 @@
+"""Datasets: locate and verify CIFAR-10, load it, and serve device-resident augmented batches."""
+
+from isdarts.data.cifar import (
+    CifarArrays,
+    CifarSource,
+    DataError,
+    load_cifar10,
+    load_prepared,
+    locate_cifar10,
+    save_prepared,
+    write_fake_cifar10,
+)
+from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD, DeviceImages
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CifarArrays",
+    "CifarSource",
+    "DataError",
+    "DeviceImages",
+    "load_cifar10",
+    "load_prepared",
+    "locate_cifar10",
+    "save_prepared",
+    "write_fake_cifar10",
+]

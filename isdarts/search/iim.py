@@ -1,0 +1,86 @@
+"""Information-based importance measurement (IIM) of candidate-op outputs (spec §3.2).
+
+The official code hooks every candidate op and scores its output X (B, C, H, W) by
+    F = 3 (X - mu)^2 / sigma^6,  mu, sigma = mean and unbiased std over channels per (sample, pixel),
+with NaN (0/0 at pixels where all channels agree) replaced by +inf, averaged over (C, H, W) per sample
+and over samples. That is a Fisher-information-like quantity: large means unimportant, and the
+largest is pruned first (the paper's IIM is its inverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from isdarts.spaces.nb201_supernet import Nb201Supernet
+
+
+def iim_per_sample(x: torch.Tensor) -> torch.Tensor:
+    """The hooked IIM value of each sample of an op output (B, C, H, W), as float32 of shape (B,).
+
+    Summing (X - mu)^2 over channels gives sigma^2 (C - 1) exactly, so the channel mean of F is
+    3 (C - 1) / (C sigma^4): computed that way we never build the full F tensor. A zero-variance pixel
+    gives 1/0 = +inf, the same as the code's NaN -> inf.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"IIM expects a (B, C, H, W) op output, got shape {tuple(x.shape)}")
+    channels = x.shape[1]
+    x = x.float()
+    # Two passes (centre, then square) so that channels which agree give exactly zero variance.
+    centred = x - x.mean(dim=1, keepdim=True)
+    var = centred.square().sum(dim=1) / (channels - 1)
+    per_pixel = (3.0 * (channels - 1) / channels) / var.square()
+    # A non-finite input gives NaN variance; like the code's 0/0, count it as the least important.
+    per_pixel = per_pixel.masked_fill(per_pixel.isnan(), float("inf"))
+    return per_pixel.mean(dim=(1, 2))
+
+
+class IimAccumulator:
+    """Running sample-weighted mean of the IIM per (cell, edge, op), kept on the device.
+
+    Used as the supernet's op probe; nothing is copied to the host until `per_cell()` is read.
+    """
+
+    def __init__(self, num_cells: int, num_edges: int, num_ops: int, device: torch.device) -> None:
+        self.sums = torch.zeros(num_cells, num_edges, num_ops, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_cells, num_edges, num_ops, dtype=torch.float64, device=device)
+
+    def __call__(self, cell: int, edge: int, op: int, out: torch.Tensor) -> None:
+        values = iim_per_sample(out)
+        self.sums[cell, edge, op] += values.sum(dtype=torch.float64)
+        self.counts[cell, edge, op] += values.shape[0]
+
+    def per_cell(self) -> torch.Tensor:
+        """(cells, edges, ops) mean IIM; NaN where an op was never measured (masked out)."""
+        return self.sums / self.counts
+
+
+def aggregate_cells(per_cell: torch.Tensor) -> torch.Tensor:
+    """Plain mean over the cells that share the encoding (spec §3.2); one inf makes the entry inf."""
+    return per_cell.mean(dim=0)
+
+
+@torch.no_grad()
+def measure_iim(model: Nb201Supernet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Measure the (edges, ops) IIM table of the ops the mask keeps; masked entries are NaN.
+
+    Runs in eval mode (spec §8): cell BNs, built without running stats, still normalise with batch
+    statistics, while stem, head and residual-block BNs use their running statistics, which this pass
+    must not change.
+    """
+    was_training = model.training
+    model.eval()
+    acc = IimAccumulator(model.num_search_cells, model.mask.shape[0], model.mask.shape[1], model.mask.device)
+    seen = 0
+    try:
+        for x, _ in batches:
+            model(x, probe=acc)
+            seen += x.shape[0]
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("IIM measurement got no samples; check iim.n_samples and the data size")
+    table = aggregate_cells(acc.per_cell())
+    return table.masked_fill(model.mask == 0, float("nan"))
+

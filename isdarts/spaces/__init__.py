@@ -1,0 +1,1 @@
+"""Search spaces: ops, cells, supernets and genotypes (NB201, DARTS)."""

@@ -1,0 +1,401 @@
+"""A small MLflow wrapper that can never take a search down with it.
+
+Every MLflow call goes through :class:`Tracker`, which talks to the store through ``MlflowClient``
+with an explicit run id (no global active-run state), batches metrics per step, and turns itself
+into a no-op after the first tracking error. ``mlflow`` is imported lazily, on the first
+:meth:`Tracker.start`, so that telemetry can be switched off before MLflow reads its settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DB_NAME = "mlflow.db"
+ARTIFACTS_DIR_NAME = "mlartifacts"
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+# DVC runs `exp run --temp` and queued experiments in a throwaway copy of the repo under
+# `<repo>/.dvc/tmp/exps/` (dvc/repo/experiments/utils.py: EXEC_TMP_DIR = "exps", under repo.tmp_dir).
+_DVC_EXP_TMP_PARTS = (".dvc", "tmp", "exps")
+# MLflow accepts only these characters in metric, param and tag keys (colon dropped: not on Windows).
+_BAD_KEY_CHARS = re.compile(r"[^/\w.\- ]")
+# MLflow's own batch limits (mlflow/utils/validation.py).
+_MAX_METRICS_PER_BATCH = 1000
+_MAX_PARAMS_TAGS_PER_BATCH = 100
+_GIT_TIMEOUT_S = 10
+
+PathArg = str | os.PathLike[str]
+
+
+class TrackingWarning(RuntimeWarning):
+    """Tracking went wrong; the search goes on without it."""
+
+
+def disable_telemetry() -> None:
+    """Switch off DVC analytics and MLflow usage telemetry for this process and its children.
+
+    MLflow builds its telemetry client at ``import mlflow`` time, so call this before that import;
+    if MLflow is already imported, its telemetry client is reset (to none, now that it is disabled).
+    """
+    os.environ["DVC_NO_ANALYTICS"] = "1"  # dvc/analytics.py: any non-empty value
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # mlflow/environment_variables.py
+    # The cross-tool convention; MLflow only honours the literal "true", so don't override a user's "1".
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    try:
+        if "mlflow" in sys.modules:
+            from mlflow.telemetry import set_telemetry_client
+
+            set_telemetry_client()
+    except Exception:  # a telemetry switch must never be the reason a run fails
+        pass
+
+
+def _outside_exp_tempdir(path: Path) -> Path:
+    """``<repo>/.dvc/tmp/exps/<x>/...`` -> ``<repo>``; any other path unchanged."""
+    parts = path.parts
+    for i in range(len(parts) - len(_DVC_EXP_TMP_PARTS) + 1):
+        if parts[i : i + len(_DVC_EXP_TMP_PARTS)] == _DVC_EXP_TMP_PARTS:
+            return Path(*parts[:i])
+    return path
+
+
+def _git(args: list[str], cwd: PathArg | None) -> str | None:
+    """``git <args>`` stdout (stripped), or None when git or the repository is not there."""
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=_GIT_TIMEOUT_S, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def project_root(env: Mapping[str, str] = os.environ, cwd: PathArg | None = None) -> Path:
+    """The repository whose tracking store runs belong to.
+
+    ``DVC_ROOT`` (set by DVC for every stage command) wins, then the git toplevel of ``cwd``, then
+    ``cwd``. A path inside a DVC experiment temp copy maps back to the original repository, so
+    runs are not deleted along with the copy.
+    """
+    cwd = Path(os.path.abspath(cwd or os.getcwd()))
+    if dvc_root := env.get("DVC_ROOT"):
+        root = Path(os.path.abspath(dvc_root))
+    elif toplevel := _git(["rev-parse", "--show-toplevel"], cwd):
+        root = Path(toplevel)
+    else:
+        root = cwd
+    return _outside_exp_tempdir(root)
+
+
+def resolve_tracking_uri(env: Mapping[str, str] = os.environ, cwd: PathArg | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else an absolute ``sqlite:///<project_root>/mlflow.db``."""
+    if uri := env.get("MLFLOW_TRACKING_URI"):
+        return uri
+    return f"sqlite:///{(project_root(env, cwd) / DEFAULT_DB_NAME).as_posix()}"
+
+
+def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """``<db dir>/mlartifacts/<experiment>`` for a local sqlite store; None lets the server choose.
+
+    MLflow's default artifact root is ``./mlruns`` of the process cwd, which for DVC temp runs is a
+    directory that is about to be deleted.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    db = tracking_uri[len(prefix) :].split("?", 1)[0]
+    if not db or db == ":memory:":
+        return None
+    safe_name = re.sub(r"[^\w.-]", "_", experiment)
+    return (Path(os.path.abspath(db)).parent / ARTIFACTS_DIR_NAME / safe_name).as_uri()
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> ``{"a.b.c": "value"}`` with string values, as MLflow params are strings."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _key(name: str) -> str:
+    """A key MLflow accepts: edge names like ``1<-0`` would otherwise fail the whole batch."""
+    return _BAD_KEY_CHARS.sub("_", str(name))
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy/torch scalars and arrays -> plain Python, anything else -> str (for ``log_dict``)."""
+    for method in ("tolist", "item"):
+        if hasattr(value, method):
+            with contextlib.suppress(Exception):
+                return getattr(value, method)()
+    return str(value)
+
+
+def standard_tags(
+    *,
+    seed: int,
+    space: str,
+    method: str,
+    stage: str | None,
+    profile: str,
+    cwd: PathArg | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """The tags every search run carries: what ran, from which code, in which DVC stage/experiment.
+
+    Git facts come from the checkout the code runs in (``cwd``): inside a DVC temp copy that is the
+    experiment's own commit, not the original repository's HEAD. All values are strings, as MLflow
+    tags are; ``mlflow.source.git.commit`` is the key MLflow's UI shows as the run's commit.
+    """
+    tags = {"seed": str(seed), "space": space, "method": method, "profile": profile}
+    if stage := stage or env.get("DVC_STAGE"):
+        tags["dvc.stage"] = stage
+    if exp_name := env.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = exp_name
+    if baseline := env.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.exp_baseline_rev"] = baseline
+    if commit := _git(["rev-parse", "HEAD"], cwd):
+        tags["git.commit"] = tags["mlflow.source.git.commit"] = commit
+        status = _git(["status", "--porcelain"], cwd)
+        if status is not None:
+            tags["git.dirty"] = "true" if status else "false"
+    return tags
+
+
+class Tracker:
+    """One MLflow run at a time, logged through ``MlflowClient`` with an explicit run id.
+
+    Any tracking error disables the tracker with a :class:`TrackingWarning` naming the problem and
+    the tracking URI; from then on every call is a no-op, so a broken store never stops a search.
+    """
+
+    def __init__(self, experiment: str, *, tracking_uri: str | None = None, enabled: bool = True) -> None:
+        self.experiment = experiment
+        self.tracking_uri = tracking_uri or resolve_tracking_uri()
+        self.enabled = enabled
+        self.run_id: str | None = None
+        self._open = False
+        self._client: Any = None
+
+    standard_tags = staticmethod(standard_tags)
+
+    # -- failure handling -------------------------------------------------------------------------
+
+    def _warn(self, message: str) -> None:
+        warnings.warn(f"{message} (MLflow tracking URI: {self.tracking_uri})", TrackingWarning, stacklevel=3)
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Run one tracking step; on any error warn once, then go quiet for good."""
+        try:
+            yield
+        except Exception as exc:
+            self.enabled = False
+            detail = f"{type(exc).__name__}: {exc}"
+            if len(detail) > 500:  # SQL errors quote whole statements
+                detail = detail[:500] + "..."
+            self._warn(f"MLflow tracking disabled after failing to {action}: {detail}; the search goes on")
+            if self._open and self._client is not None:
+                # Best effort, so the UI does not show a run RUNNING forever.
+                with contextlib.suppress(Exception):
+                    self._client.set_terminated(self.run_id, "FAILED")
+            self._open = False
+
+    @property
+    def active(self) -> bool:
+        """True while a run is open and tracking still works."""
+        return self.enabled and self._open
+
+    # -- run lifecycle ----------------------------------------------------------------------------
+
+    def start(
+        self,
+        run_name: str,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        resume_run_id: str | None = None,
+    ) -> str | None:
+        """Open a new run, or reopen ``resume_run_id`` (a search resumed from its checkpoint).
+
+        Returns the run id, or None if tracking is off or failed. Params are flattened with dots;
+        on resume, params the run already has are not logged again (MLflow params are immutable).
+        """
+        if not self.enabled:
+            return None
+        with self._guard(f"start run {run_name!r} in experiment {self.experiment!r}"):
+            client = self._connect()
+            run = self._reopen(client, resume_run_id) if resume_run_id else None
+            if run is None:
+                run = client.create_run(self._experiment_id(client), run_name=run_name)
+            self.run_id, self._open = run.info.run_id, True
+            self._log_params(client, run, flatten_params(params or {}))
+            self.set_tags(dict(tags or {}))
+        return self.run_id if self.active else None
+
+    def _connect(self) -> Any:
+        if self._client is None:
+            disable_telemetry()  # before the first `import mlflow` of this process
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def _experiment_id(self, client: Any) -> str:
+        from mlflow.exceptions import MlflowException
+
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            try:
+                return client.create_experiment(
+                    self.experiment, artifact_location=_artifact_location(self.tracking_uri, self.experiment)
+                )
+            except MlflowException:
+                # Another seed's process may have created it a moment ago.
+                exp = client.get_experiment_by_name(self.experiment)
+                if exp is None:
+                    raise
+        if exp.lifecycle_stage == "deleted":
+            # A deleted experiment still owns its name; bring it back rather than fail every run.
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+
+    def _reopen(self, client: Any, run_id: str) -> Any:
+        """The run to continue, set back to RUNNING; None (with a warning) if it is gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            run = None
+        if run is None or run.info.lifecycle_stage == "deleted":
+            self._warn(f"cannot resume MLflow run {run_id}: not in this store or deleted; starting a new run")
+            return None
+        client.update_run(run_id, status="RUNNING")
+        resumes = int(run.data.tags.get("isdarts.resume_count", "0")) + 1
+        client.set_tag(run_id, "isdarts.resume_count", str(resumes))
+        return run
+
+    def _log_params(self, client: Any, run: Any, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        params = {_key(k): v for k, v in params.items()}
+        existing = run.data.params
+        if changed := sorted(k for k, v in params.items() if k in existing and existing[k] != v):
+            self._warn(f"resumed run {run.info.run_id} keeps its original values of params {changed}")
+        new = [Param(k, v) for k, v in params.items() if k not in existing]
+        for chunk in _chunks(new, _MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(run.info.run_id, params=chunk)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run as FINISHED, FAILED or KILLED; later calls are no-ops."""
+        if not self.active:
+            return
+        if status not in TERMINAL_STATUSES:
+            self._warn(f"unknown run status {status!r}, using FAILED")
+            status = "FAILED"
+        with self._guard(f"end run {self.run_id} as {status}"):
+            self._client.set_terminated(self.run_id, status)
+        self._open = False
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+
+    # -- logging ----------------------------------------------------------------------------------
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log one step's metrics in a single batch (a search logs ~40 per epoch).
+
+        NaN and +-inf go to MLflow as they are (its SQL store keeps NaN and clamps inf to the
+        largest float); values that are not numbers at all are skipped with a warning.
+        """
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        batch, skipped = [], []
+        with self._guard(f"log {len(metrics)} metrics at step {step}"):
+            timestamp, step = int(time.time() * 1000), int(step)
+            for name, value in metrics.items():
+                try:
+                    number = float(value)  # numpy and 0-d torch scalars too
+                except Exception:  # None, strings, multi-element tensors: not a metric
+                    skipped.append(str(name))
+                    continue
+                batch.append(Metric(_key(name), number, timestamp, step))
+            for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
+                self._client.log_batch(self.run_id, metrics=chunk)
+        if skipped:
+            # No step in the text, so Python's default filter shows it once, not every epoch.
+            self._warn(f"skipped non-numeric metrics {sorted(skipped)}")
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set tags (values become strings)."""
+        if not self.active:
+            return
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(_key(k), str(v)) for k, v in tags.items()]
+        with self._guard(f"set tags {sorted(tags)}"):
+            for chunk in _chunks(batch, _MAX_PARAMS_TAGS_PER_BATCH):
+                self._client.log_batch(self.run_id, tags=chunk)
+
+    def log_artifact(self, path: PathArg, artifact_path: str | None = None) -> None:
+        """Copy a file (or a directory's contents) into the run's artifacts."""
+        if not self.active:
+            return
+        path = Path(path)
+        if not path.exists():
+            self._warn(f"artifact {path} does not exist; not logged")
+            return
+        with self._guard(f"log artifact {path}"):
+            if path.is_dir():
+                self._client.log_artifacts(self.run_id, str(path), artifact_path)
+            else:
+                self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, d: Mapping[str, Any], artifact_file: str) -> None:
+        """Write ``d`` as a JSON (or ``.yaml``) artifact; numpy/torch values are converted first."""
+        if not self.active:
+            return
+        with self._guard(f"log dict artifact {artifact_file}"):
+            plain = json.loads(json.dumps(d, default=_jsonable, allow_nan=True))
+            self._client.log_dict(self.run_id, plain, artifact_file)
+
+
+__all__ = [
+    "Tracker",
+    "TrackingWarning",
+    "disable_telemetry",
+    "flatten_params",
+    "project_root",
+    "resolve_tracking_uri",
+    "standard_tags",
+]

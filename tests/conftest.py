@@ -1,0 +1,30 @@
+"""Shared pytest fixtures. Keep each fixture small and documented; helpers live in the library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from isdarts.data.cifar import write_fake_cifar10
+
+# /work/shared beside the repo on dev machines and CI; ISDARTS_SHARED_DIR overrides it elsewhere.
+SHARED_DIR = Path(os.environ.get("ISDARTS_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+@pytest.fixture
+def tiny_cifar_dir(tmp_path: Path) -> Path:
+    """A root folder holding a synthetic, learnable cifar-10-batches-py (20 images a batch, 30 test)."""
+    root = tmp_path / "cifar"
+    write_fake_cifar10(root, n_per_batch=20, n_test=30, seed=0)
+    return root
+
+
+@pytest.fixture
+def shared_cifar_subset() -> Path:
+    """The real 5,551/1,017-image CIFAR-10 subset from the shared data folder, or skip."""
+    path = SHARED_DIR / "data" / "cifar10-subset"
+    if not (path / "cifar-10-batches-py").is_dir():
+        pytest.skip(f"shared data absent at {path} (only CI and dev machines have it)")
+    return path
