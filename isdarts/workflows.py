@@ -31,8 +31,7 @@ def prepare_data(params: Params, out_dir: Path = PREPARED_DIR) -> dict[str, Any]
     if params.profile == "paper" and not (source.kind == "full" and source.verified):
         raise ValueError(f"profile 'paper' needs the full, verified CIFAR-10, but found: {source.note}")
     arrays = load_cifar10(source)
-    manifest = {"kind": source.kind, "verified": source.verified, "note": source.note, "source": str(source.path)}
-    return save_prepared(arrays, manifest, out_dir)
+    return save_prepared(arrays, source.as_dict(), out_dir)
 
 
 def run_dir(method: str, seed: int) -> Path:
@@ -63,7 +62,7 @@ def search_nb201(
     tags = standard_tags(seed=seed, space="nb201", method=method, stage=stage or "cli", profile=params.profile)
     try:
         result = run_nb201_search(
-            params, seed, arrays, data_kind=manifest["kind"], data_fingerprint=manifest["sha256"],
+            params, seed, arrays, data_kind=manifest["kind"], data_fingerprint=manifest["npz_sha256"],
             checkpoint_dir=checkpoint_dir, tracker=tracker, tracker_tags=tags, progress=progress,
             stop_after_epochs=stop_after_epochs,
         )
