@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests run DVC and MLflow for real; neither may phone home from CI.
+for _name, _value in (("DVC_NO_ANALYTICS", "1"), ("MLFLOW_DISABLE_TELEMETRY", "true"), ("DO_NOT_TRACK", "true")):
+    os.environ.setdefault(_name, _value)
+
 from isdarts.data.cifar import write_fake_cifar10
 
 # /work/shared beside the repo on dev machines and CI; ISDARTS_SHARED_DIR overrides it elsewhere.

@@ -1,0 +1,1 @@
+"""Search methods that drive a supernet: IS-DARTS (IIM + progressive shrinking)."""

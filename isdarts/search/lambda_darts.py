@@ -1,0 +1,171 @@
+"""Λ-DARTS on NAS-Bench-201 (spec §5): DARTS whose weight step also aligns the cells' α-gradients.
+
+Every search cell l mixes with its own clone A_l of p = softmax(α); g_l = dL/dA_l (flattened) are the
+per-layer gradients. The regulariser R(g_1..g_L) rewards aligned g_l, and the weight objective becomes
+L - λ_t R. Its weight gradient -∇_w R needs second derivatives; Λ-DARTS instead takes a central
+difference of ∇_w L along the probabilities: with v_l = dR/dg_l and δ_l = ε v_l,
+    (∇_w L(w; A - δ) - ∇_w L(w; A + δ)) / (2ε)  ≈  -∇_w Σ_l <v_l, g_l>  =  -∇_w R.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from isdarts.search.darts_method import Batches, DartsNb201, flat_norm, grads_or_zeros
+from isdarts.spaces.nb201_supernet import Nb201Supernet
+
+RegulariserGrad = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
+
+
+def _stack(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    if len(grads) < 2:
+        raise ValueError(f"layer alignment needs at least 2 per-layer gradients, got {len(grads)}")
+    return torch.stack([g.reshape(-1) for g in grads])
+
+
+def _num_pairs(n: int) -> int:
+    return n * (n - 1) // 2
+
+
+def _safe_inverse(x: torch.Tensor) -> torch.Tensor:
+    """1/x where x > 0, else 0: a zero gradient has no direction and so takes no part in the alignment."""
+    return torch.where(x > 0, 1.0 / x, torch.zeros_like(x))
+
+
+def _upper_mean(matrix: torch.Tensor) -> torch.Tensor:
+    i, j = torch.triu_indices(matrix.shape[0], matrix.shape[1], offset=1, device=matrix.device)
+    return matrix[i, j].mean()
+
+
+def layer_alignment(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Λ: the mean over pairs i < j of cos(g_i, g_j); also the `corr` regulariser's value."""
+    g = _stack(grads)
+    u = g * _safe_inverse(g.norm(dim=1, keepdim=True))
+    return _upper_mean(u @ u.T)
+
+
+def sign_alignment(grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The `signcorr` value: mean over pairs i < j of <g_i, g_j> / <|g_i|, |g_j|>."""
+    g = _stack(grads)
+    a = g.abs()
+    return _upper_mean((g @ g.T) * _safe_inverse(a @ a.T))
+
+
+def _unstack(v: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [row.reshape(t.shape) for row, t in zip(v, like, strict=True)]
+
+
+def corr_regulariser_grad(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """v_l = dR_corr/dg_l = (1/P) (1/|g_l|) (I - û_l û_lᵀ) Σ_j û_j, in the shapes of `grads`.
+
+    The j = l term drops out because (I - û_l û_lᵀ) û_l = 0, so Σ_j may run over all layers.
+    """
+    g = _stack(grads)
+    inv_norm = _safe_inverse(g.norm(dim=1, keepdim=True))
+    u = g * inv_norm
+    s = u.sum(dim=0, keepdim=True)
+    v = (s - u * (u * s).sum(dim=1, keepdim=True)) * inv_norm / _num_pairs(len(grads))
+    return _unstack(v, grads)
+
+
+def signcorr_regulariser_grad(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """v_l = (1/P) Σ_{j≠l} [1 - (<g_l, g_j>/D_lj) sign(g_l) ⊙ sign(g_j)] ⊙ g_j / D_lj, D_lj = <|g_l|, |g_j|>.
+
+    As matrices: sign(g_j) ⊙ g_j = |g_j|, so v = (C1 g - sign(g) ⊙ (C2 |g|)) / P with C1 = 1/D and
+    C2 = N/D² (N = g gᵀ), both with a zero diagonal.
+    """
+    g = _stack(grads)
+    a = g.abs()
+    off_diagonal = 1.0 - torch.eye(len(grads), dtype=g.dtype, device=g.device)
+    inv_d = _safe_inverse(a @ a.T) * off_diagonal
+    c2 = (g @ g.T) * inv_d.square()
+    v = (inv_d @ g - g.sign() * (c2 @ a)) / _num_pairs(len(grads))
+    return _unstack(v, grads)
+
+
+REGULARISERS: dict[str, RegulariserGrad] = {"corr": corr_regulariser_grad, "signcorr": signcorr_regulariser_grad}
+
+
+def lambda_at(epoch: int, epochs: int, lam: float) -> float:
+    """λ_t = λ t / (T - 1): 0 in the first epoch, λ in the last (t is the 0-based epoch)."""
+    return lam if epochs <= 1 else lam * epoch / (epochs - 1)
+
+
+class LambdaDartsNb201(DartsNb201):
+    """DARTS plus the Λ-DARTS alignment term in the weight step; the α update is plain DARTS.
+
+    The NB201 script takes the weight step first (arch_first=False); the DARTS-space script takes the
+    α step first. Extra keyword arguments go to DartsNb201 (lr, weight_decay, arch_lr, order, ...).
+    """
+
+    name = "lambda_darts"
+
+    def __init__(
+        self,
+        model: Nb201Supernet,
+        *,
+        epochs: int,
+        regulariser: str = "corr",
+        lam: float = 0.25,
+        eps0: float = 1e-4,
+        arch_first: bool = False,
+        **darts_kwargs: Any,
+    ) -> None:
+        if regulariser not in REGULARISERS:
+            raise ValueError(f"unknown Λ-DARTS regulariser {regulariser!r}; known: {', '.join(REGULARISERS)}")
+        if eps0 <= 0:
+            raise ValueError(f"eps0 must be > 0, got {eps0!r}")
+        super().__init__(model, epochs=epochs, arch_first=arch_first, **darts_kwargs)
+        self.regulariser, self.lam, self.eps0 = regulariser, lam, eps0
+        self.lam_t = lambda_at(0, epochs, lam)
+        self._alignment_sum = torch.zeros((), dtype=torch.float64, device=self.alpha.device)
+        self._alignment_steps = 0
+
+    def set_epoch(self, epoch: int) -> float:
+        self.lam_t = lambda_at(epoch, self.epochs, self.lam)
+        self._alignment_sum.zero_()
+        self._alignment_steps = 0
+        return super().set_epoch(epoch)
+
+    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches]) -> dict[str, Any]:
+        """Adds λ_t and the epoch's mean train-batch layer alignment Λ to the DARTS record."""
+        record = super().end_epoch(epochs_done, iim_batches)
+        steps = self._alignment_steps
+        record["lambda"] = self.lam_t
+        record["alignment"] = (self._alignment_sum / steps).item() if steps else None
+        return record
+
+    def _weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.arch_weights()
+        # Non-leaf clones of p: α still gets its weight-loss gradient (it counts in the clip norm).
+        clones = [p.clone() for _ in range(self.model.num_search_cells)]
+        for clone in clones:
+            clone.retain_grad()
+        loss, logits = self.loss(x, y, clones)
+        loss.backward()
+        cell_grads = [clone.grad for clone in clones]
+        self._alignment_sum += layer_alignment(cell_grads).detach().double()
+        self._alignment_steps += 1
+        if self.lam_t != 0:
+            for w, c in zip(self.weights, self.alignment_correction(x, y, cell_grads), strict=True):
+                w.grad = self.lam_t * c if w.grad is None else w.grad.add_(c, alpha=self.lam_t)
+        return loss, logits
+
+    def alignment_correction(
+        self, x: torch.Tensor, y: torch.Tensor, cell_grads: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """(g⁺ - g⁻) / (2ε) per weight tensor, ≈ -∇_w R: g⁺ at A - δ, g⁻ at A + δ, on the same batch.
+
+        ε = ε0 / |concat v| is renormalised every call, so the probabilities move by exactly ε0.
+        """
+        v = REGULARISERS[self.regulariser](cell_grads)
+        eps = self.eps0 / flat_norm(v).clamp_min(torch.finfo(v[0].dtype).tiny)
+        p = self.arch_weights().detach()
+        g_plus, g_minus = (
+            grads_or_zeros(self.loss(x, y, [p + sign * eps * v_l for v_l in v])[0], self.weights)
+            for sign in (-1.0, 1.0)
+        )
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)]

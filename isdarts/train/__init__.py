@@ -1,0 +1,1 @@
+"""Training loops shared by all methods: epochs, checkpoints, devices."""

@@ -1,0 +1,44 @@
+"""CI's check that the reproduced tables still hold.
+
+The committed pipeline outputs (small JSON in git) must be exactly what `dvc.lock` recorded for the
+current code and params.yaml, and the committed reports must be what the report stage rebuilds
+from them. A code or params change without a re-run of `dvc repro` fails here.
+"""
+
+from pathlib import Path
+
+import pytest
+from dvc.repo import Repo
+
+from isdarts.workflows import build_report
+
+ROOT = Path(__file__).resolve().parents[1]
+# Not in git: the DVC-cached prepared data and the persisted checkpoints.
+UNTRACKED = ("data/prepared", "checkpoints/")
+
+
+def test_committed_outputs_match_dvc_lock_for_current_code_and_params():
+    repo = Repo(str(ROOT))
+    stale = []
+    for stage in repo.index.stages:
+        if stage.changed_stage():
+            stale.append(f"{stage.addressing}: its definition in dvc.yaml changed")
+        for item in [*stage.deps, *stage.outs]:
+            path = str(item.def_path)
+            if path.startswith(UNTRACKED) or getattr(item, "persist", False):
+                continue
+            status = item.status()
+            if status:
+                stale.append(f"{stage.addressing}: {dict(status)}")
+    assert not stale, "committed results are stale; run `dvc repro` and commit dvc.lock and outputs:\n" + "\n".join(
+        stale
+    )
+
+
+def test_reports_rebuild_byte_identically_from_committed_results(tmp_path):
+    results = ROOT / "results"
+    if not any(results.glob("nb201_*.json")):
+        pytest.fail("no committed results/nb201_*.json; run `dvc repro` and commit its outputs")
+    for path in build_report(results, tmp_path):
+        committed = ROOT / "reports" / path.name
+        assert committed.read_bytes() == path.read_bytes(), f"reports/{path.name} differs from its rebuild"
