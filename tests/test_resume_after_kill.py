@@ -1,0 +1,77 @@
+"""A search killed with SIGKILL mid-run resumes from its checkpoint and ends exactly as an unkilled one."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from isdarts.cli import main
+from isdarts.data.cifar import write_fake_cifar10
+
+ROOT = Path(__file__).resolve().parents[1]
+ISDARTS = str(Path(sys.executable).parent / "isdarts")
+TIMING = ("images_per_s", "epoch_seconds", "search_seconds", "search_hours", "images_per_s_mean")
+pytestmark = pytest.mark.slow
+
+
+def without_timing(doc):
+    if isinstance(doc, dict):
+        return {k: without_timing(v) for k, v in doc.items() if k not in TIMING}
+    if isinstance(doc, list):
+        return [without_timing(v) for v in doc]
+    return doc
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
+    fake = tmp_path / "fake"
+    write_fake_cifar10(fake, n_per_batch=20, n_test=30, seed=1)
+    raw.update(profile="smoke", device="cpu", nb201_seeds=[0])
+    raw["data"].update(cifar10_root=str(tmp_path / "absent"), subset_fallback=str(fake))
+    raw["nb201_search"].update(C=4, N=1, epochs=8, batch_size=20, log_every=1)
+    raw["nb201_search"]["shrink"] = {"steps": 4, "interval": 1}
+    raw["nb201_search"]["iim"].update(n_samples=40, batch_size=20, every_epoch=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare-data"]) == 0
+    return tmp_path
+
+
+def search_cmd(name: str) -> list[str]:
+    return [ISDARTS, "search", "--seed", "0", "--out", f"out_{name}", "--checkpoints", f"ckpt_{name}", "--no-progress"]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(workdir):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    subprocess.run(search_cmd("whole"), env=env, check=True, capture_output=True, timeout=600)
+
+    proc = subprocess.Popen(search_cmd("killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = workdir / "ckpt_killed" / "last.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (workdir / "out_killed").exists(), "the kill came after the run finished; the test proves nothing"
+
+    subprocess.run(search_cmd("killed"), env=env, check=True, capture_output=True, timeout=600)
+    for name in ("genotype.json", "metrics.json", "history.json"):
+        whole = json.loads((workdir / "out_whole" / name).read_text())
+        resumed = json.loads((workdir / "out_killed" / name).read_text())
+        assert without_timing(resumed) == without_timing(whole), name
+
+    db = sqlite3.connect(workdir / "mlflow.db")
+    runs = db.execute("select run_uuid, status from runs").fetchall()
+    assert len(runs) == 2 and {s for _, s in runs} == {"FINISHED"}  # the killed run was resumed, not duplicated
+    for run_uuid, _ in runs:
+        steps = db.execute("select step from metrics where run_uuid=? and key='train_loss'", (run_uuid,)).fetchall()
+        assert sorted({s for (s,) in steps}) == list(range(1, 9))  # an epoch re-run after the kill may log twice
