@@ -47,8 +47,7 @@ def search_nb201(
     checkpoint_dir: Path | None = None,
     stage: str | None = None,
     progress: bool = True,
-    stop_after_epochs: int | None = None,
-) -> dict[str, Any] | None:
+) -> dict[str, Any]:
     """One NB201 search for one seed: resumable, tracked in MLflow, outputs written atomically."""
     from isdarts.data.cifar import load_prepared
     from isdarts.tracking import Tracker, standard_tags
@@ -64,14 +63,10 @@ def search_nb201(
         result = run_nb201_search(
             params, seed, arrays, data_kind=manifest["kind"], data_fingerprint=manifest["npz_sha256"],
             checkpoint_dir=checkpoint_dir, tracker=tracker, tracker_tags=tags, progress=progress,
-            stop_after_epochs=stop_after_epochs,
         )
     except BaseException as exc:
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
-    if not result["finished"]:
-        tracker.end("KILLED")
-        return None
     atomic_write_json(out_dir / "history.json", result["history"])
     atomic_write_json(out_dir / "metrics.json", result["metrics"])
     atomic_write_json(out_dir / "genotype.json", result["genotype"])

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-# Tests run DVC and MLflow for real; neither may phone home from CI.
-for _name, _value in (("DVC_NO_ANALYTICS", "1"), ("MLFLOW_DISABLE_TELEMETRY", "true"), ("DO_NOT_TRACK", "true")):
-    os.environ.setdefault(_name, _value)
-
 from isdarts.data.cifar import write_fake_cifar10
+from isdarts.tracking import disable_telemetry
+
+# Tests run DVC and MLflow for real (also in subprocesses, which inherit this); none may phone home.
+disable_telemetry()
 
 # /work/shared beside the repo on dev machines and CI; ISDARTS_SHARED_DIR overrides it elsewhere.
 SHARED_DIR = Path(os.environ.get("ISDARTS_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -94,7 +94,8 @@ def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_
     assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
     for run_uuid, _ in runs:
         tags = dict(db.execute("select key, value from tags where run_uuid=?", (run_uuid,)).fetchall())
-        assert tags["space"] == "nb201" and tags["method"] == "isdarts" and tags["dvc.stage"].startswith("search_nb201@")
+        assert tags["space"] == "nb201" and tags["method"] == "isdarts"
+        assert tags["dvc.stage"].startswith("search_nb201@")
         assert tags["git.commit"]
         steps = db.execute(
             "select count(*) from metrics where run_uuid=? and key='train_loss'", (run_uuid,)

@@ -66,7 +66,12 @@ class SDartsNb201(DartsNb201):
     name = "sdarts"
 
     def __init__(
-        self, model: Nb201Supernet, *, epochs: int, shrink_steps: int = 4, shrink_interval: int = 2,
+        self,
+        model: Nb201Supernet,
+        *,
+        epochs: int,
+        shrink_steps: int = 4,
+        shrink_interval: int = 2,
         **darts_kwargs: Any,
     ) -> None:
         super().__init__(model, epochs=epochs, **darts_kwargs)

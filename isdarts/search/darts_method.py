@@ -80,9 +80,7 @@ class DartsNb201:
         self.w_optimizer = torch.optim.SGD(
             self.weights, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
         )
-        self.a_optimizer = torch.optim.Adam(
-            [self.alpha], lr=arch_lr, betas=arch_betas, weight_decay=arch_weight_decay
-        )
+        self.a_optimizer = torch.optim.Adam([self.alpha], lr=arch_lr, betas=arch_betas, weight_decay=arch_weight_decay)
         self.criterion = nn.CrossEntropyLoss()
         self._arch_loss_sum = torch.zeros((), dtype=torch.float64, device=ref.device)
         self._arch_steps = 0
@@ -92,9 +90,7 @@ class DartsNb201:
         """The (edges, ops) mixing weights the cells use: softmax over all ops of each edge."""
         return torch.softmax(self.alpha, dim=-1)
 
-    def loss(
-        self, x: torch.Tensor, y: torch.Tensor, weights: CellWeights = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, x: torch.Tensor, y: torch.Tensor, weights: CellWeights = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE loss, logits) of the supernet mixed by `weights` (default: the current arch weights)."""
         _, logits = self.model(x, weights=self.arch_weights() if weights is None else weights)
         return self.criterion(logits, y), logits
@@ -130,8 +126,11 @@ class DartsNb201:
         """DARTS has no end-of-epoch work; the record carries α and the mean α-step loss for the history."""
         mean = (self._arch_loss_sum / self._arch_steps).item() if self._arch_steps else None
         return {
-            "iim": None, "shrink_step": None, "pruned": [],
-            "alpha": self.alpha.detach().cpu().tolist(), "arch_loss": mean,
+            "iim": None,
+            "shrink_step": None,
+            "pruned": [],
+            "alpha": self.alpha.detach().cpu().tolist(),
+            "arch_loss": mean,
         }
 
     def genotype(self) -> Nb201Genotype:
@@ -140,8 +139,10 @@ class DartsNb201:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(), "alpha": self.alpha.detach().clone(),
-            "w_optimizer": self.w_optimizer.state_dict(), "a_optimizer": self.a_optimizer.state_dict(),
+            "model": self.model.state_dict(),
+            "alpha": self.alpha.detach().clone(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "a_optimizer": self.a_optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -207,11 +208,11 @@ class DartsNb201:
                 if buf is not None and mu:
                     step = step + mu * buf
                 unrolled.append((p - xi * step).requires_grad_())
-        # Evaluate L_val at w' functionally, so the model's own weights are never touched.
-        names = [name for name, _ in self.model.named_parameters()]
-        _, logits = functional_call(
-            self.model, dict(zip(names, unrolled, strict=True)), (x_valid,), {"weights": self.arch_weights()}
-        )
+        # Evaluate L_val at w' functionally, so the model's own weights are never touched; copies of the
+        # buffers keep this pass out of the BN running statistics, as AutoDL's throw-away deepcopy does.
+        state = {name: b.clone() for name, b in self.model.named_buffers()}
+        state.update(zip((name for name, _ in self.model.named_parameters()), unrolled, strict=True))
+        _, logits = functional_call(self.model, state, (x_valid,), {"weights": self.arch_weights()})
         loss_valid = self.criterion(logits, y_valid)
         self._log_arch_loss(loss_valid)
         d_alpha, *v = grads_or_zeros(loss_valid, [self.alpha, *unrolled])

@@ -151,7 +151,9 @@ class LambdaDartsNb201(DartsNb201):
         self._alignment_steps += 1
         if self.lam_t != 0:
             for w, c in zip(self.weights, self.alignment_correction(x, y, cell_grads), strict=True):
-                w.grad = self.lam_t * c if w.grad is None else w.grad.add_(c, alpha=self.lam_t)
+                # A weight the loss never reached (a masked op) has no correction either; leave it gradient-free.
+                if w.grad is not None:
+                    w.grad.add_(c, alpha=self.lam_t)
         return loss, logits
 
     def alignment_correction(

@@ -51,7 +51,9 @@ def _check_cell(kind: str, cell: Any) -> Cell:
     """Validate one cell's node list and return it as nested tuples with evaluation op names."""
     if not _is_seq(cell) or len(cell) != DARTS_NUM_NODES:
         got = f"{len(cell)} node(s)" if _is_seq(cell) else repr(cell)
-        raise GenotypeError(f"{kind}: expected {DARTS_NUM_NODES} nodes of {INPUTS_PER_NODE} (op, input) pairs, got {got}")
+        raise GenotypeError(
+            f"{kind}: expected {DARTS_NUM_NODES} nodes of {INPUTS_PER_NODE} (op, input) pairs, got {got}"
+        )
     nodes: list[Node] = []
     for k, node in enumerate(cell):
         where = f"{kind} node {k}"

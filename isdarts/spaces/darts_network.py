@@ -36,7 +36,13 @@ class EvalCell(nn.Module):
     """One cell of a genotype: preprocess s0/s1 to C channels, compute 4 nodes, concat the chosen states."""
 
     def __init__(
-        self, genotype: DartsGenotype, c_prev_prev: int, c_prev: int, c: int, *, reduction: bool,
+        self,
+        genotype: DartsGenotype,
+        c_prev_prev: int,
+        c_prev: int,
+        c: int,
+        *,
+        reduction: bool,
         reduction_prev: bool,
     ) -> None:
         super().__init__()
@@ -117,9 +123,7 @@ class AuxiliaryHeadImageNet(nn.Module):
 class _CellStack(nn.Module):
     """Cells with reductions at layers//3 and 2*layers//3, the auxiliary head after the second one."""
 
-    def _build_cells(
-        self, genotype: DartsGenotype, c: int, layers: int, c_stem: int, *, reduction_prev: bool
-    ) -> int:
+    def _build_cells(self, genotype: DartsGenotype, c: int, layers: int, c_stem: int, *, reduction_prev: bool) -> int:
         self.drop_path_prob = 0.0
         self.aux_index = 2 * layers // 3
         self.cells = nn.ModuleList()
@@ -129,18 +133,14 @@ class _CellStack(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 c_curr *= 2
-            cell = EvalCell(
-                genotype, c_prev_prev, c_prev, c_curr, reduction=reduction, reduction_prev=reduction_prev
-            )
+            cell = EvalCell(genotype, c_prev_prev, c_prev, c_curr, reduction=reduction, reduction_prev=reduction_prev)
             self.cells.append(cell)
             c_prev_prev, c_prev, reduction_prev = c_prev, cell.multiplier * c_curr, reduction
             if i == self.aux_index:
                 self.aux_channels = c_prev
         return c_prev
 
-    def _run_cells(
-        self, s0: torch.Tensor, s1: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run_cells(self, s0: torch.Tensor, s1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits_aux = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
@@ -156,8 +156,15 @@ class NetworkCIFAR(_CellStack):
     """
 
     def __init__(
-        self, genotype: DartsGenotype, *, C: int = 36, num_classes: int = 10, layers: int = 20,
-        auxiliary: bool = True, drop_path_prob: float = 0.0, stem_multiplier: int = 3,
+        self,
+        genotype: DartsGenotype,
+        *,
+        C: int = 36,
+        num_classes: int = 10,
+        layers: int = 20,
+        auxiliary: bool = True,
+        drop_path_prob: float = 0.0,
+        stem_multiplier: int = 3,
     ) -> None:
         super().__init__()
         c_stem = stem_multiplier * C
@@ -178,8 +185,14 @@ class NetworkImageNet(_CellStack):
     """DARTS ImageNet mobile network (stems reduce 224 -> 28); forward returns ``(logits, logits_aux)``."""
 
     def __init__(
-        self, genotype: DartsGenotype, *, C: int = 48, num_classes: int = 1000, layers: int = 14,
-        auxiliary: bool = True, drop_path_prob: float = 0.0,
+        self,
+        genotype: DartsGenotype,
+        *,
+        C: int = 48,
+        num_classes: int = 1000,
+        layers: int = 14,
+        auxiliary: bool = True,
+        drop_path_prob: float = 0.0,
     ) -> None:
         super().__init__()
         self.stem0 = nn.Sequential(
@@ -211,9 +224,9 @@ class NetworkImageNet(_CellStack):
 
 def count_parameters_m(model: nn.Module, exclude_auxiliary: bool = True) -> float:
     """Parameters in millions; the papers leave the auxiliary head out of the count."""
-    return sum(
-        p.numel() for name, p in model.named_parameters() if not (exclude_auxiliary and "auxiliary" in name)
-    ) / 1e6
+    return (
+        sum(p.numel() for name, p in model.named_parameters() if not (exclude_auxiliary and "auxiliary" in name)) / 1e6
+    )
 
 
 @torch.no_grad()

@@ -83,7 +83,15 @@ class DilConv(nn.Sequential):
     """
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, *, affine: bool,
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int,
+        padding: int,
+        dilation: int,
+        *,
+        affine: bool,
         track: bool,
     ) -> None:
         super().__init__(

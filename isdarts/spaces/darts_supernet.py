@@ -1,0 +1,262 @@
+"""The IS-DARTS search supernet of the DARTS space (spec §2, AutoDL "nasnet-super").
+
+8 cells [N, N, R, N, N, R, N, N] at C=16; every cell holds all 8 ops on each of its 14 edges. Normal and
+reduction cells each share one (14, 8) binary mask, kept as buffers so checkpoints carry them. Ops the
+mask removes are never computed, and `none` (exact zeros) only runs when a probe (the IIM) asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from isdarts.spaces.darts_genotype import DARTS_DEFAULT_CONCAT, DARTS_NUM_NODES, DartsGenotype, GenotypeError
+from isdarts.spaces.darts_ops import (
+    DARTS_SEARCH_OPS,
+    SEARCH_TO_EVAL,
+    FactorizedReduce,
+    ReLUConvBN,
+    make_search_op,
+)
+
+__all__ = [
+    "CELL_KINDS",
+    "DARTS_EDGES",
+    "NONE_OP",
+    "NUM_EDGES",
+    "NUM_OPS",
+    "DartsSearchCell",
+    "DartsSupernet",
+    "OpProbe",
+    "darts_node_subsets",
+]
+
+# Called with (cell kind "normal"|"reduce", index of the cell among its kind, edge, op, op output).
+OpProbe = Callable[[str, int, int, int, torch.Tensor], None]
+Candidate = tuple[int, int]  # (edge index, op index)
+
+CELL_KINDS: tuple[str, str] = ("normal", "reduce")
+# Edge "i<-j": intermediate node i reads state j (0 = s0, 1 = s1, j >= 2 = node j-2); indexed in sorted key
+# order, which (single digits) is node-major with j ascending.
+DARTS_EDGES: tuple[str, ...] = tuple(sorted(f"{i}<-{j}" for i in range(DARTS_NUM_NODES) for j in range(2 + i)))
+NUM_EDGES = len(DARTS_EDGES)
+NUM_OPS = len(DARTS_SEARCH_OPS)
+NONE_OP = DARTS_SEARCH_OPS.index("none")
+_EDGE_INPUT: tuple[int, ...] = tuple(int(key.split("<-")[1]) for key in DARTS_EDGES)
+# (node i, [(input state j, edge index)]) in the order the cell computes them.
+_NODE_INPUTS: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = tuple(
+    (i, tuple((j, DARTS_EDGES.index(f"{i}<-{j}")) for j in range(2 + i))) for i in range(DARTS_NUM_NODES)
+)
+
+Alive = tuple[tuple[int, ...], ...]
+# DARTS-style op weights per cell kind: one (14, 8) tensor shared by the kind's cells, or one per cell.
+KindWeights = torch.Tensor | Sequence[torch.Tensor]
+
+
+def darts_node_subsets() -> list[list[Candidate]]:
+    """IS-DARTS comparison subsets: all (edge, op) entering node i, inputs ascending then ops (16/24/32/40)."""
+    return [[(edge, o) for _, edge in inputs for o in range(NUM_OPS)] for _, inputs in _NODE_INPUTS]
+
+
+class DartsSearchCell(nn.Module):
+    """Preprocessed inputs s0, s1 -> 4 nodes over 14 mixed edges -> concat of the 4 nodes (4C channels)."""
+
+    def __init__(
+        self,
+        c_prev_prev: int,
+        c_prev: int,
+        c: int,
+        *,
+        reduction: bool,
+        reduction_prev: bool,
+        affine: bool,
+        track: bool,
+    ) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.kind = "reduce" if reduction else "normal"
+        if reduction_prev:
+            self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, c, affine=affine, track=track)
+        else:
+            self.preprocess0 = ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine=affine, track=track)
+        self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0, affine=affine, track=track)
+        self.edges = nn.ModuleList(
+            nn.ModuleList(
+                # In reduction cells only the edges from the cell inputs s0, s1 downsample.
+                make_search_op(op, c, 2 if reduction and j < 2 else 1, affine=affine, track=track)
+                for op in DARTS_SEARCH_OPS
+            )
+            for j in _EDGE_INPUT
+        )
+
+    def forward(
+        self,
+        s0: torch.Tensor,
+        s1: torch.Tensor,
+        alive: Alive,
+        weights: torch.Tensor | None = None,
+        probe: OpProbe | None = None,
+        cell_index: int = 0,
+    ) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for _, inputs in _NODE_INPUTS:
+            total: torch.Tensor | None = None
+            for j, edge in inputs:
+                for op in alive[edge]:
+                    # `none` adds exact zeros, so it is only run when the IIM needs its output.
+                    if op == NONE_OP and probe is None:
+                        continue
+                    out = self.edges[edge][op](states[j])
+                    if probe is not None:
+                        probe(self.kind, cell_index, edge, op, out)
+                    out = out * weights[edge, op] if weights is not None else out
+                    total = out if total is None else total + out
+            if total is None:  # only `none` left on this node: its output is zeros of the node's shape
+                stride = 2 if self.reduction else 1
+                total = torch.zeros_like(states[0][:, :, ::stride, ::stride])
+            elif weights is None:
+                # IS-DARTS mixes with the constant 1/|O| of all 8 ops, not of the survivors (spec §3.1).
+                total = total * (1.0 / NUM_OPS)
+            states.append(total)
+        return torch.cat(states[2:], dim=1)
+
+
+class DartsSupernet(nn.Module):
+    """DARTS-space search network with `normal_mask` and `reduce_mask` buffers, (14, 8) float 0/1 each.
+
+    forward(x, weights, probe) returns (pooled features, logits).
+    """
+
+    def __init__(
+        self,
+        channels: int = 16,
+        cells_per_stage: int = 2,
+        num_classes: int = 10,
+        stem_multiplier: int = 3,
+        *,
+        affine: bool = False,
+        track: bool = False,
+    ) -> None:
+        super().__init__()
+        self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
+        c_stem = stem_multiplier * channels
+        self.stem = nn.Sequential(nn.Conv2d(3, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        n = cells_per_stage
+        layout = [False] * n + [True] + [False] * n + [True] + [False] * n
+        c_prev_prev, c_prev, c, reduction_prev = c_stem, c_stem, channels, False
+        self.cells = nn.ModuleList()
+        for reduction in layout:
+            if reduction:
+                c *= 2
+            self.cells.append(
+                DartsSearchCell(
+                    c_prev_prev,
+                    c_prev,
+                    c,
+                    reduction=reduction,
+                    reduction_prev=reduction_prev,
+                    affine=affine,
+                    track=track,
+                )
+            )
+            c_prev_prev, c_prev, reduction_prev = c_prev, DARTS_NUM_NODES * c, reduction
+        self.head = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+        self.register_buffer("normal_mask", torch.ones(NUM_EDGES, NUM_OPS))
+        self.register_buffer("reduce_mask", torch.ones(NUM_EDGES, NUM_OPS))
+        # Every op starts alive; set without reading the buffers, so a meta-device build works too.
+        everything = tuple(tuple(range(NUM_OPS)) for _ in range(NUM_EDGES))
+        self._alive: dict[str, Alive] = {kind: everything for kind in CELL_KINDS}
+        # A checkpoint load replaces the mask buffers; keep the host-side alive lists in step with them.
+        self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_alive())
+
+    # ----------------------------------------------------------------- masks
+    def num_cells(self, kind: str) -> int:
+        """How many cells of `kind` ("normal" or "reduce") share that kind's mask."""
+        return sum(cell.kind == _check_kind(kind) for cell in self.cells)
+
+    def get_mask(self, kind: str) -> torch.Tensor:
+        """The (14, 8) mask buffer of `kind` (the live buffer: use set_mask to change it)."""
+        return self.normal_mask if _check_kind(kind) == "normal" else self.reduce_mask
+
+    @property
+    def alive(self) -> dict[str, Alive]:
+        """Per kind, per edge, the op indices the mask keeps (host-side: no device sync per step)."""
+        return self._alive
+
+    def set_mask(self, kind: str, mask: torch.Tensor) -> None:
+        """Replace the mask of `kind`; every node must keep at least one (edge, op) candidate."""
+        buf = self.get_mask(kind)
+        mask = mask.to(buf.device, buf.dtype)
+        if mask.shape != buf.shape or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"{kind} mask must be a {tuple(buf.shape)} tensor of 0/1, got {mask}")
+        rows = mask.detach().cpu().tolist()
+        for node, subset in enumerate(darts_node_subsets()):
+            if not any(rows[e][o] > 0.5 for e, o in subset):
+                raise ValueError(f"{kind} mask would leave node {node} with no candidate op")
+        buf.copy_(mask)
+        self._refresh_alive()
+
+    def _refresh_alive(self) -> None:
+        for kind in CELL_KINDS:
+            rows = self.get_mask(kind).detach().cpu().tolist()
+            self._alive[kind] = tuple(tuple(o for o, keep in enumerate(row) if keep > 0.5) for row in rows)
+
+    def node_subsets(self) -> list[list[Candidate]]:
+        """The comparison subsets for `isdarts.search.shrink.shrink_step` (one per node, keep 2)."""
+        return darts_node_subsets()
+
+    def genotype_from_masks(self) -> DartsGenotype:
+        """The final genotype (spec §3.4): per node, the two surviving (op, input), in evaluation names."""
+        cells = {}
+        for kind in CELL_KINDS:
+            rows = self.get_mask(kind).detach().cpu().tolist()
+            nodes = []
+            for node, subset in enumerate(darts_node_subsets()):
+                cands = [(DARTS_SEARCH_OPS[o], _EDGE_INPUT[e], rows[e][o]) for e, o in subset]
+                # Stable sort on the descending mask, as the official code; with a 0/1 mask these are the survivors.
+                ranked = sorted(cands, key=lambda c: -c[2])
+                survivors = [(SEARCH_TO_EVAL[op], j) for op, j, m in ranked if m > 0.5]
+                if len(survivors) != 2:
+                    raise GenotypeError(
+                        f"{kind} node {node} has {len(survivors)} surviving (op, input) candidates, expected "
+                        f"exactly 2 (finish shrinking first): {survivors}"
+                    )
+                nodes.append(tuple(survivors))
+            cells[kind] = tuple(nodes)
+        return DartsGenotype(cells["normal"], DARTS_DEFAULT_CONCAT, cells["reduce"], DARTS_DEFAULT_CONCAT)
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        x: torch.Tensor,
+        weights: tuple[KindWeights, KindWeights] | None = None,
+        probe: OpProbe | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`weights` = (normal, reduce) DARTS-style op weights; None mixes by the masks with 1/|O|."""
+        if weights is not None:
+            for kind, w in zip(CELL_KINDS, weights, strict=True):
+                if not isinstance(w, torch.Tensor) and len(w) != self.num_cells(kind):
+                    raise ValueError(f"expected {self.num_cells(kind)} per-cell {kind} weight tensors, got {len(w)}")
+        s0 = s1 = self.stem(x)
+        index = {kind: 0 for kind in CELL_KINDS}
+        for cell in self.cells:
+            kind = cell.kind
+            w = None if weights is None else _cell_weights(weights[CELL_KINDS.index(kind)], index[kind])
+            s0, s1 = s1, cell(s0, s1, self._alive[kind], w, probe, index[kind])
+            index[kind] += 1
+        features = self.pool(self.head(s1)).flatten(1)
+        return features, self.classifier(features)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in CELL_KINDS:
+        raise ValueError(f"cell kind must be 'normal' or 'reduce', got {kind!r}")
+    return kind
+
+
+def _cell_weights(w: KindWeights, index: int) -> torch.Tensor:
+    return w if isinstance(w, torch.Tensor) else w[index]

@@ -1,0 +1,148 @@
+"""Λ-DARTS (spec §5): regulariser values and closed-form gradients, the finite-difference weight term, λ ramp."""
+
+import itertools
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.nn.functional import cross_entropy
+
+from isdarts.search.darts_method import DartsNb201
+from isdarts.search.lambda_darts import (
+    LambdaDartsNb201,
+    corr_regulariser_grad,
+    lambda_at,
+    layer_alignment,
+    sign_alignment,
+    signcorr_regulariser_grad,
+)
+from isdarts.spaces.nb201_supernet import Nb201Supernet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These nets are tiny: a second intra-op thread only spins against whatever shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference_value(grads, kind: str) -> torch.Tensor:
+    """The regulariser written pair by pair, straight from its definition (autograd-friendly)."""
+    terms = []
+    for gi, gj in itertools.combinations([g.reshape(-1) for g in grads], 2):
+        if kind == "corr":
+            terms.append(gi @ gj / (gi.norm() * gj.norm()))
+        else:
+            terms.append(gi @ gj / (gi.abs() @ gj.abs()))
+    return torch.stack(terms).mean()
+
+
+def random_cell_grads(n_cells: int = 15, seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    grads = [torch.randn(6, 5, generator=gen, dtype=torch.float64) for _ in range(n_cells)]
+    for g in grads:
+        g[:, 0] = 0.0  # `none` never reaches the loss, so its column of g_l is exactly zero
+    return grads
+
+
+@pytest.mark.parametrize(
+    ("kind", "value_fn", "grad_fn"),
+    [("corr", layer_alignment, corr_regulariser_grad), ("signcorr", sign_alignment, signcorr_regulariser_grad)],
+)
+def test_regulariser_value_and_closed_form_gradient_match_autograd(kind, value_fn, grad_fn):
+    grads = [g.requires_grad_() for g in random_cell_grads()]
+    reference = reference_value(grads, kind)
+    expected_v = torch.autograd.grad(reference, grads)
+    torch.testing.assert_close(value_fn([g.detach() for g in grads]), reference.detach(), rtol=1e-12, atol=1e-14)
+    got_v = grad_fn([g.detach() for g in grads])
+    assert [v.shape for v in got_v] == [g.shape for g in grads]
+    for got, want in zip(got_v, expected_v, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-14)
+
+
+def test_alignment_of_identical_and_opposite_gradients():
+    g = torch.randn(6, 5, dtype=torch.float64)
+    assert layer_alignment([g, 2 * g, 3 * g]).item() == pytest.approx(1.0)
+    assert layer_alignment([g, -g]).item() == pytest.approx(-1.0)
+    assert sign_alignment([g, 2 * g]).item() == pytest.approx(1.0)
+    # Perfectly aligned gradients are a maximum: nothing left to push.
+    assert all(v.abs().max() < 1e-12 for v in corr_regulariser_grad([g, 2 * g, 3 * g]))
+    with pytest.raises(ValueError, match="at least 2"):
+        layer_alignment([g])
+
+
+def test_lambda_ramps_linearly_from_zero_to_lambda():
+    assert [lambda_at(t, 5, 0.25) for t in range(5)] == [0.0, 0.0625, 0.125, 0.1875, 0.25]
+    assert lambda_at(0, 1, 0.25) == 0.25  # a one-epoch run has no ramp
+    method = LambdaDartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), epochs=50, lam=0.25)
+    method.set_epoch(49)
+    assert method.lam_t == 0.25
+
+
+def make_method(regulariser: str = "corr", **kwargs) -> LambdaDartsNb201:
+    torch.manual_seed(0)
+    model = Nb201Supernet(channels=4, cells_per_stage=1).double()
+    method = LambdaDartsNb201(model, epochs=3, regulariser=regulariser, **kwargs)
+    with torch.no_grad():
+        method.alpha.normal_()
+    return method
+
+
+def batch(seed: int = 0, n: int = 8):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 8, 8, generator=gen, dtype=torch.float64), torch.randint(0, 10, (n,), generator=gen)
+
+
+@pytest.mark.parametrize("kind", ["corr", "signcorr"])
+def test_weight_correction_approximates_minus_the_regulariser_weight_gradient(kind):
+    method = make_method(kind)
+    x, y = batch()
+    model = method.model
+    names = [name for name, _ in model.named_parameters()]
+    w = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    p = method.arch_weights().detach()
+    clones = [p.clone().requires_grad_() for _ in range(model.num_search_cells)]
+    _, logits = functional_call(model, dict(zip(names, w, strict=True)), (x,), {"weights": clones})
+    cell_grads = torch.autograd.grad(cross_entropy(logits, y), clones, create_graph=True)
+    # -∇_w R by double backprop through the per-cell gradients; `none`'s column makes some weights unused.
+    exact = torch.autograd.grad(reference_value(cell_grads, kind), w, allow_unused=True)
+    minus_grad_r = torch.cat(
+        [(torch.zeros_like(t) if g is None else -g).reshape(-1) for g, t in zip(exact, w, strict=True)]
+    )
+    got = torch.cat([c.reshape(-1) for c in method.alignment_correction(x, y, [g.detach() for g in cell_grads])])
+    cosine = (got @ minus_grad_r / (got.norm() * minus_grad_r.norm())).item()
+    assert cosine > 0.999  # the sign: adding the correction descends on -R, i.e. raises the alignment
+    # Central difference with |δ| = ε0 = 1e-4 in probability space: O(ε0²) error, measured ~5e-8 here in
+    # float64 even with ReLU (so small a step flips no unit). 1e-4 is loose on purpose: a flip would add a
+    # jump/(2ε) term, which is the method's own approximation error, not a bug.
+    assert ((got - minus_grad_r).norm() / minus_grad_r.norm()).item() < 1e-4
+
+
+def test_weight_step_adds_lambda_times_the_correction_and_is_plain_darts_at_lambda_zero():
+    x, y = batch()
+    method = make_method(grad_clip=0.0, momentum=0.0, nesterov=False)
+    method.set_epoch(2)  # λ_t = λ in the last of 3 epochs
+    p = method.arch_weights().detach()
+    cell_grads = [p.clone().requires_grad_() for _ in range(method.model.num_search_cells)]
+    loss, _ = method.loss(x, y, cell_grads)
+    plain = torch.autograd.grad(loss, method.weights, retain_graph=True, allow_unused=True)
+    cell_grads = torch.autograd.grad(loss, cell_grads)
+    correction = method.alignment_correction(x, y, cell_grads)
+    method._weight_step(x, y)  # the SGD step leaves .grad in place for us to read
+    for w, g, c in zip(method.weights, plain, correction, strict=True):
+        want = (torch.zeros_like(w) if g is None else g) + 0.25 * c
+        got = torch.zeros_like(w) if w.grad is None else w.grad
+        torch.testing.assert_close(got, want)
+    assert method.end_epoch(3, lambda: [])["alignment"] is not None
+
+    # In epoch 0 (λ_t = 0) the weight step is exactly plain DARTS's.
+    lam, darts = make_method(), DartsNb201(make_method().model, epochs=3)
+    with torch.no_grad():
+        darts.alpha.copy_(lam.alpha)
+    for method in (lam, darts):
+        method.set_epoch(0)
+        method._weight_step(x, y)
+    for a, b in zip(lam.weights, darts.weights, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
