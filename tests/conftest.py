@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from isdarts.data.cifar import write_fake_cifar10
 from isdarts.tracking import disable_telemetry
@@ -32,3 +33,12 @@ def shared_cifar_subset() -> Path:
     if not (path / "cifar-10-batches-py").is_dir():
         pytest.skip(f"shared data absent at {path} (only CI and dev machines have it)")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny nets gain nothing from a second intra-op thread, which only spins against whatever shares the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

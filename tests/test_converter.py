@@ -25,6 +25,7 @@ from isdarts.benchmark.converter import (
     file_md5,
 )
 from isdarts.benchmark.nb201 import CSV_COLUMNS, BenchmarkError, default_table_path
+from isdarts.io import file_digest
 
 ARCHS = (
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
@@ -174,7 +175,9 @@ def test_md5_suffix_match_passes(tiny_pth: Path, tmp_path: Path, monkeypatch: py
 def test_file_md5_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(b"nas-bench" * 1000)
-    assert file_md5(path, chunk_bytes=7) == hashlib.md5(b"nas-bench" * 1000).hexdigest()
+    expected = hashlib.md5(b"nas-bench" * 1000).hexdigest()
+    assert file_md5(path) == expected
+    assert file_digest(path, "md5", chunk_bytes=7) == expected  # chunk boundaries change nothing
 
 
 def test_missing_file_says_where_to_get_it(tmp_path: Path) -> None:

@@ -12,14 +12,7 @@ from isdarts.search.darts_method import DartsNb201
 from isdarts.spaces.nb201_genotype import NB201_OPS
 from isdarts.spaces.nb201_supernet import Nb201Supernet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These nets are tiny: a second intra-op thread only spins against whatever shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ADAM_EPS = 1e-8  # torch.optim.Adam's default

@@ -19,13 +19,7 @@ from isdarts.spaces.darts_ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, make_eval
 CONCAT = (2, 3, 4, 5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny convs gain nothing from threads, and on busy shared cores OpenMP waits cost up to 100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_darts_v2_on_cifar10_has_the_papers_3_3m_parameters():

@@ -13,13 +13,7 @@ from isdarts.spaces.darts_supernet import DARTS_EDGES, NONE_OP, NUM_EDGES, NUM_O
 X = torch.randn(2, 3, 16, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny convs gain nothing from threads, and on busy shared cores OpenMP waits cost up to 100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny() -> DartsSupernet:

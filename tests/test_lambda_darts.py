@@ -18,14 +18,7 @@ from isdarts.search.lambda_darts import (
 )
 from isdarts.spaces.nb201_supernet import Nb201Supernet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These nets are tiny: a second intra-op thread only spins against whatever shares the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_value(grads, kind: str) -> torch.Tensor:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import os
 import tempfile
 import warnings
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from isdarts.benchmark.nb201 import CSV_COLUMNS, BenchmarkError
+from isdarts.io import file_digest
 from isdarts.spaces.nb201_genotype import GenotypeError, Nb201Genotype
 
 NB201_V1_0_FILENAME = "NAS-Bench-201-v1_0-e61699.pth"
@@ -66,13 +66,9 @@ class LowMemoryWarning(UserWarning):
     """Free RAM looks too small to open the official benchmark file."""
 
 
-def file_md5(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+def file_md5(path: str | Path) -> str:
     """Hex md5 of a file, read in chunks so a 2.2 GB file needs no extra memory."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def available_ram_bytes() -> int | None:

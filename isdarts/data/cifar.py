@@ -7,7 +7,6 @@ and so that every failure says which file is wrong and how to fix it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from isdarts.io import file_digest
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -97,12 +98,8 @@ class CifarArrays:
 # ----------------------------------------------------------------------------- locating
 
 
-def md5_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5_file(path: Path) -> str:
+    return file_digest(path, "md5")
 
 
 def _batches_dir(root: Path) -> Path:
@@ -306,12 +303,8 @@ def load_cifar10(source: CifarSource) -> CifarArrays:
 # ----------------------------------------------------------------------------- prepared copy
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def _counts(y: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from types import MappingProxyType
 from typing import Any
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS, ACCURACY_LABELS, Nb201Table, default_table
+from isdarts.io import atomic_write_text
 from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell, Table1Row, table1_row
 from isdarts.report.tables import (
     MISSING,
     ReportError,
     Summary,
     Verdict,
-    atomic_write_text,
     csv_text,
     fmt_csv_num,
     fmt_mean_std,
