@@ -44,9 +44,7 @@ def measure_iim_darts(model: DartsSupernet, batches: Batches) -> dict[str, torch
     was_training = model.training
     model.eval()
     device = model.normal_mask.device
-    accs = {
-        kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device) for kind in CELL_KINDS
-    }
+    accs = {kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device) for kind in CELL_KINDS}
 
     def probe(kind: str, cell: int, edge: int, op: int, out: torch.Tensor) -> None:
         accs[kind](cell, edge, op, out)
@@ -156,9 +154,7 @@ class IsDartsDartsSpace:
     @property
     def shrinking_done(self) -> bool:
         """True once every node of both kinds is down to its two survivors."""
-        return all(
-            n <= KEEP for kind in CELL_KINDS for n in alive_per_node(self.model.get_mask(kind), self.subsets)
-        )
+        return all(n <= KEEP for kind in CELL_KINDS for n in alive_per_node(self.model.get_mask(kind), self.subsets))
 
     def genotype(self) -> DartsGenotype:
         """The final genotype from the masks (spec §3.4); raises GenotypeError while shrinking is unfinished."""
