@@ -31,7 +31,7 @@ def run_guarded(action: Callable[[], object]) -> int:
     from isdarts.report.tables import ReportError
     from isdarts.spaces.nb201_genotype import GenotypeError
     from isdarts.train.checkpoint import CheckpointError
-    from isdarts.train.search_loop import NonFiniteLossError
+    from isdarts.train.runtime import NonFiniteLossError
 
     try:
         action()

@@ -125,7 +125,7 @@ def profile_note(params: Params, runs: list[dict[str, Any]]) -> str:
     cfg = params.nb201_search
     desc = (
         f"{params.profile} profile: C={cfg.C}, N={cfg.N}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
-        f"shrink {cfg.shrink.steps} steps every {cfg.shrink.interval} epochs, IIM on {cfg.iim.source}"
+        f"shrink {cfg.shrink.steps} steps every {cfg.shrink.interval} epoch(s), IIM on {cfg.iim.source}"
     )
     differences = sorted({m for r in runs for m in r["paper_mismatches"]})
     if differences:

@@ -22,7 +22,7 @@ from isdarts.train.retrain import (
     retrain_cifar,
     training_loss,
 )
-from isdarts.train.search_loop import NonFiniteLossError
+from isdarts.train.runtime import NonFiniteLossError
 
 TINY = RetrainConfig(
     C=4, layers=5, epochs=3, warmup_epochs=1, batch_size=16, lr=0.05, auxiliary_weight=0.4, drop_path_prob=0.2,

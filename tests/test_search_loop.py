@@ -11,7 +11,8 @@ from isdarts.config import params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.spaces.nb201_genotype import Nb201Genotype
 from isdarts.train.checkpoint import CheckpointError
-from isdarts.train.search_loop import CHECKPOINT_NAME, NonFiniteLossError, run_nb201_search
+from isdarts.train.runtime import NonFiniteLossError
+from isdarts.train.search_loop import CHECKPOINT_NAME, run_nb201_search
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"images_per_s", "epoch_seconds"}

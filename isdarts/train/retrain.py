@@ -27,13 +27,15 @@ from isdarts.spaces.darts_network import NetworkCIFAR, count_parameters_m
 from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from isdarts.train.runtime import (
     Stopwatch,
+    check_finite,
     cost_unit,
     describe_device,
     make_deterministic,
     make_generator,
     resolve_device,
+    restore_rng,
+    rng_state,
 )
-from isdarts.train.search_loop import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "retrain_last.pt"
@@ -156,31 +158,6 @@ def arrays_fingerprint(arrays: CifarArrays) -> str:
 
 
 # search_loop's RNG helpers are private there; these are the same few lines.
-def _rng_state(gen: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"data": gen.get_state(), "torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():  # drop path draws from the default device generator
-        state["torch_cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _restore_rng(state: dict[str, torch.Tensor], gen: torch.Generator) -> None:
-    gen.set_state(state["data"])
-    torch.set_rng_state(state["torch_cpu"])
-    if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["torch_cuda"])
-
-
-def _check_finite(losses: torch.Tensor, epoch: int) -> None:
-    bad = (~torch.isfinite(losses)).nonzero()
-    if bad.numel():
-        step = int(bad[0, 0])
-        raise NonFiniteLossError(
-            f"retraining loss became {losses[step].item()} at epoch {epoch + 1}, step {step + 1}; the run "
-            "stopped and the checkpoint of the last completed epoch is kept. Lower the learning rate or "
-            "check the data."
-        )
-
-
 def retrain_cifar(
     genotype: DartsGenotype,
     arrays: CifarArrays,
@@ -220,7 +197,7 @@ def retrain_cifar(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        _restore_rng(state["rng"], gen)
+        restore_rng(state["rng"], {"data": gen})
         history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epochs_done"]
         log.info("resuming retrain seed %d from %s after epoch %d", seed, ckpt_path, start_epoch)
     if stop_after_epochs is not None and start_epoch >= stop_after_epochs and start_epoch < cfg.epochs:
@@ -253,7 +230,7 @@ def retrain_cifar(
             step_losses[step] = loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
             if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
-                _check_finite(step_losses[: step + 1], epoch)
+                check_finite(step_losses[: step + 1], epoch, "retraining", "Lower the learning rate or check the data.")
         train_seconds = clock.elapsed()
         test_loss, test_acc = evaluate(model, test, cfg.batch_size)
         record = {
@@ -278,7 +255,7 @@ def retrain_cifar(
             ckpt_path,
             {
                 "epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(gen), "history": history, "elapsed_s": elapsed,
+                "rng": rng_state({"data": gen}), "history": history, "elapsed_s": elapsed,
             },
             key,
         )

@@ -68,3 +68,35 @@ class Stopwatch:
 
     def elapsed(self) -> float:
         return self._now() - self.start
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf; the last good checkpoint is kept."""
+
+
+def check_finite(losses: torch.Tensor, epoch: int, what: str, fix: str) -> None:
+    """Raise naming the first non-finite step; called every few steps so the hot loop never syncs per step."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if bad.numel():
+        step = int(bad[0, 0])
+        raise NonFiniteLossError(
+            f"{what} loss became {losses[step].item()} at epoch {epoch + 1}, step {step + 1}; the run stopped and "
+            f"the checkpoint of the last completed epoch is kept. {fix}"
+        )
+
+
+def rng_state(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """Every random stream a run draws from, so a resumed run replays exactly."""
+    state = {name: g.get_state() for name, g in gens.items()}
+    state["torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor], gens: dict[str, torch.Generator]) -> None:
+    for name, g in gens.items():
+        g.set_state(state[name])
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["torch_cuda"])

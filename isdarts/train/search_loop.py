@@ -24,19 +24,18 @@ from isdarts.spaces.nb201_genotype import NB201_EDGES, NB201_OPS
 from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from isdarts.train.runtime import (
     Stopwatch,
+    check_finite,
     cost_unit,
     describe_device,
     make_deterministic,
     make_generator,
     resolve_device,
+    restore_rng,
+    rng_state,
 )
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; the last good checkpoint is kept."""
 
 
 @dataclass
@@ -82,22 +81,6 @@ def evaluate(model: torch.nn.Module, data: DeviceImages, batch_size: int) -> tup
     model.train(was_training)
     n = len(data)
     return loss_sum.item() / n, 100.0 * correct.item() / n
-
-
-def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
-    state = {name: g.get_state() for name, g in gens.items()}
-    state["torch_cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        state["torch_cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _restore_rng(state: dict[str, torch.Tensor], gens: dict[str, torch.Generator]) -> None:
-    for name, g in gens.items():
-        g.set_state(state[name])
-    torch.set_rng_state(state["torch_cpu"])
-    if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["torch_cuda"])
 
 
 def _epoch_metrics(record: dict[str, Any]) -> dict[str, float]:
@@ -151,7 +134,7 @@ def run_nb201_search(
     elapsed, run_id, start_epoch = 0.0, None, 0
     if state is not None:
         method.load_state_dict(state["method"])
-        _restore_rng(state["rng"], gens)
+        restore_rng(state["rng"], gens)
         history, elapsed, run_id = state["history"], state["elapsed_s"], state.get("mlflow_run_id")
         start_epoch = state["epochs_done"]
         log.info("resuming seed %d from %s after epoch %d", seed, ckpt_path, start_epoch)
@@ -190,7 +173,7 @@ def run_nb201_search(
             step_losses[step] = loss
             correct += n_correct
             if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
-                _check_finite(step_losses[: step + 1], epoch)
+                check_finite(step_losses[: step + 1], epoch, "training", "Lower nb201_search.lr or check the data.")
                 bar.set_postfix(loss=f"{step_losses[step].item():.3f}")
         train_seconds = clock.elapsed()
         test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size)
@@ -221,7 +204,7 @@ def run_nb201_search(
         save_checkpoint(
             ckpt_path,
             {
-                "epochs_done": epoch + 1, "method": method.state_dict(), "rng": _rng_state(gens),
+                "epochs_done": epoch + 1, "method": method.state_dict(), "rng": rng_state(gens),
                 "history": history, "elapsed_s": elapsed, "mlflow_run_id": run_id,
             },
             key,
@@ -261,13 +244,3 @@ def run_nb201_search(
         "mlflow_run_id": run_id,
     }
 
-
-def _check_finite(losses: torch.Tensor, epoch: int) -> None:
-    bad = (~torch.isfinite(losses)).nonzero()
-    if bad.numel():
-        step = int(bad[0, 0])
-        raise NonFiniteLossError(
-            f"training loss became {losses[step].item()} at epoch {epoch + 1}, step {step + 1}; the run "
-            "stopped and the checkpoint of the last completed epoch is kept. Lower nb201_search.lr or "
-            "check the data."
-        )
