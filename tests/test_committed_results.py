@@ -42,3 +42,13 @@ def test_reports_rebuild_byte_identically_from_committed_results(tmp_path):
     for path in build_report(results, tmp_path):
         committed = ROOT / "reports" / path.name
         assert committed.read_bytes() == path.read_bytes(), f"reports/{path.name} differs from its rebuild"
+
+
+def test_search_stage_deps_cover_the_modules_that_decide_results():
+    import yaml
+
+    from isdarts.train.search_loop import RESULT_MODULES
+
+    deps = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["search_nb201"]["deps"])
+    missing = [m for m in RESULT_MODULES if m.replace(".", "/") + ".py" not in deps]
+    assert not missing, f"dvc.yaml search_nb201 must list {missing}, or DVC will not re-run a search they change"

@@ -10,6 +10,7 @@ import yaml
 from isdarts.config import params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.spaces.nb201_genotype import Nb201Genotype
+from isdarts.train import search_loop
 from isdarts.train.checkpoint import CheckpointError
 from isdarts.train.runtime import NonFiniteLossError
 from isdarts.train.search_loop import CHECKPOINT_NAME, run_nb201_search
@@ -70,6 +71,21 @@ def test_checkpoint_of_other_settings_is_not_resumed(arrays, tmp_path):
     search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)
     other = search(tiny_params(lr=0.05), arrays, tmp_path, stop_after_epochs=1)
     assert other["epochs_done"] == 1  # started afresh, not at epoch 2
+
+
+def test_checkpoint_of_other_code_is_not_resumed(arrays, tmp_path, monkeypatch):
+    search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)
+    monkeypatch.setattr(search_loop, "code_fingerprint", lambda: "another-version")
+    assert search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)["epochs_done"] == 1
+
+
+def test_code_fingerprint_follows_the_result_modules(tmp_path, monkeypatch):
+    module = tmp_path / "probe_module_for_fingerprint.py"
+    module.write_text("A = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = search_loop.code_fingerprint(("probe_module_for_fingerprint",))
+    module.write_text("A = 2\n")
+    assert search_loop.code_fingerprint(("probe_module_for_fingerprint",)) != before
 
 
 def test_corrupt_checkpoint_is_reported_not_restarted_over(arrays, tmp_path):

@@ -7,6 +7,8 @@ weights, optimiser, mask, history and every random-number stream are saved with 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.util
 import logging
 import sys
 from dataclasses import dataclass
@@ -36,6 +38,21 @@ from isdarts.train.runtime import (
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
+# The modules that decide a search's numbers (the sources dvc.yaml lists for the stage). A checkpoint
+# written by other versions of them is not resumed: DVC re-runs the stage after a code change, and
+# resuming a finished run would silently keep the old code's results.
+RESULT_MODULES = (
+    "isdarts.config", "isdarts.data.device_loader", "isdarts.spaces.nb201_genotype", "isdarts.spaces.nb201_ops",
+    "isdarts.spaces.nb201_supernet", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts_method",
+    "isdarts.train.checkpoint", "isdarts.train.runtime", "isdarts.train.search_loop",
+)
+
+
+def code_fingerprint(modules: tuple[str, ...] = RESULT_MODULES) -> str:
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -126,7 +143,10 @@ def run_nb201_search(
     make_deterministic(seed)
     method = build_method(cfg, num_classes=10, device=device)
     gens = {"data": make_generator(device, seed), "iim": make_generator(device, seed + 1)}
-    settings = {"search": dataclasses.asdict(cfg), "seed": seed, "data": data_fingerprint, "device": device.type}
+    settings = {
+        "search": dataclasses.asdict(cfg), "seed": seed, "data": data_fingerprint, "device": device.type,
+        "code": code_fingerprint(),
+    }
     key = fingerprint(settings)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     state = load_checkpoint(ckpt_path, key)
