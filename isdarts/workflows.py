@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from isdarts.config import Params
+from isdarts.config import ConfigError, Params
 from isdarts.io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def prepare_data(params: Params, out_dir: Path = PREPARED_DIR) -> dict[str, Any]
     if source.kind != "full":
         log.warning("%s", source.note)
     if params.profile == "paper" and not (source.kind == "full" and source.verified):
-        raise ValueError(f"profile 'paper' needs the full, verified CIFAR-10, but found: {source.note}")
+        raise ConfigError(f"params.yaml: profile 'paper' needs the full, verified CIFAR-10, but found: {source.note}")
     arrays = load_cifar10(source)
     return save_prepared(arrays, source.as_dict(), out_dir)
 

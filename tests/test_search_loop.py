@@ -1,13 +1,14 @@
 """The search loop on tiny real-format data: single-path result, resume equivalence, bad runs."""
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from isdarts.config import params_from_dict
+from isdarts.config import ConfigError, params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.spaces.nb201_genotype import Nb201Genotype
 from isdarts.train import search_loop
@@ -108,3 +109,15 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(a
         search(params, poisoned, tmp_path)
     after = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert after["epochs_done"] == 1
+
+
+def test_holdout_iim_source_measures_on_a_held_out_split(arrays, tmp_path):
+    raw_params = tiny_params()
+    iim = dataclasses.replace(raw_params.nb201_search.iim, source="holdout_subset", n_samples=16)
+    params = dataclasses.replace(raw_params, nb201_search=dataclasses.replace(raw_params.nb201_search, iim=iim))
+    result = search(params, arrays, tmp_path)
+    assert "none" not in result["metrics"]["arch_str"]
+    assert result["history"]["epochs"][0]["train_acc"] is not None
+    too_many = dataclasses.replace(params.nb201_search, iim=dataclasses.replace(iim, n_samples=64))
+    with pytest.raises(ConfigError, match="leaves no training data"):
+        search(dataclasses.replace(params, nb201_search=too_many), arrays, tmp_path / "x")

@@ -50,7 +50,7 @@ def load_checkpoint(path: Path, settings_fingerprint: str) -> dict[str, Any] | N
         )
     if state.get("fingerprint") != settings_fingerprint:
         log.warning(
-            "checkpoint %s was made with other settings (params, seed or data changed); starting afresh", path
+            "checkpoint %s was made with other settings, data or code; starting afresh", path
         )
         return None
     return state

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from isdarts.config import Nb201SearchConfig, Params, paper_mismatches
+from isdarts.config import ConfigError, Nb201SearchConfig, Params, paper_mismatches
 from isdarts.data.cifar import CifarArrays
 from isdarts.data.device_loader import DeviceImages
 from isdarts.search.isdarts_method import build_method
@@ -73,8 +73,8 @@ def split_search_data(
     iim_cfg = cfg.iim
     if iim_cfg.source == "holdout_subset":
         if iim_cfg.n_samples >= len(train):
-            raise ValueError(
-                f"nb201_search.iim.n_samples = {iim_cfg.n_samples} leaves no training data "
+            raise ConfigError(
+                f"params.yaml: nb201_search.iim.n_samples = {iim_cfg.n_samples} leaves no training data "
                 f"({len(train)} training images)"
             )
         gen = make_generator(torch.device("cpu"), seed + 7919)
@@ -136,7 +136,10 @@ def run_nb201_search(
     cfg = params.nb201_search
     device = resolve_device(params.device)
     if params.profile == "paper" and data_kind != "full":
-        raise ValueError("profile 'paper' needs the full, verified CIFAR-10; the prepared data is a subset")
+        raise ConfigError(
+            "params.yaml: profile 'paper' needs the full, verified CIFAR-10, but data/prepared holds a subset; "
+            "put CIFAR-10 in data.cifar10_root (or set data.download: true) and run `dvc repro -f prepare_data`"
+        )
     train = DeviceImages(arrays.train_x, arrays.train_y, device)
     test = DeviceImages(arrays.test_x, arrays.test_y, device)
     data = split_search_data(train, test, cfg, seed, data_kind)
