@@ -244,7 +244,6 @@ class Params:
     data: DataConfig
     nb201_seeds: tuple[int, ...]
     nb201_search: Nb201SearchConfig
-    raw: dict = field(repr=False, compare=False, default_factory=dict)
 
     def check_profile(self) -> None:
         """A run labelled 'paper' must use the paper's settings; anything else is never passed off as it."""
@@ -291,7 +290,6 @@ def params_from_dict(raw: dict) -> Params:
         data=DataConfig.from_dict(_required(raw, "data", "")),
         nb201_seeds=tuple(seeds),
         nb201_search=Nb201SearchConfig.from_dict(_required(raw, "nb201_search", "")),
-        raw=raw,
     )
     params.check_profile()
     return params

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +133,15 @@ def profile_note(params: Params, runs: list[dict[str, Any]]) -> str:
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = list(runs[0]["accuracies"])
-    mean = {k: statistics.fmean(r["accuracies"][k] for r in runs) for k in keys}
-    std = {k: statistics.stdev([r["accuracies"][k] for r in runs]) if len(runs) > 1 else 0.0 for k in keys}
+    """Mean and sample std over seeds (std null for one seed), as DVC metrics."""
+    from isdarts.report.tables import summarize
+
+    per_key = {k: summarize([r["accuracies"][k] for r in runs]) for k in runs[0]["accuracies"]}
     return {
         "n_runs": len(runs),
-        "mean": mean,
-        "std": std,
-        "search_hours_mean": statistics.fmean(r["search_hours"] for r in runs),
+        "mean": {k: s.mean for k, s in per_key.items()},
+        "std": {k: s.std for k, s in per_key.items()},
+        "search_hours_mean": summarize([r["search_hours"] for r in runs]).mean,
     }
 
 
