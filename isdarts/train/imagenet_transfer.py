@@ -1,0 +1,308 @@
+"""Train a DARTS-space genotype on ImageNet in the mobile setting (spec §2), on one process or under torchrun.
+
+The global batch is split evenly across ranks and gradients are averaged by DDP, so N ranks follow the same
+optimisation as one process with the same global batch. Only rank 0 writes checkpoints and metrics; a killed
+run resumes from the last per-epoch checkpoint.
+
+    torchrun --nproc_per_node=8 -m isdarts.train.imagenet_transfer --root /data/imagenet --out runs/imagenet
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms
+from isdarts.io import atomic_write_json
+from isdarts.spaces.darts_genotype import DartsGenotype, load_named_genotype
+from isdarts.spaces.darts_network import NetworkImageNet, count_flops_m, count_parameters_m
+from isdarts.train import distributed as ddp
+from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from isdarts.train.runtime import check_finite, make_deterministic, resolve_device, restore_rng, rng_state
+
+log = logging.getLogger(__name__)
+CHECKPOINT_NAME = "imagenet_last.pt"
+METRICS_NAME = "imagenet_metrics.json"
+BN_MODES = ("sync", "local", "frozen")
+
+
+@dataclass(frozen=True)
+class ImagenetConfig:
+    """Hyperparameters of one ImageNet run; `paper()` gives the spec §2 mobile-setting values."""
+
+    C: int = 48
+    layers: int = 14
+    epochs: int = 250
+    warmup_epochs: int = 5
+    batch_size: int = 128  # global, split across ranks
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    label_smoothing: float = 0.1
+    auxiliary_weight: float = 0.4  # 0 also drops the auxiliary head
+    drop_path_prob: float = 0.0
+    image_size: int = 224
+    flops_size: int = 224  # MAdds are always reported at the paper's resolution
+    augment: bool = True  # False trains on the deterministic test transform (tests, smoke runs)
+    # sync: SyncBatchNorm under multi-GPU DDP (falls back to local on CPU, which lacks it);
+    # frozen: BN uses running statistics, so a sample's output does not depend on its batch (equivalence tests).
+    bn: str = "sync"
+    workers: int = 4
+    record_step_losses: bool = False  # per-step global losses in the history (tests; large for real runs)
+
+    def __post_init__(self) -> None:
+        for name in ("C", "epochs", "batch_size", "image_size", "flops_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ImagenetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.layers < 3:
+            raise ValueError(f"ImagenetConfig.layers must be >= 3 (two reductions need them), got {self.layers}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"ImagenetConfig.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"ImagenetConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"ImagenetConfig.momentum must be in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("ImagenetConfig.nesterov needs momentum > 0")
+        for name in ("weight_decay", "auxiliary_weight", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ImagenetConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"ImagenetConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.drop_path_prob < 1:
+            raise ValueError(f"ImagenetConfig.drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"ImagenetConfig.bn must be one of {BN_MODES}, got {self.bn!r}")
+
+    @classmethod
+    def paper(cls) -> ImagenetConfig:
+        """The ImageNet mobile setting of the official code (spec §2)."""
+        return cls(
+            C=48, layers=14, epochs=250, warmup_epochs=5, batch_size=128, lr=0.1, momentum=0.9, nesterov=True,
+            weight_decay=3e-5, label_smoothing=0.1, auxiliary_weight=0.4, drop_path_prob=0.0, image_size=224,
+            augment=True, bn="sync",
+        )
+
+
+def lr_at(step: int, steps_per_epoch: int, cfg: ImagenetConfig) -> float:
+    """Linear warm-up per iteration over `warmup_epochs`, then a per-epoch cosine to 0 over the rest."""
+    epoch, i = divmod(step, steps_per_epoch)
+    w = cfg.warmup_epochs
+    if epoch < w:
+        return cfg.lr * (epoch + (i + 1) / steps_per_epoch) / w  # +1: the first step already moves
+    epoch = min(epoch, cfg.epochs - 1)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - w) / (cfg.epochs - w)))
+
+
+def smoothed_loss(
+    logits: torch.Tensor, logits_aux: torch.Tensor | None, y: torch.Tensor, cfg: ImagenetConfig
+) -> torch.Tensor:
+    """Label-smoothed cross-entropy of the main head plus the weighted auxiliary one (DARTS smooths both)."""
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    if logits_aux is not None and cfg.auxiliary_weight > 0:
+        loss = loss + cfg.auxiliary_weight * F.cross_entropy(logits_aux, y, label_smoothing=cfg.label_smoothing)
+    return loss
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n_total: int) -> dict[str, float]:
+    """Top-1 / top-5 error (%) over the whole split; each rank scores its shard and the counts are summed."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits, _ = model(x)
+        k = min(5, logits.shape[1])
+        hits = logits.topk(k, dim=1).indices == y[:, None]
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[1] += hits[:, 0].sum()
+        sums[2] += hits.any(dim=1).sum()
+    model.train(was_training)
+    ddp.all_reduce_sum(sums)
+    loss, top1, top5 = (sums / n_total).tolist()
+    return {"val_loss": loss, "top1_error": 100.0 * (1 - top1), "top5_error": 100.0 * (1 - top5)}
+
+
+def _loaders(
+    root: Path, cfg: ImagenetConfig, info: ddp.DistInfo, seed: int, device: torch.device
+) -> tuple[ImageFolder, ImageFolder, DataLoader, DataLoader]:
+    local_batch = ddp.per_rank_batch(cfg.batch_size, info.world_size)
+    train_set = ImageFolder(str(root / "train"), imagenet_transforms(cfg.augment, cfg.image_size))
+    val_set = ImageFolder(str(root / "val"), imagenet_transforms(False, cfg.image_size))
+    sampler = ddp.train_sampler(train_set, info, seed=seed)
+    common = {"num_workers": cfg.workers, "pin_memory": device.type == "cuda", "persistent_workers": cfg.workers > 0}
+    # drop_last keeps every step at the full global batch, so the optimisation does not depend on the world size.
+    train_loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True, **common)
+    val_loader = DataLoader(ddp.eval_shard(val_set, info), batch_size=local_batch, shuffle=False, **common)
+    return train_set, val_set, train_loader, val_loader
+
+
+def train_imagenet(
+    genotype: DartsGenotype,
+    root: str | Path,
+    cfg: ImagenetConfig,
+    *,
+    out_dir: str | Path,
+    checkpoint_dir: str | Path,
+    seed: int,
+    device: str = "auto",
+) -> dict[str, Any] | None:
+    """Train (or resume) `genotype` on the ImageFolder tree at `root`; rank 0 returns the metrics, others None.
+
+    Call inside an initialised process group (see `main`) for multi-process runs; works as-is in one process.
+    """
+    root, out_dir, checkpoint_dir = Path(root), Path(out_dir), Path(checkpoint_dir)
+    info = ddp.current_info()
+    dev = resolve_device(device)
+    if dev.type == "cuda" and info.enabled:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    manifest = check_imagefolder(root)
+    train_set, val_set, train_loader, val_loader = _loaders(root, cfg, info, seed, dev)
+
+    make_deterministic(seed)  # same seed on every rank: identical initial weights (DDP also broadcasts them)
+    model = NetworkImageNet(
+        genotype, C=cfg.C, num_classes=len(train_set.classes), layers=cfg.layers,
+        auxiliary=cfg.auxiliary_weight > 0, drop_path_prob=cfg.drop_path_prob,
+    )
+    params_m = count_parameters_m(model, exclude_auxiliary=True)
+    madds_m = count_flops_m(model, cfg.flops_size)
+    model = model.to(dev)
+    bn_mode = cfg.bn
+    if bn_mode == "sync" and info.enabled:
+        if dev.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            bn_mode = "local"  # SyncBatchNorm is GPU-only; per-rank statistics differ slightly from one process
+            if info.rank == 0:
+                log.warning("SyncBatchNorm needs CUDA; BN uses per-rank batch statistics on this CPU run")
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+    )
+    settings = {
+        "imagenet": dataclasses.asdict(cfg), "genotype": genotype.to_json(), "seed": seed,
+        "data": {"classes": manifest["classes"], "counts": manifest["counts"]},
+    }
+    key = fingerprint(settings)
+    ckpt_path = checkpoint_dir / CHECKPOINT_NAME
+    state = load_checkpoint(ckpt_path, key)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"], {})
+        history, start_epoch = state["history"], state["epochs_done"]
+        log.info("rank %d resuming ImageNet run from %s after epoch %d", info.rank, ckpt_path, start_epoch)
+    net: nn.Module = model
+    if info.enabled:
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    n_steps = len(train_loader)
+    if n_steps == 0:
+        raise ValueError(f"{root}/train has {len(train_set)} images, fewer than one global batch of {cfg.batch_size}")
+    for epoch in range(start_epoch, cfg.epochs):
+        train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        net.train()
+        if bn_mode == "frozen":
+            _freeze_bn(net)
+        step_losses = torch.zeros(n_steps, dtype=torch.float64, device=dev)
+        for step, (x, y) in enumerate(train_loader):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(epoch * n_steps + step, n_steps, cfg)
+            logits, logits_aux = net(x)
+            loss = smoothed_loss(logits, logits_aux, y, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step_losses[step] = loss.detach()
+        # Equal local batches, so the mean of the rank means is the global-batch loss; one sync per epoch.
+        ddp.all_reduce_sum(step_losses).div_(info.world_size)
+        check_finite(step_losses, epoch, "ImageNet training", "Lower the learning rate or check the data.")
+        record: dict[str, Any] = {
+            "epoch": epoch + 1, "lr": lr_at(epoch * n_steps, n_steps, cfg), "train_loss": step_losses.mean().item(),
+            **evaluate(net, val_loader, dev, len(val_set)),
+        }
+        if cfg.record_step_losses:
+            record["step_losses"] = step_losses.tolist()
+        history.append(record)
+        if info.rank == 0:
+            log.info("epoch %d/%d  lr %.5f  train loss %.4f  top-1 err %.2f  top-5 err %.2f", epoch + 1, cfg.epochs,
+                     record["lr"], record["train_loss"], record["top1_error"], record["top5_error"])
+            state = {"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": rng_state({}), "history": history}
+            save_checkpoint(ckpt_path, state, key)
+        ddp.barrier()  # no rank runs ahead of a checkpoint it may need to resume from
+
+    if info.rank != 0:
+        return None
+    final = history[-1]
+    metrics = {
+        "top1_error": final["top1_error"], "top5_error": final["top5_error"], "params_m": params_m,
+        "madds_m": madds_m, "madds_input": cfg.flops_size, "epochs": cfg.epochs, "seed": seed,
+        "world_size": info.world_size, "bn": bn_mode, "config": dataclasses.asdict(cfg), "history": history,
+        "data": {"root": str(root), "split_totals": manifest["split_totals"], "classes": len(manifest["classes"])},
+    }
+    atomic_write_json(out_dir / METRICS_NAME, metrics)
+    return metrics
+
+
+def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, ImagenetConfig]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="ImageFolder tree with train/ and val/")
+    p.add_argument("--out", required=True, help="folder for the metrics JSON")
+    p.add_argument("--checkpoint-dir", default=None, help="defaults to --out")
+    p.add_argument("--genotype", default="ISDARTS", help="a named genotype (isdarts/spaces/genotypes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    paper = ImagenetConfig.paper()
+    for f in dataclasses.fields(ImagenetConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=getattr(paper, f.name))
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(f.type)]
+            p.add_argument(flag, type=kind, default=getattr(paper, f.name))
+    args = p.parse_args(argv)
+    cfg = ImagenetConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ImagenetConfig)})
+    return args, cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, cfg = _parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    dev = resolve_device(args.device)
+    ddp.init_from_env(ddp.default_backend(dev))
+    try:
+        train_imagenet(
+            load_named_genotype(args.genotype), args.root, cfg, out_dir=args.out,
+            checkpoint_dir=args.checkpoint_dir or args.out, seed=args.seed, device=args.device,
+        )
+    finally:
+        ddp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
