@@ -9,9 +9,10 @@ largest is pruned first (the paper's IIM is its inverse).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
+from torch import nn
 
 from isdarts.spaces.nb201_supernet import Nb201Supernet
 
@@ -62,25 +63,30 @@ def aggregate_cells(per_cell: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure_iim(model: Nb201Supernet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """Measure the (edges, ops) IIM table of the ops the mask keeps; masked entries are NaN.
+def run_probe_pass(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], probe: Callable) -> int:
+    """Forward every batch with `probe` on each op output; returns the number of samples seen.
 
     Runs in eval mode (spec §8): cell BNs, built without running stats, still normalise with batch
     statistics, while stem, head and residual-block BNs use their running statistics, which this pass
-    must not change.
+    must not change. The caller's train/eval mode is restored.
     """
     was_training = model.training
     model.eval()
-    acc = IimAccumulator(model.num_search_cells, model.mask.shape[0], model.mask.shape[1], model.mask.device)
     seen = 0
     try:
         for x, _ in batches:
-            model(x, probe=acc)
+            model(x, probe=probe)
             seen += x.shape[0]
     finally:
         model.train(was_training)
     if seen == 0:
         raise ValueError("IIM measurement got no samples; check iim.n_samples and the data size")
+    return seen
+
+
+def measure_iim(model: Nb201Supernet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Measure the (edges, ops) IIM table of the ops the mask keeps; masked entries are NaN."""
+    acc = IimAccumulator(model.num_search_cells, model.mask.shape[0], model.mask.shape[1], model.mask.device)
+    run_probe_pass(model, batches, acc)
     table = aggregate_cells(acc.per_cell())
     return table.masked_fill(model.mask == 0, float("nan"))
-

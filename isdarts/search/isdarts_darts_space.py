@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from isdarts.search.iim import IimAccumulator, aggregate_cells
-from isdarts.search.isdarts_method import cosine_lr
+from isdarts.search.iim import IimAccumulator, aggregate_cells, run_probe_pass
+from isdarts.search.isdarts_method import cosine_lr, set_lr, sgd_step
 from isdarts.search.shrink import shrink_epochs, shrink_step, step_at
 from isdarts.spaces.darts_genotype import DartsGenotype, GenotypeError
 from isdarts.spaces.darts_ops import DARTS_SEARCH_OPS
@@ -34,30 +34,19 @@ Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 KEEP = 2  # survivors per node: a DARTS cell node has two inputs
 
 
-@torch.no_grad()
 def measure_iim_darts(model: DartsSupernet, batches: Batches) -> dict[str, torch.Tensor]:
     """The (14, 8) IIM table of each cell kind, {"normal": ..., "reduce": ...}; masked entries are NaN.
 
-    One accumulator per kind, averaged over that kind's cells (spec §3.2). Eval mode as in `measure_iim`:
-    the cell BNs (no running stats) still use batch statistics, the stem and head BNs must not be updated.
+    One accumulator per kind, averaged over that kind's cells (spec §3.2), measured in the same eval-mode
+    pass as `measure_iim`.
     """
-    was_training = model.training
-    model.eval()
     device = model.normal_mask.device
     accs = {kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device) for kind in CELL_KINDS}
 
     def probe(kind: str, cell: int, edge: int, op: int, out: torch.Tensor) -> None:
         accs[kind](cell, edge, op, out)
 
-    seen = 0
-    try:
-        for x, _ in batches:
-            model(x, probe=probe)
-            seen += x.shape[0]
-    finally:
-        model.train(was_training)
-    if seen == 0:
-        raise ValueError("IIM measurement got no samples; check iim.n_samples and the data size")
+    run_probe_pass(model, batches, probe)
     return {
         kind: aggregate_cells(acc.per_cell()).masked_fill(model.get_mask(kind) == 0, float("nan"))
         for kind, acc in accs.items()
@@ -107,22 +96,11 @@ class IsDartsDartsSpace:
         self.shrink_steps_done = 0
 
     def set_epoch(self, epoch: int) -> float:
-        lr = cosine_lr(epoch, self.epochs, self.lr, self.lr_min)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+        return set_lr(self.optimizer, cosine_lr(epoch, self.epochs, self.lr, self.lr_min))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns the detached loss and the number of correct predictions (device tensors)."""
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        _, logits = self.model(x)
-        loss = self.criterion(logits, y)
-        loss.backward()
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        return sgd_step(self.model, self.optimizer, self.criterion, x, y, self.grad_clip)
 
     def needs_iim(self, epochs_done: int) -> bool:
         return self.iim_every_epoch or step_at(epochs_done, self.schedule) is not None

@@ -27,6 +27,27 @@ def cosine_lr(epoch: int, total: int, lr: float, lr_min: float) -> float:
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * epoch / total)) / 2
 
 
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def sgd_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, x: torch.Tensor, y: torch.Tensor,
+    grad_clip: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One weight step on all training data (no bi-level split): the detached loss and the correct count."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    _, logits = model(x)
+    loss = criterion(logits, y)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
 class IsDartsNb201:
     """The IS-DARTS search method: `train_step` per batch, `end_epoch` after each epoch."""
 
@@ -43,22 +64,11 @@ class IsDartsNb201:
         self.subsets = per_edge_subsets(model.mask.shape[0], model.mask.shape[1])
 
     def set_epoch(self, epoch: int) -> float:
-        lr = cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr
+        return set_lr(self.optimizer, cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min))
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns the detached loss and the number of correct predictions (device tensors)."""
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        _, logits = self.model(x)
-        loss = self.criterion(logits, y)
-        loss.backward()
-        if self.cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+        return sgd_step(self.model, self.optimizer, self.criterion, x, y, self.cfg.grad_clip)
 
     def needs_iim(self, epochs_done: int) -> bool:
         return self.cfg.iim.every_epoch or step_at(epochs_done, self.schedule) is not None
