@@ -50,27 +50,76 @@ def run_guarded(action: Callable[[], object]) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="isdarts",
-        description="IS-DARTS and its DARTS-family peers: search, benchmark lookups and the paper's tables. "
-        "`dvc repro` runs the same steps as a pipeline.",
+        description="IS-DARTS and its DARTS-family peers: search, retraining, ImageNet transfer, benchmark "
+        "lookups and the paper's tables. `dvc repro` runs the same steps as a pipeline.",
     )
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("prepare-data", help="locate or download CIFAR-10, verify it and store it for the search")
 
-    search = sub.add_parser("search", help="run (or resume) one NB201 search for one seed")
+    search = sub.add_parser("search", help="run (or resume) one search of one method for one seed")
+    search.add_argument("--space", choices=("nb201", "darts"), default="nb201")
+    search.add_argument("--method", default="isdarts", help="isdarts, idarts, sdarts, darts1, darts2, lambda_darts")
     search.add_argument("--seed", type=int, required=True)
-    search.add_argument("--stage", default=None, help="DVC stage name, recorded as an MLflow tag")
-    search.add_argument("--out", type=Path, default=None, help="output folder (default runs/nb201/<method>/seed_N)")
-    search.add_argument("--checkpoints", type=Path, default=None, help="checkpoint folder")
-    search.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    search.add_argument("--rate", default=None, help="a darts.sweep rate name (Table A.2), e.g. r0_143")
+    _run_args(search, "runs/<space>/.../seed_N")
 
     lookup = sub.add_parser("lookup", help="NB201 200-epoch accuracies of an architecture string or genotype JSON")
     lookup.add_argument("arch", help="NB201 string like '|nor_conv_3x3~0|+|...|' or a genotype.json path")
 
-    sub.add_parser("collect", help="look up every seed's searched cell and write results/nb201_<method>.json")
-    sub.add_parser("report", help="rebuild reports/table1.md and .csv from results/")
+    collect = sub.add_parser("collect", help="look up every seed's NB201 cell and write results/nb201_<method>.json")
+    collect.add_argument("--method", default=None, help="one method (default: every method in nb201.methods)")
+
+    retrain = sub.add_parser("retrain", help="train a DARTS-space genotype on CIFAR-10 from scratch")
+    _genotype_args(retrain)
+    retrain.add_argument("--rate", default=None, help="retrain a sweep point's cell (darts.sweep rate name)")
+    _run_args(retrain, "runs/darts/retrain/<method>/seed_N")
+
+    sub.add_parser("imagenet-data", help="check the ImageNet tree (or build the tiny one) and write its manifest")
+
+    transfer = sub.add_parser(
+        "transfer", help="train a DARTS-space genotype on ImageNet; launch with torchrun for several GPUs/nodes"
+    )
+    _genotype_args(transfer)
+    _run_args(transfer, "runs/darts/imagenet/<method>/seed_N")
+
+    sub.add_parser("report", help="rebuild the paper's tables and figures in reports/ from the stage outputs")
     return parser
+
+
+def _genotype_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", default="isdarts", help="whose searched cell (with --seed) to train")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument(
+        "--genotype", default=None,
+        help="a genotype JSON file, or a shipped name (DARTS_V1, DARTS_V2, ISDARTS); default: the method's search",
+    )
+
+
+def _run_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--stage", default=None, help="DVC stage name, recorded as an MLflow tag")
+    p.add_argument("--out", type=Path, default=None, help=f"output folder (default {default_out})")
+    p.add_argument("--checkpoints", type=Path, default=None, help="checkpoint folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+
+def _genotype_file(value: str | None) -> Path | None:
+    """A genotype JSON path, or the packaged file of a named genotype of the literature."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"genotype file {path} not found")
+        return path
+    from importlib import resources
+
+    from isdarts.spaces.darts_genotype import load_named_genotype, named_genotypes
+
+    load_named_genotype(value)  # raises GenotypeError listing the shipped names
+    name = next(n for n in named_genotypes() if n.upper() == value.upper())
+    return Path(str(resources.files("isdarts.spaces").joinpath("genotypes").joinpath(f"{name}.json")))
 
 
 def _lookup(arch: str) -> None:
@@ -102,20 +151,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def action() -> None:
         params = load_params(args.params)
+        if getattr(args, "seed", 0) < 0:
+            raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
         if args.command == "prepare-data":
             manifest = workflows.prepare_data(params)
             print(f"prepared {manifest['kind']} CIFAR-10: {manifest['counts']}")
         elif args.command == "search":
-            if args.seed < 0:
-                raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
-            metrics = workflows.search_nb201(
-                params, args.seed, out_dir=args.out, checkpoint_dir=args.checkpoints, stage=args.stage,
-                progress=not args.no_progress,
+            metrics = workflows.search(
+                params, args.space, args.method, args.seed, rate=args.rate, out_dir=args.out,
+                checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
             )
-            print(f"seed {args.seed}: {metrics['arch_str']}")
+            print(f"{args.space} {args.method} seed {args.seed}: {metrics['genotype']}")
         elif args.command == "collect":
-            result = workflows.lookup_nb201(params, params.nb201_search.method)
-            print(json.dumps(result["summary"], indent=2))
+            for method in [args.method] if args.method else params.nb201.methods:
+                result = workflows.lookup_nb201(params, method)
+                print(method, json.dumps(result["summary"], indent=2))
+        elif args.command == "retrain":
+            metrics = workflows.retrain(
+                params, args.method, args.seed, genotype_file=_genotype_file(args.genotype), rate=args.rate,
+                out_dir=args.out, checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
+            )
+            print(f"test error {metrics['final_test_error']:.2f}% (best {metrics['best_test_error']:.2f}%), "
+                  f"{metrics['params_m']:.2f}M params")
+        elif args.command == "imagenet-data":
+            manifest = workflows.prepare_imagenet(params)
+            totals, n_classes = manifest["split_totals"], len(manifest["classes"])
+            print(f"ImageFolder {manifest['root']}: {totals} images, {n_classes} classes")
+        elif args.command == "transfer":
+            metrics = workflows.transfer(
+                params, args.method, args.seed, genotype_file=_genotype_file(args.genotype), out_dir=args.out,
+                checkpoint_dir=args.checkpoints, stage=args.stage,
+            )
+            if metrics is not None:  # rank 0
+                print(f"top-1 error {metrics['top1_error']:.2f}%, top-5 {metrics['top5_error']:.2f}%, "
+                      f"{metrics['params_m']:.2f}M params, {metrics['madds_m']:.0f}M MAdds")
         elif args.command == "report":
             for path in workflows.build_report():
                 print(f"wrote {path}")

@@ -1,8 +1,8 @@
-"""DVC stage: one IS-DARTS search on NAS-Bench-201 for the seed given as --seed (resumes after a kill)."""
+"""DVC stage: one NAS-Bench-201 search of --method for --seed (resumes after a kill)."""
 
 import sys
 
 from isdarts.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["search", "--no-progress", *sys.argv[1:]]))
+    sys.exit(main(["search", "--space", "nb201", "--no-progress", *sys.argv[1:]]))

@@ -34,11 +34,11 @@ def test_lookup_of_a_bad_string_names_the_op(capsys):
 
 def test_bad_params_are_rejected_before_any_work(tmp_path, capsys, monkeypatch):
     raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
-    raw["nb201_search"]["epochs"] = -1
+    raw["nb201"]["search"]["epochs"] = -1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     assert main(["search", "--seed", "0"]) == EXIT_BAD_INPUT
-    assert "nb201_search.epochs = -1" in capsys.readouterr().err
+    assert "nb201.search.epochs = -1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "checkpoints").exists()
 
 
@@ -60,3 +60,23 @@ def test_missing_dataset_names_every_path_tried(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert str(tmp_path / "nowhere") in err and "download" in err
     assert not (tmp_path / "data" / "prepared").exists()
+
+
+def test_an_unknown_method_or_sweep_rate_is_rejected_naming_what_is_configured(tmp_path, capsys, monkeypatch):
+    shutil.copy(ROOT / "profiles/quick.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--space", "darts", "--method", "darts1", "--seed", "0"]) == EXIT_BAD_INPUT
+    assert "method 'darts1' has no section darts" in capsys.readouterr().err
+    assert main(["search", "--space", "darts", "--seed", "0", "--rate", "r9"]) == EXIT_BAD_INPUT
+    assert "unknown sweep rate 'r9'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_retrain_with_an_unknown_named_genotype_lists_the_shipped_ones(tmp_path, capsys, monkeypatch):
+    shutil.copy(ROOT / "profiles/quick.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["retrain", "--seed", "0", "--genotype", "DARTS_V9"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "DARTS_V9" in err and "DARTS_V2" in err
+    assert main(["retrain", "--seed", "0", "--genotype", "missing.json"]) == EXIT_BAD_INPUT
+    assert "genotype file missing.json not found" in capsys.readouterr().err

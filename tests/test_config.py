@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from isdarts.config import ConfigError, load_params, paper_mismatches, params_from_dict
+from isdarts.config import METHODS, ConfigError, load_params, paper_mismatches, params_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,12 +19,26 @@ def quick() -> dict:
 def test_shipped_profiles_validate_and_paper_matches_the_spec():
     quick = load_params(ROOT / "profiles/quick.yaml")
     paper = load_params(ROOT / "profiles/paper.yaml")
-    assert quick.profile == "quick" and paper_mismatches(quick.nb201_search)
-    assert paper.profile == "paper" and paper_mismatches(paper.nb201_search) == []
-    cfg = paper.nb201_search
+    assert quick.profile == "quick" and paper_mismatches(quick.nb201.search("isdarts"))
+    assert paper.profile == "paper"
+    for runs in (paper.nb201, paper.darts.runs):
+        for method in runs.methods:
+            assert paper_mismatches(runs.search(method)) == [], (runs.space, method)
+    cfg = paper.nb201.search("isdarts")
     assert (cfg.C, cfg.N, cfg.epochs, cfg.batch_size, cfg.shrink.steps, cfg.shrink.interval) == (16, 5, 30, 64, 4, 2)
     assert cfg.iim.source == "train_full" and cfg.iim.n_samples is None
-    assert paper.nb201_seeds == (0, 1, 2, 3) and paper.data.subset_fallback is None
+    assert paper.nb201.seeds == (0, 1, 2, 3) and paper.data.subset_fallback is None
+    assert set(paper.nb201.methods) == set(METHODS)
+    darts1 = paper.nb201.search("darts1")
+    assert (darts1.epochs, darts1.weight_decay, darts1.train_portion, darts1.arch.lr) == (50, 5e-4, 0.5, 3e-4)
+    darts = paper.darts.runs.search("isdarts")
+    assert (darts.C, darts.N, darts.epochs, darts.shrink.steps, darts.shrink.interval) == (16, 2, 50, 7, 3)
+    assert paper.darts.retrain.mismatches() == [] and paper.darts.imagenet.mismatches() == []
+    sweep = paper.darts.sweep
+    assert [(sweep.schedules[r].shrink.steps, sweep.schedules[r].shrink.interval) for r in sweep.rates] == [
+        (1, 1), (2, 18), (4, 6), (7, 3), (10, 2), (20, 1)
+    ]
+    assert sweep.search(darts, "r0_5").shrink.anchor == "last"
 
 
 def test_params_yaml_is_a_valid_profile():
@@ -34,17 +48,24 @@ def test_params_yaml_is_a_valid_profile():
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        (("nb201_search", "epochs"), -3, "nb201_search.epochs = -3 .* an integer >= 1"),
-        (("nb201_search", "epochs"), "ten", "nb201_search.epochs = 'ten' .* an integer"),
-        (("nb201_search", "lr"), float("nan"), "nb201_search.lr .* a finite number"),
-        (("nb201_search", "shrink", "steps"), 5, "more shrink steps than the 5 NB201 ops allow"),
-        (("nb201_search", "shrink", "interval"), 9, "must be < nb201_search.epochs"),
-        (("nb201_search", "method"), "enas", "nb201_search.method = 'enas' .* one of isdarts"),
-        (("nb201_search", "iim", "source"), "test_set", "iim.source = 'test_set' .* train_full, holdout_subset"),
-        (("nb201_search", "iim", "n_samples"), 0, "'all' or a positive integer"),
+        (("nb201", "search", "epochs"), -3, r"nb201.search.epochs = -3 .* an integer >= 1"),
+        (("nb201", "search", "epochs"), "ten", r"nb201.search.epochs = 'ten' .* an integer"),
+        (("nb201", "search", "lr"), float("nan"), r"nb201.search.lr .* a finite number"),
+        (("nb201", "options", "isdarts", "shrink", "steps"), 5, "more shrink steps than the 5 NB201 ops allow"),
+        (("nb201", "options", "isdarts", "shrink", "interval"), 9, "do not fit the search's epochs = 6"),
+        (("nb201", "methods"), ["enas"], r"nb201.methods = 'enas' .* method names from isdarts"),
+        (("nb201", "options", "isdarts", "iim", "source"), "test_set", "'test_set' .* train_full, holdout_subset"),
+        (("nb201", "options", "isdarts", "iim", "n_samples"), 0, "'all' or a positive integer"),
+        (("nb201", "options", "darts1", "arch", "betas"), [0.5], "two numbers in"),
+        (("nb201", "options", "lambda_darts", "regulariser"), "cos", "one of corr, signcorr"),
+        (("darts", "search", "image_size"), 12, "image_size = 12 .* one of 8, 16, 32"),
+        (("darts", "retrain", "drop_path_prob"), 1.5, r"darts.retrain: .*drop_path_prob must be in \[0, 1\)"),
+        (("darts", "imagenet", "bn"), "magic", "darts.imagenet: .*bn must be one of"),
+        (("darts", "sweep", "rates"), ["r7"], "distinct names from r1"),
+        (("darts", "sweep", "schedules", "r0_05", "steps"), 30, "darts.sweep.schedules.r0_05.shrink.steps/interval"),
         (("device",), "tpu", "device = 'tpu' .* auto, cpu, cuda or cuda:N"),
         (("profile",), "fast", "profile = 'fast'"),
-        (("nb201_seeds",), [0, 0], "distinct non-negative"),
+        (("nb201", "seeds"), [0, 0], "distinct non-negative"),
         (("data", "download"), "yes", "data.download = 'yes' .* true or false"),
     ],
 )
@@ -58,21 +79,48 @@ def test_bad_values_name_the_key_and_the_allowed_values(quick, path, value, mess
         params_from_dict(raw)
 
 
-def test_unknown_and_missing_keys(quick):
+def test_an_option_that_does_not_apply_names_the_method_and_its_options(quick):
     raw = copy.deepcopy(quick)
-    raw["nb201_search"]["epochz"] = 3
-    with pytest.raises(ConfigError, match="unknown key.*nb201_search.epochz"):
+    raw["nb201"]["options"]["darts1"]["shrink"] = {"steps": 4, "interval": 1}
+    with pytest.raises(ConfigError, match=r"nb201.options.darts1.shrink does not apply to method 'darts1'; "
+                                          r"its options are arch, train_portion"):
         params_from_dict(raw)
     raw = copy.deepcopy(quick)
-    del raw["nb201_search"]["batch_size"]
-    with pytest.raises(ConfigError, match="missing key nb201_search.batch_size"):
+    raw["nb201"]["methods"].append("gdas")
+    with pytest.raises(ConfigError, match="'gdas' is not allowed; expected method names from isdarts"):
+        params_from_dict(raw)
+    raw = copy.deepcopy(quick)
+    del raw["nb201"]["options"]["sdarts"]
+    with pytest.raises(ConfigError, match="nb201.methods lists sdarts but nb201.options has no section"):
+        params_from_dict(raw)
+
+
+def test_a_method_section_overrides_the_shared_search_settings(quick):
+    raw = copy.deepcopy(quick)
+    raw["nb201"]["options"]["darts1"].update(epochs=9, weight_decay=5e-4)
+    params = params_from_dict(raw)
+    assert params.nb201.search("darts1").epochs == 9 and params.nb201.search("darts1").weight_decay == 5e-4
+    assert params.nb201.search("isdarts").epochs == raw["nb201"]["search"]["epochs"]
+    assert params.nb201.search("darts2").order == 2 and params.nb201.search("darts2").bilevel
+    assert not params.nb201.search("idarts").bilevel
+
+
+def test_unknown_and_missing_keys(quick):
+    raw = copy.deepcopy(quick)
+    raw["nb201"]["search"]["epochz"] = 3
+    with pytest.raises(ConfigError, match="unknown key.*nb201.search.epochz"):
+        params_from_dict(raw)
+    raw = copy.deepcopy(quick)
+    del raw["nb201"]["search"]["batch_size"]
+    with pytest.raises(ConfigError, match="missing key nb201.search.batch_size"):
         params_from_dict(raw)
 
 
 def test_a_paper_label_on_quick_settings_is_refused(quick):
     raw = copy.deepcopy(quick)
     raw["profile"] = "paper"
-    with pytest.raises(ConfigError, match="profile = 'paper' but nb201_search differs from the paper: C=8"):
+    with pytest.raises(ConfigError, match="profile = 'paper' but these settings differ from the paper: "
+                                          "nb201.isdarts: C=8"):
         params_from_dict(raw)
 
 

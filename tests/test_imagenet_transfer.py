@@ -16,7 +16,13 @@ from isdarts.data.cifar import DataError
 from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms, make_tiny_imagefolder
 from isdarts.spaces.darts_genotype import load_named_genotype
 from isdarts.train.distributed import per_rank_batch
-from isdarts.train.imagenet_transfer import METRICS_NAME, ImagenetConfig, train_imagenet
+from isdarts.train.imagenet_transfer import (
+    HISTORY_NAME,
+    METRICS_NAME,
+    ImagenetConfig,
+    check_input_size,
+    train_imagenet,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog")
@@ -92,15 +98,18 @@ def test_paper_config_and_validation() -> None:
     assert (cfg.C, cfg.layers, cfg.epochs, cfg.batch_size, cfg.lr, cfg.weight_decay) == (48, 14, 250, 128, 0.1, 3e-5)
     with pytest.raises(ValueError, match="bn must be one of"):
         ImagenetConfig(bn="magic")
+    check_input_size(cfg)  # 224: the auxiliary head reads a 7x7 map
+    check_input_size(ImagenetConfig(image_size=193))
+    with pytest.raises(ValueError, match="at least 193 pixels"):
+        check_input_size(ImagenetConfig(image_size=192))
+    check_input_size(ImagenetConfig(image_size=32, auxiliary_weight=0.0))
 
 
 @pytest.mark.slow
 def test_two_ranks_match_one_process(tmp_path: Path) -> None:
     root = _tree(tmp_path / "tree")
     genotype = load_named_genotype("ISDARTS")
-    one = train_imagenet(
-        genotype, root, ImagenetConfig(**TINY), out_dir=tmp_path / "one", checkpoint_dir=tmp_path / "one", seed=3,
-    )
+    one = train_imagenet(genotype, root, ImagenetConfig(**TINY), checkpoint_dir=tmp_path / "one", seed=3)
     assert one is not None
 
     two_out = tmp_path / "two"
@@ -114,12 +123,12 @@ def test_two_ranks_match_one_process(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    # Rank 0 alone writes: one metrics file, one checkpoint, nothing else.
-    assert sorted(p.name for p in two_out.iterdir()) == sorted([METRICS_NAME, "imagenet_last.pt"])
+    # Rank 0 alone writes: metrics, history, one checkpoint, nothing else.
+    assert sorted(p.name for p in two_out.iterdir()) == sorted([METRICS_NAME, HISTORY_NAME, "imagenet_last.pt"])
     two = json.loads((two_out / METRICS_NAME).read_text())
-    assert two["world_size"] == 2
+    assert two["world_size"] == 2 and "history" not in two
     losses_one = [s for r in one["history"] for s in r["step_losses"]]
-    losses_two = [s for r in two["history"] for s in r["step_losses"]]
+    losses_two = [s for r in json.loads((two_out / HISTORY_NAME).read_text())["epochs"] for s in r["step_losses"]]
     assert len(losses_one) == 4
     # Same global batches and averaged gradients; only the order of float sums differs (all-reduce vs one batch).
     np.testing.assert_allclose(losses_two, losses_one, rtol=1e-5, atol=1e-6)
@@ -132,8 +141,9 @@ def test_resume_from_finished_checkpoint_replays_metrics(tmp_path: Path) -> None
     root = _tree(tmp_path / "tree", n_train=4, n_val=2)
     genotype = load_named_genotype("ISDARTS")
     cfg = ImagenetConfig(**{**TINY, "epochs": 1, "warmup_epochs": 0})
-    first = train_imagenet(genotype, root, cfg, out_dir=tmp_path / "o", checkpoint_dir=tmp_path / "c", seed=0)
-    again = train_imagenet(genotype, root, cfg, out_dir=tmp_path / "o", checkpoint_dir=tmp_path / "c", seed=0)
+    first = train_imagenet(genotype, root, cfg, checkpoint_dir=tmp_path / "c", seed=0)
+    again = train_imagenet(genotype, root, cfg, checkpoint_dir=tmp_path / "c", seed=0)
     assert first is not None and again is not None
     assert again["history"] == first["history"]
-    assert (tmp_path / "c" / "imagenet_last.pt").is_file() and (tmp_path / "o" / METRICS_NAME).is_file()
+    # The trainer writes only its checkpoint; metrics files are the caller's (transfer_run, main).
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["imagenet_last.pt"]

@@ -36,10 +36,23 @@ def smoke_params(fake_cifar: Path) -> dict:
     raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
     raw["profile"], raw["device"] = "smoke", "cpu"
     raw["data"].update(cifar10_root="data/cifar10-raw", subset_fallback=str(fake_cifar))
-    raw["nb201_seeds"] = [0, 1]
-    raw["nb201_search"].update(C=4, N=1, epochs=5, batch_size=32, log_every=2)
-    raw["nb201_search"]["shrink"] = {"steps": 4, "interval": 1}
-    raw["nb201_search"]["iim"].update(n_samples=32, batch_size=32)
+    nb201 = raw["nb201"]
+    nb201["seeds"] = [0]
+    nb201["search"].update(C=4, N=1, epochs=5, batch_size=32, log_every=2)
+    for name in ("isdarts", "idarts"):
+        nb201["options"][name]["iim"].update(n_samples=32, batch_size=32)
+    darts = raw["darts"]
+    darts["search"].update(C=4, N=1, epochs=3, batch_size=16, log_every=1, image_size=8, train_images=48,
+                           test_images=16)
+    darts["options"]["isdarts"].update(shrink={"steps": 2, "interval": 1},
+                                       iim={"source": "holdout_subset", "n_samples": 16, "batch_size": 16,
+                                            "every_epoch": True})
+    darts["retrain"].update(C=4, layers=3, epochs=2, warmup_epochs=1, batch_size=16, cutout=4, log_every=1,
+                            image_size=32, train_images=32, test_images="all")
+    darts["imagenet"].update(tiny_train_per_class=4, tiny_val_per_class=1, C=4, layers=3, epochs=1, warmup_epochs=0,
+                             batch_size=8, image_size=32, workers=0)
+    darts["sweep"].update(epochs=3, train_images=32, rates=["r1", "r0_5"])
+    darts["sweep"]["schedules"]["r0_5"].update(steps=2, interval=1)
     return raw
 
 
@@ -67,61 +80,81 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_reads_it(project):
+    from isdarts.spaces.darts_genotype import DartsGenotype
+
     repo, env = project
     first = run(["dvc", "repro"], repo, env)
 
-    for seed in (0, 1):
-        folder = repo / "runs/nb201/isdarts" / f"seed_{seed}"
+    methods = ("isdarts", "darts1", "darts2", "lambda_darts", "idarts", "sdarts")
+    for method in methods:
+        folder = repo / "runs/nb201" / method / "seed_0"
         genotype = json.loads((folder / "genotype.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
-        history = json.loads((folder / "history.json").read_text())
-        assert genotype["arch_str"] == metrics["arch_str"] and "none" not in genotype["arch_str"]
+        assert genotype["arch_str"] == metrics["arch_str"] and metrics["method"] == method
         assert metrics["profile"] == "smoke" and metrics["paper_settings"] is False
-        assert [r["shrink_step"] for r in history["epochs"]] == [0, 1, 2, 3, None]
-    results = json.loads((repo / "results/nb201_isdarts.json").read_text())
-    assert [r["seed"] for r in results["runs"]] == [0, 1]
+        results = json.loads((repo / f"results/nb201_{method}.json").read_text())
+        assert [r["seed"] for r in results["runs"]] == [0]
+    history = json.loads((repo / "runs/nb201/isdarts/seed_0/history.json").read_text())
+    assert [r["shrink_step"] for r in history["epochs"]] == [0, 1, 2, 3, None]
+    assert "alpha" in json.loads((repo / "runs/nb201/darts2/seed_0/history.json").read_text())["epochs"][-1]
+
     table = (repo / "reports/table1.md").read_text()
-    assert "not paper-scale" in table and "smoke" in table
+    assert "smoke" in table and "IS-DARTS" in table and "91.55" in table  # paper row beside ours
     with open(repo / "reports/table1.csv", newline="") as f:
         ours = [row for row in csv.DictReader(f) if row["source"] == "ours"]
-    assert len(ours) == 1 and ours[0]["profile"] == "smoke"
-    assert float(ours[0]["cifar10_test_mean"]) == pytest.approx(results["summary"]["mean"]["cifar10_test"], abs=0.01)
-    assert "IS-DARTS" in table and "91.55" in table  # paper row beside ours
+    assert {row["method"] for row in ours} >= {"IS-DARTS", "DARTS (1st)", "DARTS (2nd)", "Λ-DARTS"}
+    isdarts = json.loads((repo / "results/nb201_isdarts.json").read_text())
+    row = next(r for r in ours if r["method"] == "IS-DARTS")
+    assert float(row["cifar10_test_mean"]) == pytest.approx(isdarts["summary"]["mean"]["cifar10_test"], abs=0.01)
+    assert "I-DARTS" in (repo / "reports/table_a1.md").read_text()
 
-    # MLflow: one run per search in the project's sqlite store, with params, per-epoch metrics and tags.
+    # DARTS space: the searched cell is a valid two-input-per-node genotype, retrained and transferred.
+    searched = repo / "runs/darts/search/isdarts/seed_0/genotype.json"
+    genotype = DartsGenotype.from_json(json.loads(searched.read_text()))
+    assert all(op != "none" for node in genotype.normal + genotype.reduce for op, _ in node)
+    retrain = json.loads((repo / "runs/darts/retrain/isdarts/seed_0/metrics.json").read_text())
+    assert retrain["epochs"] == 2 and retrain["params_m"] > 0 and retrain["profile"] == "smoke"
+    imagenet = json.loads((repo / "runs/darts/imagenet/isdarts/seed_0/metrics.json").read_text())
+    assert 0 <= imagenet["top1_error"] <= 100 and imagenet["madds_input"] == 224 and imagenet["data"]["tiny"]
+    for rate in ("r1", "r0_5"):
+        assert json.loads((repo / f"runs/darts/sweep/{rate}/retrain/metrics.json").read_text())["rate_name"] == rate
+    for name in ("table2", "table3", "table_a2"):
+        assert "smoke" in (repo / f"reports/{name}.md").read_text(), name
+    assert any((repo / "reports/figures").glob("*.png"))
+
+    # MLflow: one run per search/retrain/transfer in the project's sqlite store, with per-epoch metrics and tags.
     db = sqlite3.connect(repo / "mlflow.db")
     runs = db.execute("select run_uuid, status from runs").fetchall()
-    assert len(runs) == 2 and {status for _, status in runs} == {"FINISHED"}
-    for run_uuid, _ in runs:
-        tags = dict(db.execute("select key, value from tags where run_uuid=?", (run_uuid,)).fetchall())
-        assert tags["space"] == "nb201" and tags["method"] == "isdarts"
-        assert tags["dvc.stage"].startswith("search_nb201@")
-        assert tags["git.commit"]
-        steps = db.execute(
-            "select count(*) from metrics where run_uuid=? and key='train_loss'", (run_uuid,)
-        ).fetchone()[0]
-        assert steps == 5
-        iim_keys = db.execute(
-            "select count(distinct key) from metrics where run_uuid=? and key like 'iim/%'", (run_uuid,)
-        ).fetchone()[0]
-        assert iim_keys == 30  # every op on every edge was measured before it was pruned
-        params = dict(db.execute("select key, value from params where run_uuid=?", (run_uuid,)).fetchall())
-        assert params["search.epochs"] == "5"
-    artifacts = list((repo / "mlartifacts").rglob("genotype.json"))
-    assert len(artifacts) == 2
+    assert {status for _, status in runs} == {"FINISHED"}
+    searches = db.execute(
+        "select r.run_uuid from runs r join tags t on r.run_uuid = t.run_uuid "
+        "where t.key = 'dvc.stage' and t.value like 'search_nb201@isdarts-%'"
+    ).fetchall()
+    assert len(searches) == 1
+    (run_uuid,) = searches[0]
+    tags = dict(db.execute("select key, value from tags where run_uuid=?", (run_uuid,)).fetchall())
+    assert tags["space"] == "nb201" and tags["method"] == "isdarts" and tags["git.commit"]
+    steps = db.execute("select count(*) from metrics where run_uuid=? and key='train_loss'", (run_uuid,)).fetchone()[0]
+    assert steps == 5
+    iim_keys = db.execute(
+        "select count(distinct key) from metrics where run_uuid=? and key like 'iim/%'", (run_uuid,)
+    ).fetchone()[0]
+    assert iim_keys == 30  # every op on every edge was measured before it was pruned
+    stage_tags = {v for (v,) in db.execute("select value from tags where key = 'dvc.stage'").fetchall()}
+    assert {"retrain_darts@isdarts-0", "transfer_imagenet@isdarts-0", "sweep_search@r1"} <= stage_tags
     assert "Running stage 'report'" in first.stdout
 
     status = subprocess.run(["dvc", "status", "-q"], cwd=repo, env=env)
     assert status.returncode == 0, "pipeline should be up to date right after repro"
 
-    # A new seed: only its search runs, then lookup and report; the other seeds are not re-run.
+    # Editing one method's option re-runs that method's search and lookup, then the report; nothing else.
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["nb201_seeds"] = [0, 1, 2]
+    params["nb201"]["options"]["darts1"]["arch"]["lr"] = 0.001
+    params["darts"]["retrain"]["epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = run(["dvc", "repro"], repo, env)
-    assert "Running stage 'search_nb201@2'" in second.stdout
-    assert "Running stage 'search_nb201@0'" not in second.stdout
-    assert "Running stage 'search_nb201@1'" not in second.stdout
-    assert "Running stage 'prepare_data'" not in second.stdout
-    assert "Running stage 'lookup_nb201'" in second.stdout
-    assert len(json.loads((repo / "results/nb201_isdarts.json").read_text())["runs"]) == 3
+    ran = {line.split("'")[1] for line in second.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {
+        "search_nb201@darts1-0", "lookup_nb201@darts1", "retrain_darts@isdarts-0", "sweep_retrain@r1",
+        "sweep_retrain@r0_5", "report",
+    }, ran

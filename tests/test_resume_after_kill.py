@@ -34,11 +34,11 @@ def workdir(tmp_path, monkeypatch):
     raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
     fake = tmp_path / "fake"
     write_fake_cifar10(fake, n_per_batch=20, n_test=30, seed=1)
-    raw.update(profile="smoke", device="cpu", nb201_seeds=[0])
+    raw.update(profile="smoke", device="cpu")
+    raw["nb201"]["seeds"] = [0]
     raw["data"].update(cifar10_root=str(tmp_path / "absent"), subset_fallback=str(fake))
-    raw["nb201_search"].update(C=4, N=1, epochs=8, batch_size=20, log_every=1)
-    raw["nb201_search"]["shrink"] = {"steps": 4, "interval": 1}
-    raw["nb201_search"]["iim"].update(n_samples=40, batch_size=20, every_epoch=True)
+    raw["nb201"]["search"].update(C=4, N=1, epochs=8, batch_size=20, log_every=1)
+    raw["nb201"]["options"]["isdarts"]["iim"].update(n_samples=40, batch_size=20, every_epoch=True)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     assert main(["prepare-data"]) == 0

@@ -14,19 +14,22 @@ from isdarts.spaces.nb201_genotype import Nb201Genotype
 from isdarts.train import search_loop
 from isdarts.train.checkpoint import CheckpointError
 from isdarts.train.runtime import NonFiniteLossError
-from isdarts.train.search_loop import CHECKPOINT_NAME, run_nb201_search
+from isdarts.train.search_loop import CHECKPOINT_NAME, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"images_per_s", "epoch_seconds"}
 
 
-def tiny_params(**search):
+def tiny_params(method: str = "isdarts", **search):
     raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
     raw["profile"], raw["device"] = "smoke", "cpu"
-    raw["nb201_search"].update(C=4, N=1, epochs=5, batch_size=32, log_every=1, **search)
-    raw["nb201_search"]["shrink"] = {"steps": 4, "interval": 1}
-    raw["nb201_search"]["iim"].update(n_samples=32, batch_size=32, every_epoch=True)
-    return params_from_dict(raw)
+    raw["nb201"]["search"].update({"C": 4, "N": 1, "epochs": 5, "batch_size": 32, "log_every": 1, **search})
+    options = raw["nb201"]["options"]
+    for name in ("isdarts", "sdarts"):
+        options[name]["shrink"] = {"steps": 4, "interval": 1}
+    for name in ("isdarts", "idarts"):
+        options[name]["iim"].update(n_samples=32, batch_size=32, every_epoch=name == "isdarts")
+    return params_from_dict(raw).nb201.search(method)
 
 
 @pytest.fixture
@@ -37,9 +40,10 @@ def arrays(tiny_cifar_dir):
     return data
 
 
-def search(params, arrays, ckpt: Path, **kwargs):
-    return run_nb201_search(
-        params, 0, arrays, data_kind="subset", data_fingerprint="tiny", checkpoint_dir=ckpt, progress=False, **kwargs
+def search(cfg, arrays, ckpt: Path, **kwargs):
+    return run_search(
+        cfg, 0, arrays, profile="smoke", device="cpu", data_kind="subset", data_fingerprint="tiny",
+        checkpoint_dir=ckpt, progress=False, **kwargs,
     )
 
 
@@ -76,7 +80,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(arrays, tmp_path):
 
 def test_checkpoint_of_other_code_is_not_resumed(arrays, tmp_path, monkeypatch):
     search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)
-    monkeypatch.setattr(search_loop, "code_fingerprint", lambda: "another-version")
+    monkeypatch.setattr(search_loop, "code_fingerprint", lambda *_: "another-version")
     assert search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)["epochs_done"] == 1
 
 
@@ -112,12 +116,85 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(a
 
 
 def test_holdout_iim_source_measures_on_a_held_out_split(arrays, tmp_path):
-    raw_params = tiny_params()
-    iim = dataclasses.replace(raw_params.nb201_search.iim, source="holdout_subset", n_samples=16)
-    params = dataclasses.replace(raw_params, nb201_search=dataclasses.replace(raw_params.nb201_search, iim=iim))
-    result = search(params, arrays, tmp_path)
+    cfg = tiny_params()
+    iim = dataclasses.replace(cfg.iim, source="holdout_subset", n_samples=16)
+    result = search(dataclasses.replace(cfg, iim=iim), arrays, tmp_path)
     assert "none" not in result["metrics"]["arch_str"]
     assert result["history"]["epochs"][0]["train_acc"] is not None
-    too_many = dataclasses.replace(params.nb201_search, iim=dataclasses.replace(iim, n_samples=64))
+    too_many = dataclasses.replace(cfg, iim=dataclasses.replace(iim, n_samples=64))
     with pytest.raises(ConfigError, match="leaves no training data"):
-        search(dataclasses.replace(params, nb201_search=too_many), arrays, tmp_path / "x")
+        search(too_many, arrays, tmp_path / "x")
+
+
+@pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts"])
+def test_bilevel_methods_train_on_half_record_alpha_and_resume_exactly(arrays, tmp_path, method):
+    cfg = dataclasses.replace(tiny_params(method), epochs=3)
+    full = search(cfg, arrays, tmp_path / "a")
+    epochs = full["history"]["epochs"]
+    # 64 training images split 32/32: the weights see 32 per epoch (1 batch), α the other 32.
+    assert all(r["train_acc"] * 32 / 100 == round(r["train_acc"] * 32 / 100) for r in epochs)
+    alpha = torch.tensor(epochs[-1]["alpha"])
+    assert alpha.shape == (6, 5) and not torch.allclose(alpha, torch.tensor(epochs[0]["alpha"]))
+    genotype = Nb201Genotype.from_json(full["genotype"])
+    assert genotype.to_arch_str() == Nb201Genotype.from_op_indices(alpha.argmax(1).tolist()).to_arch_str()
+    assert full["metrics"]["method"] == method and full["metrics"]["paper_mismatches"]
+    stopped = search(cfg, arrays, tmp_path / "b", stop_after_epochs=1)
+    assert stopped == {"finished": False, "epochs_done": 1}
+    resumed = search(cfg, arrays, tmp_path / "b")
+    assert strip_timing(resumed["history"]) == strip_timing(full["history"])
+
+
+def test_the_weight_and_valid_halves_are_disjoint_and_the_same_for_every_seed(arrays):
+    from isdarts.data.device_loader import DeviceImages
+
+    train = DeviceImages(arrays.train_x, arrays.train_y, "cpu")
+    cfg = tiny_params("darts1")
+    parts = [search_loop.split_search_data(train, train, cfg, seed, "subset") for seed in (0, 5)]
+    for data in parts:
+        rows = {tuple(x.flatten().tolist()[:64]) for x in data.train.x} | {
+            tuple(x.flatten().tolist()[:64]) for x in data.valid.x}
+        assert len(data.train) == len(data.valid) == 32 and len(rows) == 64 and data.iim is None
+    assert torch.equal(parts[0].valid.x, parts[1].valid.x)
+
+
+def test_sdarts_shrinks_by_alpha_and_idarts_selects_once_at_the_end(arrays, tmp_path):
+    sdarts = search(tiny_params("sdarts"), arrays, tmp_path / "s")["history"]["epochs"]
+    assert [r["shrink_step"] for r in sdarts] == [0, 1, 2, 3, None]
+    assert [sum(map(sum, r["alive"])) for r in sdarts] == [24, 18, 12, 6, 6]
+    idarts = search(tiny_params("idarts"), arrays, tmp_path / "i")["history"]["epochs"]
+    assert [r["shrink_step"] for r in idarts] == [None, None, None, None, 0]
+    assert [sum(map(sum, r["alive"])) for r in idarts] == [30, 30, 30, 30, 6]
+
+
+def tiny_darts_cfg(method: str = "isdarts"):
+    raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
+    raw["darts"]["search"].update(C=4, N=1, epochs=3, batch_size=16, log_every=1, image_size=8, train_images=48,
+                                  test_images=16)
+    raw["darts"]["options"]["isdarts"].update(
+        shrink={"steps": 2, "interval": 1},
+        iim={"source": "holdout_subset", "n_samples": 16, "batch_size": 16, "every_epoch": True},
+    )
+    raw["darts"]["sweep"]["epochs"] = 21
+    return params_from_dict(raw).darts.runs.search(method)
+
+
+def test_isdarts_on_the_darts_space_ends_with_two_inputs_per_node_and_resumes_exactly(arrays, tmp_path):
+    from isdarts.spaces.darts_genotype import DartsGenotype
+
+    cfg = tiny_darts_cfg()
+    full = search(cfg, arrays, tmp_path / "a")
+    epochs = full["history"]["epochs"]
+    assert [r["shrink_step"] for r in epochs] == [0, 1, None]
+    # Per node 16/24/32/40 candidates -> ceil((n-2)/2) pruned at step 0 -> exactly 2 after step 1.
+    per_kind = [sum(map(sum, epochs[0]["alive"][kind])) for kind in ("normal", "reduce")]
+    assert per_kind == [9 + 13 + 17 + 21] * 2
+    assert [sum(map(sum, epochs[1]["alive"][kind])) for kind in ("normal", "reduce")] == [8, 8]
+    assert epochs[0]["genotype"] is None and epochs[-1]["genotype"] == full["metrics"]["genotype"]
+    genotype = DartsGenotype.from_json(full["genotype"])
+    assert all(len(node) == 2 and all(op != "none" for op, _ in node) for node in genotype.normal + genotype.reduce)
+    assert full["metrics"]["shrink"]["epochs"] == [1, 2] and full["history"]["kinds"] == ["normal", "reduce"]
+    stopped = search(cfg, arrays, tmp_path / "b", stop_after_epochs=1)
+    assert stopped == {"finished": False, "epochs_done": 1}
+    resumed = search(cfg, arrays, tmp_path / "b")
+    assert resumed["genotype"] == full["genotype"]
+    assert strip_timing(resumed["history"]) == strip_timing(full["history"])

@@ -63,6 +63,14 @@ class DeviceImages:
         holdout, train = perm[:n_holdout].sort().values, perm[n_holdout:].sort().values
         return self.subset(train), self.subset(holdout)
 
+    def sample(self, batch_size: int, *, augment: bool, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """One batch drawn uniformly WITH replacement (AutoDL pairs each train image with a random valid one)."""
+        idx = torch.randint(0, len(self), (batch_size,), generator=generator, device=self.device)
+        xb = self.x[idx]
+        if augment:
+            xb = self._crop_flip(xb, generator)
+        return self.normalise(xb), self.y[idx]
+
     def normalise(self, x_uint8: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> float32 normalised with this dataset's mean/std."""
         return x_uint8.float().mul_(self._scale).add_(self._shift)

@@ -22,6 +22,7 @@ from isdarts.report.tables import (
     ReportError,
     Summary,
     Verdict,
+    comparable,
     csv_text,
     fmt_csv_num,
     fmt_mean_std,
@@ -39,6 +40,7 @@ __all__ = [
     "ALL_SKIP_ARCH",
     "CSV_COLUMNS",
     "METHOD_LABELS",
+    "Nb201Result",
     "TOLERANCES",
     "ReferenceRow",
     "ReproducedCell",
@@ -46,7 +48,9 @@ __all__ = [
     "Run",
     "Table1Report",
     "build_table1",
+    "read_nb201_result",
     "read_result",
+    "read_run",
     "write_table1",
 ]
 
@@ -143,25 +147,41 @@ class Table1Report:
 # ---------------------------------------------------------------- reading
 
 
-def read_result(path: Path) -> ReproducedRow:
-    """Parse and check one `lookup` result file; problems raise ReportError naming file and key."""
+@dataclass(frozen=True)
+class Nb201Result:
+    """One `lookup` result file, checked: its header fields and one Run per seed (no verdicts yet)."""
+
+    method: str
+    profile: str
+    paper_settings: bool
+    profile_note: str
+    runs: tuple[Run, ...]
+    cost_unit: str
+
+
+def read_nb201_result(path: Path, methods: Mapping[str, str] = METHOD_LABELS) -> Nb201Result:
+    """Parse and check one `lookup` result file whose method is a key of ``methods``.
+
+    Shared by Table 1 and Table A.1 (which reads the idarts/sdarts files); problems raise
+    ReportError naming the file and key.
+    """
     path = Path(path)
     data = load_json(path)
     where = str(path)
     space = require(data, "space", str, where)
     if space != "nb201":
-        raise ReportError(f"{where}: key 'space' is {space!r}; Table 1 needs 'nb201'")
+        raise ReportError(f"{where}: key 'space' is {space!r}; the NB201 tables need 'nb201'")
     method = require(data, "method", str, where)
-    if method not in METHOD_LABELS:
+    if method not in methods:
         raise ReportError(f"{where}: key 'method' has unknown method {method!r}; "
-                          f"expected one of {', '.join(METHOD_LABELS)}")
+                          f"expected one of {', '.join(methods)}")
     profile = require(data, "profile", str, where)
     paper_settings = require(data, "paper_settings", bool, where)
     profile_note = require(data, "profile_note", str, where)
     raw_runs = require(data, "runs", list, where)
     if not raw_runs:
         raise ReportError(f"{where}: key 'runs' is empty")
-    runs = tuple(_read_run(raw, f"{where}: runs[{i}]") for i, raw in enumerate(raw_runs))
+    runs = tuple(read_run(raw, f"{where}: runs[{i}]") for i, raw in enumerate(raw_runs))
 
     seeds = [run.seed for run in runs]
     if len(set(seeds)) != len(seeds):
@@ -170,25 +190,32 @@ def read_result(path: Path) -> ReproducedRow:
     if len(units) != 1:
         # Averaging GPU-hours with CPU-hours would give a number in no unit at all.
         raise ReportError(f"{where}: key 'cost_unit' differs across runs ({', '.join(units)})")
+    return Nb201Result(method, profile, paper_settings, profile_note, runs, units[0])
 
-    label = METHOD_LABELS[method]
+
+def read_result(path: Path) -> ReproducedRow:
+    """Parse and check one Table 1 `lookup` result file; problems raise ReportError naming file and key."""
+    res = read_nb201_result(path)
+    label = METHOD_LABELS[res.method]
     paper = table1_row(label)
+    ok = comparable(res.profile, res.paper_settings)
     cells = {}
     for key in ACCURACY_KEYS:
-        summary = summarize([run.accuracies[key] for run in runs])
+        summary = summarize([run.accuracies[key] for run in res.runs])
         paper_cell = paper.cells[key] if paper else None
         verdict = judge(summary.mean, paper_cell.mean if paper_cell else None, TOLERANCES[key],
-                        comparable=paper_settings, profile=profile)
+                        comparable=ok, profile=res.profile)
         cells[key] = ReproducedCell(summary, paper_cell, verdict)
     return ReproducedRow(
-        method=method, label=label, profile=profile, paper_settings=paper_settings,
-        profile_note=profile_note, runs=runs,
-        cost_hours=summarize([run.search_hours for run in runs]).mean, cost_unit=units[0],
+        method=res.method, label=label, profile=res.profile, paper_settings=res.paper_settings,
+        profile_note=res.profile_note, runs=res.runs,
+        cost_hours=summarize([run.search_hours for run in res.runs]).mean, cost_unit=res.cost_unit,
         cells=MappingProxyType(cells),
     )
 
 
-def _read_run(raw: Any, where: str) -> Run:
+def read_run(raw: Any, where: str) -> Run:
+    """One entry of a result file's "runs" list; ``where`` names the file and index in errors."""
     if not isinstance(raw, dict):
         raise ReportError(f"{where}: expected an object, got {type(raw).__name__}")
     seed = require(raw, "seed", int, where)

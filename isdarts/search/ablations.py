@@ -4,6 +4,9 @@
   after the last epoch, and a one-step selection keeping the op with the smallest hooked value per edge.
 - S-DARTS: shrinking without the IIM. DARTS-style α (first order by default) mixed by a masked softmax;
   each shrink step masks the smallest α among the alive ops of every edge.
+
+The DARTS-space S-DARTS is `isdarts.search.darts_space_baselines.SDartsDartsSpace`; the DARTS-space
+I-DARTS is `IsDartsDartsSpace` with one shrink step.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Plain DARTS on NAS-Bench-201 (spec §4): one α shared by all cells, bi-level, first or second order.
+"""Plain DARTS (spec §4): architecture logits α trained bi-level against the weights, first or second order.
 
 The weights train on a train batch and α on a paired valid batch, so `train_step` takes both halves
 of the 25k/25k split: `train_step(x_train, y_train, x_valid, y_valid)`. The caller pairs every train
@@ -9,6 +9,11 @@ Second order (DARTS-V2): α step first, through one unrolled weight step
     w' = w - xi (mu * momentum_buf + grad_w L_tr + wd * w),   xi = current weight lr,
     grad_alpha = d/dalpha L_val(w', alpha) - xi * H v,   v = grad_w' L_val(w', alpha),
 with H v = grad^2_{alpha,w} L_tr v by a central difference at w +- R v, R = 0.01 / |v|; then the weight step.
+
+`BilevelDarts` holds that machinery for any space; "α" is a list of parameters: one (6, 5) tensor on
+NB201 (`DartsNb201`), a normal and a reduction (14, 8) tensor on the DARTS space
+(`isdarts.search.darts_space_baselines.DartsDartsSpace`). A space class says how α becomes the supernet's
+`weights` argument (`arch_weights`) and how α becomes a genotype.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch.func import functional_call
 
 from isdarts.search.isdarts_method import cosine_lr
 from isdarts.spaces.nb201_genotype import Nb201Genotype
-from isdarts.spaces.nb201_supernet import CellWeights, Nb201Supernet
+from isdarts.spaces.nb201_supernet import Nb201Supernet
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -38,31 +43,40 @@ def flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors]).norm()
 
 
-class DartsNb201:
-    """DARTS search method with the same surface as IsDartsNb201, plus a valid batch per step.
+class BilevelDarts:
+    """The DARTS bi-level loop shared by the spaces: weight step, α step (first or second order), state.
 
     α lives here, not in the supernet: `model.parameters()` are exactly the weights the SGD step trains.
+    Subclasses set `kinds` and implement `arch_weights` and `genotype`.
     """
 
     name = "darts"
+    # The search loop feeds bi-level methods (x_train, y_train, x_valid, y_valid); IS-DARTS has no valid half.
+    bilevel = True
+    # None: one α tensor, recorded as a plain table. Else one α tensor per cell kind, recorded as {kind: table}.
+    kinds: tuple[str, ...] | None = None
+    # Whether the weight step's gradient clip counts α's weight-loss gradient (AutoDL clips network.parameters(),
+    # α included; DARTS and Λ-DARTS keep α outside model.parameters(), so their clip sees the weights only).
+    clip_alpha = True
 
     def __init__(
         self,
-        model: Nb201Supernet,
+        model: nn.Module,
+        alpha_shapes: Sequence[tuple[int, ...]],
         *,
         epochs: int,
-        lr: float = 0.025,
-        lr_min: float = 0.001,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay: float = 5e-4,
-        grad_clip: float = 5.0,
-        arch_lr: float = 3e-4,
-        arch_betas: tuple[float, float] = (0.5, 0.999),
-        arch_weight_decay: float = 1e-3,
-        order: int = 1,
-        arch_first: bool | None = None,
-        generator: torch.Generator | None = None,
+        lr: float,
+        lr_min: float,
+        momentum: float,
+        nesterov: bool,
+        weight_decay: float,
+        grad_clip: float,
+        arch_lr: float,
+        arch_betas: tuple[float, float],
+        arch_weight_decay: float,
+        order: int,
+        arch_first: bool | None,
+        generator: torch.Generator | None,
     ) -> None:
         if order not in (1, 2):
             raise ValueError(f"DARTS order must be 1 or 2, got {order!r}")
@@ -75,25 +89,42 @@ class DartsNb201:
         self.weights = list(model.parameters())
         ref = self.weights[0]
         init_device = generator.device if generator is not None else torch.device("cpu")
-        init = 1e-3 * torch.randn(tuple(model.mask.shape), generator=generator, device=init_device, dtype=ref.dtype)
-        self.alpha = nn.Parameter(init.to(ref.device))
+        # Drawn in order from one generator, so a seed fixes every α tensor.
+        self.alphas = [
+            nn.Parameter(
+                (1e-3 * torch.randn(shape, generator=generator, device=init_device, dtype=ref.dtype)).to(ref.device)
+            )
+            for shape in alpha_shapes
+        ]
         self.w_optimizer = torch.optim.SGD(
             self.weights, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
         )
-        self.a_optimizer = torch.optim.Adam([self.alpha], lr=arch_lr, betas=arch_betas, weight_decay=arch_weight_decay)
+        self.a_optimizer = torch.optim.Adam(self.alphas, lr=arch_lr, betas=arch_betas, weight_decay=arch_weight_decay)
         self.criterion = nn.CrossEntropyLoss()
         self._arch_loss_sum = torch.zeros((), dtype=torch.float64, device=ref.device)
         self._arch_steps = 0
 
-    # ------------------------------------------------------------------ encoding
-    def arch_weights(self) -> torch.Tensor:
-        """The (edges, ops) mixing weights the cells use: softmax over all ops of each edge."""
-        return torch.softmax(self.alpha, dim=-1)
+    # ------------------------------------------------------------------ encoding (per space)
+    def arch_weights(self) -> Any:
+        """The supernet's `weights` argument for the current α."""
+        raise NotImplementedError
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, weights: CellWeights = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def genotype(self) -> Any:
+        raise NotImplementedError
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, weights: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE loss, logits) of the supernet mixed by `weights` (default: the current arch weights)."""
         _, logits = self.model(x, weights=self.arch_weights() if weights is None else weights)
         return self.criterion(logits, y), logits
+
+    def per_kind(self, fn: Callable[[torch.Tensor], Any]) -> Any:
+        """fn(α) for a single α, else {kind: fn(α_kind)}: the shape the history and checkpoints use."""
+        if self.kinds is None:
+            return fn(self.alphas[0])
+        return {kind: fn(a) for kind, a in zip(self.kinds, self.alphas, strict=True)}
+
+    def empty_pruned(self) -> Any:
+        return [] if self.kinds is None else {kind: [] for kind in self.kinds}
 
     # ------------------------------------------------------------------ loop surface
     def set_epoch(self, epoch: int) -> float:
@@ -128,38 +159,36 @@ class DartsNb201:
         return {
             "iim": None,
             "shrink_step": None,
-            "pruned": [],
-            "alpha": self.alpha.detach().cpu().tolist(),
+            "pruned": self.empty_pruned(),
+            "alpha": self.per_kind(lambda a: a.detach().cpu().tolist()),
             "arch_loss": mean,
         }
-
-    def genotype(self) -> Nb201Genotype:
-        """Per edge, the argmax of the mixing weights over all ops, `none` included (spec §4)."""
-        return Nb201Genotype.from_op_indices(self.arch_weights().argmax(dim=-1).tolist())
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "alpha": self.alpha.detach().clone(),
+            "alpha": self.per_kind(lambda a: a.detach().clone()),
             "w_optimizer": self.w_optimizer.state_dict(),
             "a_optimizer": self.a_optimizer.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        saved = [state["alpha"]] if self.kinds is None else [state["alpha"][kind] for kind in self.kinds]
         with torch.no_grad():
-            self.alpha.copy_(state["alpha"])
+            for alpha, value in zip(self.alphas, saved, strict=True):
+                alpha.copy_(value)
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.a_optimizer.load_state_dict(state["a_optimizer"])
 
     # ------------------------------------------------------------------ weight step
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.w_optimizer.zero_grad(set_to_none=True)
-        self.alpha.grad = None
+        for alpha in self.alphas:
+            alpha.grad = None
         loss, logits = self._weight_backward(x, y)
         if self.grad_clip > 0:
-            # AutoDL clips network.parameters(), which holds α too: its weight-loss gradient counts in the norm.
-            nn.utils.clip_grad_norm_([*self.weights, self.alpha], self.grad_clip)
+            nn.utils.clip_grad_norm_([*self.weights, *self.alphas] if self.clip_alpha else self.weights, self.grad_clip)
         self.w_optimizer.step()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
 
@@ -173,29 +202,31 @@ class DartsNb201:
     def _arch_step(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
     ) -> None:
-        grad = self.arch_grad(x_train, y_train, x_valid, y_valid)
+        grads = self.arch_grads(x_train, y_train, x_valid, y_valid)
         self.a_optimizer.zero_grad(set_to_none=True)
-        self.alpha.grad = grad
+        for alpha, grad in zip(self.alphas, grads, strict=True):
+            alpha.grad = grad
         self.a_optimizer.step()
-        self.alpha.grad = None
+        for alpha in self.alphas:
+            alpha.grad = None
 
-    def arch_grad(
+    def arch_grads(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
-    ) -> torch.Tensor:
-        """The α gradient the Adam step uses: plain (order 1) or through the unrolled weights (order 2)."""
+    ) -> list[torch.Tensor]:
+        """The α gradients the Adam step uses, one per α tensor: plain (order 1) or through the unrolled weights."""
         if self.order == 1:
             loss, _ = self.loss(x_valid, y_valid)
             self._log_arch_loss(loss)
-            return grads_or_zeros(loss, [self.alpha])[0]
-        return self._unrolled_arch_grad(x_train, y_train, x_valid, y_valid)
+            return grads_or_zeros(loss, self.alphas)
+        return self._unrolled_arch_grads(x_train, y_train, x_valid, y_valid)
 
     def _log_arch_loss(self, loss: torch.Tensor) -> None:
         self._arch_loss_sum += loss.detach().double()
         self._arch_steps += 1
 
-    def _unrolled_arch_grad(
+    def _unrolled_arch_grads(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
-    ) -> torch.Tensor:
+    ) -> list[torch.Tensor]:
         group = self.w_optimizer.param_groups[0]
         xi, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
         loss_train, _ = self.loss(x_train, y_train)
@@ -215,10 +246,12 @@ class DartsNb201:
         _, logits = functional_call(self.model, state, (x_valid,), {"weights": self.arch_weights()})
         loss_valid = self.criterion(logits, y_valid)
         self._log_arch_loss(loss_valid)
-        d_alpha, *v = grads_or_zeros(loss_valid, [self.alpha, *unrolled])
-        return d_alpha - xi * self._alpha_hessian_vector(x_train, y_train, v)
+        d_all = grads_or_zeros(loss_valid, [*self.alphas, *unrolled])
+        d_alpha, v = d_all[: len(self.alphas)], d_all[len(self.alphas) :]
+        hv = self._alpha_hessian_vector(x_train, y_train, v)
+        return [d - xi * h for d, h in zip(d_alpha, hv, strict=True)]
 
-    def _alpha_hessian_vector(self, x: torch.Tensor, y: torch.Tensor, v: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _alpha_hessian_vector(self, x: torch.Tensor, y: torch.Tensor, v: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """grad^2_{alpha,w} L_train(w, alpha) v by a central difference of grad_alpha L_train at w +- R v."""
         # The tiny floor only avoids 0/0 when v = 0; then both sides coincide and the product is 0.
         r = 0.01 / flat_norm(v).clamp_min(torch.finfo(v[0].dtype).tiny)
@@ -230,10 +263,70 @@ class DartsNb201:
                     for p, p0, t in zip(self.weights, saved, v, strict=True):
                         p.copy_(p0 + sign * r * t)
                 loss, _ = self.loss(x, y)
-                grads.append(grads_or_zeros(loss, [self.alpha])[0])
+                grads.append(grads_or_zeros(loss, self.alphas))
         finally:
             # Restore from copies, not by subtracting again: the weights come back bit for bit.
             with torch.no_grad():
                 for p, p0 in zip(self.weights, saved, strict=True):
                     p.copy_(p0)
-        return (grads[0] - grads[1]) / (2 * r)
+        return [(gp - gm) / (2 * r) for gp, gm in zip(grads[0], grads[1], strict=True)]
+
+
+class DartsNb201(BilevelDarts):
+    """DARTS on NAS-Bench-201: one (6, 5) α shared by all cells, with the same surface as IsDartsNb201
+    plus a valid batch per step."""
+
+    def __init__(
+        self,
+        model: Nb201Supernet,
+        *,
+        epochs: int,
+        lr: float = 0.025,
+        lr_min: float = 0.001,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 5e-4,
+        grad_clip: float = 5.0,
+        arch_lr: float = 3e-4,
+        arch_betas: tuple[float, float] = (0.5, 0.999),
+        arch_weight_decay: float = 1e-3,
+        order: int = 1,
+        arch_first: bool | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            model,
+            [tuple(model.mask.shape)],
+            epochs=epochs,
+            lr=lr,
+            lr_min=lr_min,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            grad_clip=grad_clip,
+            arch_lr=arch_lr,
+            arch_betas=arch_betas,
+            arch_weight_decay=arch_weight_decay,
+            order=order,
+            arch_first=arch_first,
+            generator=generator,
+        )
+
+    @property
+    def alpha(self) -> nn.Parameter:
+        """The (6, 5) architecture logits."""
+        return self.alphas[0]
+
+    def arch_weights(self) -> torch.Tensor:
+        """The (edges, ops) mixing weights the cells use: softmax over all ops of each edge."""
+        return torch.softmax(self.alpha, dim=-1)
+
+    def arch_grad(
+        self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
+    ) -> torch.Tensor:
+        """The α gradient the Adam step uses: plain (order 1) or through the unrolled weights (order 2)."""
+        return self.arch_grads(x_train, y_train, x_valid, y_valid)[0]
+
+    def genotype(self) -> Nb201Genotype:
+        """Per edge, the argmax of the mixing weights over all ops, `none` included (spec §4)."""
+        return Nb201Genotype.from_op_indices(self.arch_weights().argmax(dim=-1).tolist())

@@ -81,6 +81,7 @@ class IsDartsDartsSpace:
         grad_clip: float = 5.0,
         shrink_steps: int = 7,
         shrink_interval: int = 3,
+        shrink_anchor: str = "start",
         iim_every_epoch: bool = False,
     ) -> None:
         self.model = model
@@ -90,7 +91,7 @@ class IsDartsDartsSpace:
             model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
         )
         self.criterion = nn.CrossEntropyLoss()
-        self.schedule = shrink_epochs(epochs, shrink_steps, shrink_interval)
+        self.schedule = shrink_epochs(epochs, shrink_steps, shrink_interval, shrink_anchor)
         self.subsets = model.node_subsets()
         # Saved with checkpoints next to the masks (spec §8), so a resumed run knows where shrinking stands.
         self.shrink_steps_done = 0

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from isdarts.config import Nb201SearchConfig
+from isdarts.config import SearchConfig
 from isdarts.search.iim import measure_iim
 from isdarts.search.shrink import per_edge_subsets, shrink_epochs, shrink_step, step_at
 from isdarts.spaces.nb201_genotype import NB201_EDGES, NB201_OPS, Nb201Genotype
@@ -48,19 +48,21 @@ def sgd_step(
         nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
 class IsDartsNb201:
     """The IS-DARTS search method: `train_step` per batch, `end_epoch` after each epoch."""
 
     name = "isdarts"
 
-    def __init__(self, model: Nb201Supernet, cfg: Nb201SearchConfig) -> None:
+    def __init__(self, model: Nb201Supernet, cfg: SearchConfig) -> None:
         self.model, self.cfg = model, cfg
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
             weight_decay=cfg.weight_decay,
         )
         self.criterion = nn.CrossEntropyLoss()
-        self.schedule = shrink_epochs(cfg.epochs, cfg.shrink.steps, cfg.shrink.interval)
+        self.schedule = shrink_epochs(cfg.epochs, cfg.shrink.steps, cfg.shrink.interval, cfg.shrink.anchor)
         self.subsets = per_edge_subsets(model.mask.shape[0], model.mask.shape[1])
 
     def set_epoch(self, epoch: int) -> float:
@@ -101,11 +103,3 @@ class IsDartsNb201:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-
-
-def build_method(cfg: Nb201SearchConfig, num_classes: int, device: torch.device) -> IsDartsNb201:
-    """The search method named by `cfg.method`, with its supernet on `device`."""
-    if cfg.method != "isdarts":
-        raise ValueError(f"unknown NB201 search method {cfg.method!r}; known: isdarts")
-    model = Nb201Supernet(cfg.C, cfg.N, num_classes, affine=False, track=False).to(device)
-    return IsDartsNb201(model, cfg)

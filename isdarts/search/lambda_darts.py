@@ -1,4 +1,4 @@
-"""Λ-DARTS on NAS-Bench-201 (spec §5): DARTS whose weight step also aligns the cells' α-gradients.
+"""Λ-DARTS (spec §5): DARTS whose weight step also aligns the cells' α-gradients.
 
 Every search cell l mixes with its own clone A_l of p = softmax(α); g_l = dL/dA_l (flattened) are the
 per-layer gradients. The regulariser R(g_1..g_L) rewards aligned g_l, and the weight objective becomes
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from isdarts.search.darts_method import Batches, DartsNb201, flat_norm, grads_or_zeros
+from isdarts.search.darts_method import Batches, BilevelDarts, DartsNb201, flat_norm, grads_or_zeros
 from isdarts.spaces.nb201_supernet import Nb201Supernet
 
 RegulariserGrad = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
@@ -94,8 +94,97 @@ def lambda_at(epoch: int, epochs: int, lam: float) -> float:
     return lam if epochs <= 1 else lam * epoch / (epochs - 1)
 
 
-class LambdaDartsNb201(DartsNb201):
-    """DARTS plus the Λ-DARTS alignment term in the weight step; the α update is plain DARTS.
+class LambdaDarts(BilevelDarts):
+    """The Λ-DARTS weight step, for any space: list it before the space's DARTS class, e.g.
+    `class LambdaDartsNb201(LambdaDarts, DartsNb201)`, so the MRO puts it between them.
+
+    The subclass says which cells are regularised and how their per-cell probabilities become the
+    supernet's `weights` argument (`regularised_probs`, `with_cell_weights`); call `_init_lambda` after
+    the DARTS constructor. The α update is the unchanged DARTS update.
+    """
+
+    regulariser: str
+    lam: float
+    eps0: float
+    lam_t: float
+
+    def _init_lambda(self, regulariser: str, lam: float, eps0: float) -> None:
+        if regulariser not in REGULARISERS:
+            raise ValueError(f"unknown Λ-DARTS regulariser {regulariser!r}; known: {', '.join(REGULARISERS)}")
+        if eps0 <= 0:
+            raise ValueError(f"ε0 (eps0, epsilon) must be > 0, got {eps0!r}")
+        self.regulariser, self.lam, self.eps0 = regulariser, lam, eps0
+        self.lam_t = lambda_at(0, self.epochs, lam)
+        self._alignment_sum = torch.zeros((), dtype=torch.float64, device=self.alphas[0].device)
+        self._alignment_steps = 0
+
+    # ------------------------------------------------------------------ per space
+    def regularised_probs(self, p: Any) -> tuple[torch.Tensor, int]:
+        """(the probabilities every regularised cell mixes with, how many such cells) for arch weights `p`."""
+        raise NotImplementedError
+
+    def with_cell_weights(self, p: Any, cells: Sequence[torch.Tensor]) -> Any:
+        """The supernet's `weights` argument: the regularised cells mix with `cells`, the others with `p`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def set_epoch(self, epoch: int) -> float:
+        self.lam_t = lambda_at(epoch, self.epochs, self.lam)
+        self._alignment_sum.zero_()
+        self._alignment_steps = 0
+        return super().set_epoch(epoch)
+
+    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches]) -> dict[str, Any]:
+        """Adds λ_t and the epoch's mean train-batch layer alignment Λ (regularised cells) to the DARTS record."""
+        record = super().end_epoch(epochs_done, iim_batches)
+        steps = self._alignment_steps
+        record["lambda"] = self.lam_t
+        record["alignment"] = (self._alignment_sum / steps).item() if steps else None
+        return record
+
+    def _weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.arch_weights()
+        base, n_cells = self.regularised_probs(p)
+        # Non-leaf clones of p: α still gets its weight-loss gradient (AutoDL counts it in the clip norm).
+        clones = [base.clone() for _ in range(n_cells)]
+        for clone in clones:
+            clone.retain_grad()
+        loss, logits = self.loss(x, y, self.with_cell_weights(p, clones))
+        loss.backward()
+        cell_grads = [clone.grad for clone in clones]
+        self._alignment_sum += layer_alignment(cell_grads).detach().double()
+        self._alignment_steps += 1
+        if self.lam_t != 0:
+            for w, c in zip(self.weights, self.alignment_correction(x, y, cell_grads), strict=True):
+                # A weight the loss never reached (a masked op) has no correction either; leave it gradient-free.
+                if w.grad is not None:
+                    w.grad.add_(c, alpha=self.lam_t)
+        return loss, logits
+
+    def alignment_correction(
+        self, x: torch.Tensor, y: torch.Tensor, cell_grads: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """(g⁺ - g⁻) / (2ε) per weight tensor, ≈ -∇_w R: g⁺ at A - δ, g⁻ at A + δ, on the same batch.
+
+        ε = ε0 / |concat v| is renormalised every call, so the probabilities move by exactly ε0. Cells
+        outside the regulariser (DARTS space: the reduction cells) have v = 0 and stay at p.
+        """
+        v = REGULARISERS[self.regulariser](cell_grads)
+        eps = self.eps0 / flat_norm(v).clamp_min(torch.finfo(v[0].dtype).tiny)
+        with torch.no_grad():
+            p = self.arch_weights()
+        base, _ = self.regularised_probs(p)
+        g_plus, g_minus = (
+            grads_or_zeros(
+                self.loss(x, y, self.with_cell_weights(p, [base + sign * eps * v_l for v_l in v]))[0], self.weights
+            )
+            for sign in (-1.0, 1.0)
+        )
+        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)]
+
+
+class LambdaDartsNb201(LambdaDarts, DartsNb201):
+    """DARTS plus the Λ-DARTS alignment term in the weight step, all 15 NB201 cells regularised.
 
     The NB201 script takes the weight step first (arch_first=False); the DARTS-space script takes the
     α step first. Extra keyword arguments go to DartsNb201 (lr, weight_decay, arch_lr, order, ...).
@@ -114,60 +203,11 @@ class LambdaDartsNb201(DartsNb201):
         arch_first: bool = False,
         **darts_kwargs: Any,
     ) -> None:
-        if regulariser not in REGULARISERS:
-            raise ValueError(f"unknown Λ-DARTS regulariser {regulariser!r}; known: {', '.join(REGULARISERS)}")
-        if eps0 <= 0:
-            raise ValueError(f"eps0 must be > 0, got {eps0!r}")
         super().__init__(model, epochs=epochs, arch_first=arch_first, **darts_kwargs)
-        self.regulariser, self.lam, self.eps0 = regulariser, lam, eps0
-        self.lam_t = lambda_at(0, epochs, lam)
-        self._alignment_sum = torch.zeros((), dtype=torch.float64, device=self.alpha.device)
-        self._alignment_steps = 0
+        self._init_lambda(regulariser, lam, eps0)
 
-    def set_epoch(self, epoch: int) -> float:
-        self.lam_t = lambda_at(epoch, self.epochs, self.lam)
-        self._alignment_sum.zero_()
-        self._alignment_steps = 0
-        return super().set_epoch(epoch)
+    def regularised_probs(self, p: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return p, self.model.num_search_cells
 
-    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches]) -> dict[str, Any]:
-        """Adds λ_t and the epoch's mean train-batch layer alignment Λ to the DARTS record."""
-        record = super().end_epoch(epochs_done, iim_batches)
-        steps = self._alignment_steps
-        record["lambda"] = self.lam_t
-        record["alignment"] = (self._alignment_sum / steps).item() if steps else None
-        return record
-
-    def _weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.arch_weights()
-        # Non-leaf clones of p: α still gets its weight-loss gradient (it counts in the clip norm).
-        clones = [p.clone() for _ in range(self.model.num_search_cells)]
-        for clone in clones:
-            clone.retain_grad()
-        loss, logits = self.loss(x, y, clones)
-        loss.backward()
-        cell_grads = [clone.grad for clone in clones]
-        self._alignment_sum += layer_alignment(cell_grads).detach().double()
-        self._alignment_steps += 1
-        if self.lam_t != 0:
-            for w, c in zip(self.weights, self.alignment_correction(x, y, cell_grads), strict=True):
-                # A weight the loss never reached (a masked op) has no correction either; leave it gradient-free.
-                if w.grad is not None:
-                    w.grad.add_(c, alpha=self.lam_t)
-        return loss, logits
-
-    def alignment_correction(
-        self, x: torch.Tensor, y: torch.Tensor, cell_grads: Sequence[torch.Tensor]
-    ) -> list[torch.Tensor]:
-        """(g⁺ - g⁻) / (2ε) per weight tensor, ≈ -∇_w R: g⁺ at A - δ, g⁻ at A + δ, on the same batch.
-
-        ε = ε0 / |concat v| is renormalised every call, so the probabilities move by exactly ε0.
-        """
-        v = REGULARISERS[self.regulariser](cell_grads)
-        eps = self.eps0 / flat_norm(v).clamp_min(torch.finfo(v[0].dtype).tiny)
-        p = self.arch_weights().detach()
-        g_plus, g_minus = (
-            grads_or_zeros(self.loss(x, y, [p + sign * eps * v_l for v_l in v])[0], self.weights)
-            for sign in (-1.0, 1.0)
-        )
-        return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)]
+    def with_cell_weights(self, p: torch.Tensor, cells: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return list(cells)

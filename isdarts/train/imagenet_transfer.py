@@ -2,7 +2,8 @@
 
 The global batch is split evenly across ranks and gradients are averaged by DDP, so N ranks follow the same
 optimisation as one process with the same global batch. Only rank 0 writes checkpoints and metrics; a killed
-run resumes from the last per-epoch checkpoint.
+run resumes from the last per-epoch checkpoint. The pipeline runs this through
+`isdarts.darts_workflows.transfer_run`; the module entry below trains a shipped genotype on any tree:
 
     torchrun --nproc_per_node=8 -m isdarts.train.imagenet_transfer --root /data/imagenet --out runs/imagenet
 """
@@ -13,6 +14,7 @@ import argparse
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +32,21 @@ from isdarts.spaces.darts_genotype import DartsGenotype, load_named_genotype
 from isdarts.spaces.darts_network import NetworkImageNet, count_flops_m, count_parameters_m
 from isdarts.train import distributed as ddp
 from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from isdarts.train.runtime import check_finite, make_deterministic, resolve_device, restore_rng, rng_state
+from isdarts.train.runtime import (
+    Stopwatch,
+    check_finite,
+    cost_unit,
+    describe_device,
+    make_deterministic,
+    resolve_device,
+    restore_rng,
+    rng_state,
+)
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "imagenet_last.pt"
-METRICS_NAME = "imagenet_metrics.json"
+METRICS_NAME = "metrics.json"
+HISTORY_NAME = "history.json"
 BN_MODES = ("sync", "local", "frozen")
 
 
@@ -96,6 +108,18 @@ class ImagenetConfig:
             C=48, layers=14, epochs=250, warmup_epochs=5, batch_size=128, lr=0.1, momentum=0.9, nesterov=True,
             weight_decay=3e-5, label_smoothing=0.1, auxiliary_weight=0.4, drop_path_prob=0.0, image_size=224,
             augment=True, bn="sync",
+        )
+
+
+def check_input_size(cfg: ImagenetConfig) -> None:
+    """The auxiliary head (5x5 pool, stride 2, then a 2x2 conv) needs a 7x7 map; three stride-2 stem convs and
+    two reduction cells divide the side by 32 (rounding up), so it needs images of at least 193 pixels."""
+    side = (cfg.image_size + 31) // 32
+    if cfg.auxiliary_weight > 0 and side < 7:
+        raise ValueError(
+            f"ImagenetConfig.auxiliary_weight = {cfg.auxiliary_weight} needs images of at least 193 pixels (the "
+            f"auxiliary head reads a 7x7 map at 224), but image_size = {cfg.image_size} gives {side}x{side}; "
+            f"set auxiliary_weight to 0 for small images"
         )
 
 
@@ -164,21 +188,29 @@ def train_imagenet(
     root: str | Path,
     cfg: ImagenetConfig,
     *,
-    out_dir: str | Path,
     checkpoint_dir: str | Path,
     seed: int,
     device: str = "auto",
+    manifest: dict[str, Any] | None = None,
+    on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any] | None:
     """Train (or resume) `genotype` on the ImageFolder tree at `root`; rank 0 returns the metrics, others None.
 
+    The metrics carry the per-epoch `history`; nothing but the checkpoint is written here (see `write_outputs`).
     Call inside an initialised process group (see `main`) for multi-process runs; works as-is in one process.
+    `manifest` is `check_imagefolder(root)` when the caller already has it (the check lists every file).
+    On rank 0 only: `on_start(extra)` runs before training with the `extra` dict of the checkpoint resumed from
+    ({} when fresh) and its result is stored in later checkpoints; `on_epoch(record)` runs after each epoch.
     """
-    root, out_dir, checkpoint_dir = Path(root), Path(out_dir), Path(checkpoint_dir)
+    check_input_size(cfg)
+    root, checkpoint_dir = Path(root), Path(checkpoint_dir)
     info = ddp.current_info()
     dev = resolve_device(device)
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", torch.cuda.current_device())
-    manifest = check_imagefolder(root)
+    if manifest is None:
+        manifest = check_imagefolder(root)
     train_set, val_set, train_loader, val_loader = _loaders(root, cfg, info, seed, dev)
 
     make_deterministic(seed)  # same seed on every rank: identical initial weights (DDP also broadcasts them)
@@ -208,13 +240,17 @@ def train_imagenet(
     ckpt_path = checkpoint_dir / CHECKPOINT_NAME
     state = load_checkpoint(ckpt_path, key)
     history: list[dict[str, Any]] = []
-    start_epoch = 0
+    extra: dict[str, Any] = {}
+    start_epoch, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], {})
         history, start_epoch = state["history"], state["epochs_done"]
+        elapsed, extra = state.get("elapsed_s", 0.0), state.get("extra", {})
         log.info("rank %d resuming ImageNet run from %s after epoch %d", info.rank, ckpt_path, start_epoch)
+    if on_start is not None and info.rank == 0:
+        extra = dict(on_start(dict(extra)) or {})
     net: nn.Module = model
     if info.enabled:
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -224,6 +260,7 @@ def train_imagenet(
         raise ValueError(f"{root}/train has {len(train_set)} images, fewer than one global batch of {cfg.batch_size}")
     for epoch in range(start_epoch, cfg.epochs):
         train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        clock = Stopwatch(dev)
         net.train()
         if bn_mode == "frozen":
             _freeze_bn(net)
@@ -241,38 +278,61 @@ def train_imagenet(
         # Equal local batches, so the mean of the rank means is the global-batch loss; one sync per epoch.
         ddp.all_reduce_sum(step_losses).div_(info.world_size)
         check_finite(step_losses, epoch, "ImageNet training", "Lower the learning rate or check the data.")
+        train_seconds = clock.elapsed()
         record: dict[str, Any] = {
             "epoch": epoch + 1, "lr": lr_at(epoch * n_steps, n_steps, cfg), "train_loss": step_losses.mean().item(),
             **evaluate(net, val_loader, dev, len(val_set)),
+            "images_per_s": n_steps * cfg.batch_size / train_seconds,  # global: every rank trains in step
         }
+        record["epoch_seconds"] = clock.elapsed()
         if cfg.record_step_losses:
             record["step_losses"] = step_losses.tolist()
         history.append(record)
+        elapsed += record["epoch_seconds"]
         if info.rank == 0:
+            if on_epoch is not None:
+                on_epoch(record)
             log.info("epoch %d/%d  lr %.5f  train loss %.4f  top-1 err %.2f  top-5 err %.2f", epoch + 1, cfg.epochs,
                      record["lr"], record["train_loss"], record["top1_error"], record["top5_error"])
             state = {"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": rng_state({}), "history": history}
+                     "rng": rng_state({}), "history": history, "elapsed_s": elapsed, "extra": extra}
             save_checkpoint(ckpt_path, state, key)
         ddp.barrier()  # no rank runs ahead of a checkpoint it may need to resume from
 
     if info.rank != 0:
         return None
     final = history[-1]
-    metrics = {
+    return {
         "top1_error": final["top1_error"], "top5_error": final["top5_error"], "params_m": params_m,
         "madds_m": madds_m, "madds_input": cfg.flops_size, "epochs": cfg.epochs, "seed": seed,
         "world_size": info.world_size, "bn": bn_mode, "config": dataclasses.asdict(cfg), "history": history,
         "data": {"root": str(root), "split_totals": manifest["split_totals"], "classes": len(manifest["classes"])},
+        "train_seconds": elapsed, "cost_hours": elapsed / 3600.0, "cost_unit": cost_unit(dev),
+        "device_name": describe_device(dev),
     }
-    atomic_write_json(out_dir / METRICS_NAME, metrics)
+
+
+def write_outputs(out_dir: str | Path, result: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """metrics.json (`result` without its history, plus `extra`) and history.json ({"epochs": [...]}) in out_dir.
+
+    history.json goes first: metrics.json is what marks a finished run, so it must never appear alone.
+    """
+    out_dir = Path(out_dir)
+    metrics = {k: v for k, v in result.items() if k != "history"}
+    metrics.update(extra or {})
+    atomic_write_json(out_dir / HISTORY_NAME, {"epochs": result["history"]})
+    try:
+        atomic_write_json(out_dir / METRICS_NAME, metrics)
+    except BaseException:
+        (out_dir / HISTORY_NAME).unlink(missing_ok=True)
+        raise
     return metrics
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, ImagenetConfig]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="ImageFolder tree with train/ and val/")
-    p.add_argument("--out", required=True, help="folder for the metrics JSON")
+    p.add_argument("--out", required=True, help="folder for metrics.json and history.json")
     p.add_argument("--checkpoint-dir", default=None, help="defaults to --out")
     p.add_argument("--genotype", default="ISDARTS", help="a named genotype (isdarts/spaces/genotypes)")
     p.add_argument("--seed", type=int, default=0)
@@ -296,10 +356,12 @@ def main(argv: list[str] | None = None) -> None:
     dev = resolve_device(args.device)
     ddp.init_from_env(ddp.default_backend(dev))
     try:
-        train_imagenet(
-            load_named_genotype(args.genotype), args.root, cfg, out_dir=args.out,
-            checkpoint_dir=args.checkpoint_dir or args.out, seed=args.seed, device=args.device,
+        result = train_imagenet(
+            load_named_genotype(args.genotype), args.root, cfg, checkpoint_dir=args.checkpoint_dir or args.out,
+            seed=args.seed, device=args.device,
         )
+        if result is not None:
+            write_outputs(args.out, result)
     finally:
         ddp.cleanup()
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,21 @@ def drop_path_at(epoch: int, cfg: RetrainConfig) -> float:
     return cfg.drop_path_prob * epoch / cfg.epochs
 
 
+def aux_map_size(image_size: int) -> int:
+    """Side of the feature map the auxiliary head reads: the input after two stride-2 reductions (ceil)."""
+    return (image_size + 3) // 4  # ceil(ceil(s / 2) / 2) == ceil(s / 4)
+
+
+def check_input_size(cfg: RetrainConfig, image_size: int) -> None:
+    """The auxiliary head (5x5 pool, stride 3, then a 2x2 conv) needs at least an 8x8 map: 32x32 inputs."""
+    if cfg.auxiliary_weight > 0 and aux_map_size(image_size) < 8:
+        raise ValueError(
+            f"RetrainConfig.auxiliary_weight = {cfg.auxiliary_weight} needs 32x32 images (the auxiliary head "
+            f"reads an 8x8 map), but the images are {image_size}x{image_size}; set auxiliary_weight to 0 "
+            f"for downsampled images or train at image_size 32"
+        )
+
+
 def build_network(genotype: DartsGenotype, cfg: RetrainConfig, num_classes: int = 10) -> NetworkCIFAR:
     return NetworkCIFAR(
         genotype, C=cfg.C, num_classes=num_classes, layers=cfg.layers, auxiliary=cfg.auxiliary_weight > 0
@@ -157,7 +173,6 @@ def arrays_fingerprint(arrays: CifarArrays) -> str:
     return h.hexdigest()
 
 
-# search_loop's RNG helpers are private there; these are the same few lines.
 def retrain_cifar(
     genotype: DartsGenotype,
     arrays: CifarArrays,
@@ -168,13 +183,19 @@ def retrain_cifar(
     checkpoint_dir: Path,
     progress: bool = False,
     stop_after_epochs: int | None = None,
+    on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) `genotype` on `arrays`; returns metrics and the per-epoch history.
 
     `stop_after_epochs` ends the call after that many epochs in total (checkpoint written), as a kill
     would; the result is then `{"finished": False, "epochs_done", "params_m"}` and the next call resumes.
+    `on_start(extra)` runs once before training with the `extra` dict of the checkpoint resumed from ({} when
+    starting afresh); what it returns is stored in every later checkpoint (an MLflow run id, so a resumed run
+    logs into the same MLflow run). `on_epoch(record)` runs after each epoch, before its checkpoint is written.
     Raises NonFiniteLossError (epoch and step named) when the loss stops being finite.
     """
+    check_input_size(cfg, arrays.train_x.shape[-1])
     device = resolve_device(device) if isinstance(device, str) else device
     train = DeviceImages(arrays.train_x, arrays.train_y, device)
     test = DeviceImages(arrays.test_x, arrays.test_y, device)
@@ -193,15 +214,19 @@ def retrain_cifar(
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     state = load_checkpoint(ckpt_path, key)
     history: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {}
     elapsed, start_epoch = 0.0, 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"], {"data": gen})
         history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epochs_done"]
+        extra = state.get("extra", {})
         log.info("resuming retrain seed %d from %s after epoch %d", seed, ckpt_path, start_epoch)
     if stop_after_epochs is not None and start_epoch >= stop_after_epochs and start_epoch < cfg.epochs:
         return {"finished": False, "epochs_done": start_epoch, "params_m": params_m}
+    if on_start is not None:
+        extra = dict(on_start(dict(extra)) or {})
 
     n_batches = train.num_batches(cfg.batch_size)
     epochs = tqdm(
@@ -246,6 +271,8 @@ def retrain_cifar(
         }
         history.append(record)
         elapsed += record["epoch_seconds"]
+        if on_epoch is not None:
+            on_epoch(record)
         log.info(
             "retrain seed %d epoch %d/%d  lr %.5f  drop %.3f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s",
             seed, epoch + 1, cfg.epochs, record["lr"], record["drop_path"], record["train_loss"],
@@ -255,7 +282,7 @@ def retrain_cifar(
             ckpt_path,
             {
                 "epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": rng_state({"data": gen}), "history": history, "elapsed_s": elapsed,
+                "rng": rng_state({"data": gen}), "history": history, "elapsed_s": elapsed, "extra": extra,
             },
             key,
         )

@@ -1,7 +1,10 @@
-"""The search epoch loop, written once for every method: train, evaluate, end-of-epoch work, checkpoint.
+"""The search epoch loop, written once for every method and both spaces: train, evaluate, end-of-epoch
+work, checkpoint.
 
-A killed run resumes from its last per-epoch checkpoint and ends exactly as an uninterrupted one:
-weights, optimiser, mask, history and every random-number stream are saved with it.
+IS-DARTS-style methods train the weights on every training image; bi-level methods (DARTS, Λ-DARTS,
+S-DARTS) split the training set (AutoDL's 25k/25k) and pair each weight batch with a valid batch drawn
+at random. A killed run resumes from its last per-epoch checkpoint and ends exactly as an uninterrupted
+one: weights, optimisers, masks, α, history and every random-number stream are saved with it.
 """
 
 from __future__ import annotations
@@ -18,11 +21,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from isdarts.config import ConfigError, Nb201SearchConfig, Params, paper_mismatches
+from isdarts.config import ConfigError, Params, SearchConfig, paper_mismatches
 from isdarts.data.cifar import CifarArrays
 from isdarts.data.device_loader import DeviceImages
-from isdarts.search.isdarts_method import build_method
-from isdarts.spaces.nb201_genotype import NB201_EDGES, NB201_OPS
+from isdarts.search.registry import SpaceInfo, build_method, space_info
 from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from isdarts.train.runtime import (
     Stopwatch,
@@ -38,20 +40,35 @@ from isdarts.train.runtime import (
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
-# The modules that decide a search's numbers (the sources dvc.yaml lists for the stage). A checkpoint
-# written by other versions of them is not resumed: DVC re-runs the stage after a code change, and
-# resuming a finished run would silently keep the old code's results.
-RESULT_MODULES = (
-    "isdarts.config", "isdarts.data.device_loader", "isdarts.spaces.nb201_genotype", "isdarts.spaces.nb201_ops",
-    "isdarts.spaces.nb201_supernet", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts_method",
+# The modules that decide a search's numbers (the sources dvc.yaml lists for the search stages). A
+# checkpoint written by other versions of them is not resumed: DVC re-runs the stage after a code change,
+# and resuming a finished run would silently keep the old code's results.
+COMMON_RESULT_MODULES = (
+    "isdarts.config", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.iim",
+    "isdarts.search.shrink", "isdarts.search.registry", "isdarts.search.isdarts_method",
+    "isdarts.search.darts_method", "isdarts.search.lambda_darts", "isdarts.search.ablations",
     "isdarts.train.checkpoint", "isdarts.train.runtime", "isdarts.train.search_loop",
 )
+SPACE_RESULT_MODULES = {
+    "nb201": ("isdarts.spaces.nb201_genotype", "isdarts.spaces.nb201_ops", "isdarts.spaces.nb201_supernet"),
+    "darts": (
+        "isdarts.spaces.darts_genotype", "isdarts.spaces.darts_ops", "isdarts.spaces.darts_supernet",
+        "isdarts.search.isdarts_darts_space", "isdarts.search.darts_space_baselines",
+    ),
+}
+RESULT_MODULES = COMMON_RESULT_MODULES + SPACE_RESULT_MODULES["nb201"]
+
+
+def result_modules(space: str) -> tuple[str, ...]:
+    return COMMON_RESULT_MODULES + SPACE_RESULT_MODULES[space]
 
 
 def code_fingerprint(modules: tuple[str, ...] = RESULT_MODULES) -> str:
     digest = hashlib.sha256()
     for name in modules:
-        digest.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            digest.update(Path(spec.origin).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -59,40 +76,74 @@ def code_fingerprint(modules: tuple[str, ...] = RESULT_MODULES) -> str:
 class SearchData:
     """The device-resident splits a search uses."""
 
-    train: DeviceImages
+    train: DeviceImages  # what the weights train on
     test: DeviceImages
-    iim: DeviceImages
+    iim: DeviceImages | None
     iim_augment: bool
+    valid: DeviceImages | None  # bi-level methods: the half α trains on
     kind: str  # "full" or "subset"
 
 
+def reduce_arrays(arrays: CifarArrays, cfg: SearchConfig) -> CifarArrays:
+    """The images a search sees: all of them at 32x32, or (small profiles) fewer and downsampled."""
+    if cfg.image_size == 32 and cfg.train_images is None and cfg.test_images is None:
+        return arrays
+    from isdarts.data.downsample import reduce_cifar
+
+    try:
+        return reduce_cifar(
+            arrays, image_size=cfg.image_size, train_images=cfg.train_images, test_images=cfg.test_images
+        )
+    except ValueError as exc:
+        raise ConfigError(f"params.yaml: {cfg.space}.search: {exc}") from None
+
+
 def split_search_data(
-    train: DeviceImages, test: DeviceImages, cfg: Nb201SearchConfig, seed: int, kind: str
+    train: DeviceImages, test: DeviceImages, cfg: SearchConfig, seed: int, kind: str
 ) -> SearchData:
-    """Apply the IIM data choice (spec §3.2): the code's full training pass, or a held-out subset."""
+    """Apply the method's data use: a bi-level train/valid split, or the IIM data choice (spec §3.2)."""
+    if cfg.bilevel:
+        n_valid = len(train) - round(cfg.train_portion * len(train))
+        if n_valid < 1 or n_valid >= len(train):
+            raise ConfigError(
+                f"params.yaml: train_portion = {cfg.train_portion} leaves an empty train or valid part "
+                f"of {len(train)} training images"
+            )
+        # One fixed split for every seed, as AutoDL's split file: seeds vary the search, not the data.
+        weights_part, valid = train.split(n_valid, make_generator(torch.device("cpu"), 0))
+        return SearchData(weights_part, test, None, False, valid, kind)
     iim_cfg = cfg.iim
     if iim_cfg.source == "holdout_subset":
         if iim_cfg.n_samples >= len(train):
             raise ConfigError(
-                f"params.yaml: nb201_search.iim.n_samples = {iim_cfg.n_samples} leaves no training data "
-                f"({len(train)} training images)"
+                f"params.yaml: {cfg.space} {cfg.method} iim.n_samples = {iim_cfg.n_samples} leaves no training "
+                f"data ({len(train)} training images)"
             )
         gen = make_generator(torch.device("cpu"), seed + 7919)
         weights_part, holdout = train.split(iim_cfg.n_samples, gen)
-        return SearchData(weights_part, test, holdout, iim_augment=False, kind=kind)
+        return SearchData(weights_part, test, holdout, False, None, kind)
     iim = train if iim_cfg.n_samples is None else train.subset(torch.arange(min(iim_cfg.n_samples, len(train))))
-    return SearchData(train, test, iim, iim_augment=True, kind=kind)
+    return SearchData(train, test, iim, True, None, kind)
+
+
+def logits_of(method: Any, x: torch.Tensor) -> torch.Tensor:
+    """The supernet's logits as the method sees them: bi-level methods mix by their α."""
+    if getattr(method, "bilevel", False):
+        weights = method.arch_weights()
+        return method.model(x, weights=weights)[1]
+    return method.model(x)[1]
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceImages, batch_size: int) -> tuple[float, float]:
+def evaluate(method: Any, data: DeviceImages, batch_size: int) -> tuple[float, float]:
     """Loss and accuracy (%) on a split, in eval mode."""
+    model = method.model
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=model.mask.device)
-    correct = torch.zeros((), dtype=torch.int64, device=model.mask.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
     for x, y in data.batches(batch_size, augment=False, shuffle=False, generator=None):
-        _, logits = model(x)
+        logits = logits_of(method, x)
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
@@ -100,26 +151,69 @@ def evaluate(model: torch.nn.Module, data: DeviceImages, batch_size: int) -> tup
     return loss_sum.item() / n, 100.0 * correct.item() / n
 
 
-def _epoch_metrics(record: dict[str, Any]) -> dict[str, float]:
+def _epoch_metrics(record: dict[str, Any], info: SpaceInfo) -> dict[str, float]:
     """Flatten one history record into MLflow metrics."""
     metrics = {k: record[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s")}
-    alive = record["alive"]
-    metrics["alive_ops"] = float(sum(map(sum, alive)))
-    for e, edge in enumerate(NB201_EDGES):
-        metrics[f"alive_ops/{edge}"] = float(sum(alive[e]))
-        if record["iim"] is not None:
-            for o, op in enumerate(NB201_OPS):
-                value = record["iim"][e][o]
-                if value is not None:  # None: the op was masked before this measurement
-                    metrics[f"iim/{edge}/{op}"] = value
+    if record.get("arch_loss") is not None:
+        metrics["arch_loss"] = record["arch_loss"]
+    tables = [("", record["alive"], record["iim"])] if info.kinds is None else [
+        (f"{kind}/", record["alive"][kind], None if record["iim"] is None else record["iim"][kind])
+        for kind in info.kinds
+    ]
+    metrics["alive_ops"] = float(sum(sum(map(sum, alive)) for _, alive, _ in tables))
+    for prefix, alive, iim in tables:
+        for e, edge in enumerate(info.edges):
+            metrics[f"alive_ops/{prefix}{edge}"] = float(sum(alive[e]))
+            if iim is not None:
+                for o, op in enumerate(info.ops):
+                    value = iim[e][o]
+                    if value is not None:  # None: the op was masked before this measurement
+                        metrics[f"iim/{prefix}{edge}/{op}"] = value
     return metrics
 
 
-def run_nb201_search(
-    params: Params,
+def _current_genotype(method: Any, info: SpaceInfo) -> str | None:
+    """The genotype the method would report now; None while it is undefined (DARTS-space shrinking)."""
+    from isdarts.spaces.darts_genotype import GenotypeError
+
+    try:
+        return info.genotype_str(method.genotype())
+    except GenotypeError:
+        return None
+
+
+def _train_epoch(method: Any, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool):
+    """One pass over the weight data; returns (per-step losses, correct count) as device tensors."""
+    device = data.train.device
+    n_batches = data.train.num_batches(cfg.batch_size, drop_last=False)
+    step_losses = torch.zeros(n_batches, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    batches = data.train.batches(cfg.batch_size, augment=True, shuffle=cfg.shuffle, generator=gens["data"])
+    bar = tqdm(
+        batches, total=n_batches, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    )
+    for step, (x, y) in enumerate(bar):
+        if data.valid is not None:
+            x_val, y_val = data.valid.sample(len(y), augment=True, generator=gens["valid"])
+            loss, n_correct = method.train_step(x, y, x_val, y_val)
+        else:
+            loss, n_correct = method.train_step(x, y)
+        step_losses[step] = loss
+        correct += n_correct
+        if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
+            check_finite(step_losses[: step + 1], epoch, "training", f"Lower {cfg.space}.search.lr or check the data.")
+            bar.set_postfix(loss=f"{step_losses[step].item():.3f}")
+    return step_losses, correct
+
+
+def run_search(
+    cfg: SearchConfig,
     seed: int,
     arrays: CifarArrays,
     *,
+    profile: str,
+    device: str,
     data_kind: str,
     data_fingerprint: str,
     checkpoint_dir: Path,
@@ -127,28 +221,32 @@ def run_nb201_search(
     tracker_tags: dict[str, str] | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) one NB201 search; returns the genotype, metrics and history to be written.
+    """Run (or resume) one search; returns the genotype, metrics and history to be written.
 
     `stop_after_epochs` ends the call early after that many epochs in total (checkpoint written), as a
     kill would; the next call resumes.
     """
-    cfg = params.nb201_search
-    device = resolve_device(params.device)
-    if params.profile == "paper" and data_kind != "full":
+    dev = resolve_device(device)
+    if profile == "paper" and data_kind != "full":
         raise ConfigError(
             "params.yaml: profile 'paper' needs the full, verified CIFAR-10, but data/prepared holds a subset; "
             "put CIFAR-10 in data.cifar10_root (or set data.download: true) and run `dvc repro -f prepare_data`"
         )
-    train = DeviceImages(arrays.train_x, arrays.train_y, device)
-    test = DeviceImages(arrays.test_x, arrays.test_y, device)
+    info = space_info(cfg.space)
+    arrays = reduce_arrays(arrays, cfg)
+    train = DeviceImages(arrays.train_x, arrays.train_y, dev)
+    test = DeviceImages(arrays.test_x, arrays.test_y, dev)
     data = split_search_data(train, test, cfg, seed, data_kind)
     make_deterministic(seed)
-    method = build_method(cfg, num_classes=10, device=device)
-    gens = {"data": make_generator(device, seed), "iim": make_generator(device, seed + 1)}
+    method = build_method(cfg, num_classes=len(arrays.classes), device=dev,
+                          generator=make_generator(torch.device("cpu"), seed + 2))
+    gens = {"data": make_generator(dev, seed), "iim": make_generator(dev, seed + 1),
+            "valid": make_generator(dev, seed + 3)}
     settings = {
-        "search": dataclasses.asdict(cfg), "seed": seed, "data": data_fingerprint, "device": device.type,
-        "code": code_fingerprint(),
+        "search": dataclasses.asdict(cfg), "seed": seed, "data": data_fingerprint, "device": dev.type,
+        "code": code_fingerprint(result_modules(cfg.space)),
     }
     key = fingerprint(settings)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
@@ -160,47 +258,30 @@ def run_nb201_search(
         restore_rng(state["rng"], gens)
         history, elapsed, run_id = state["history"], state["elapsed_s"], state.get("mlflow_run_id")
         start_epoch = state["epochs_done"]
-        log.info("resuming seed %d from %s after epoch %d", seed, ckpt_path, start_epoch)
+        log.info("resuming %s %s seed %d from %s after epoch %d", cfg.space, cfg.method, seed, ckpt_path, start_epoch)
     if tracker is not None:
         run_id = tracker.start(
-            run_name=f"nb201-{cfg.method}-seed{seed}",
-            params={"search": dataclasses.asdict(cfg), "seed": seed, "device": str(device), "data": data_kind},
+            run_name=f"{cfg.space}-{cfg.method}-seed{seed}",
+            params={"search": dataclasses.asdict(cfg), "seed": seed, "device": str(dev), "data": data_kind},
             tags=tracker_tags or {},
             resume_run_id=run_id,
         )
 
     def iim_batches():
-        return data.iim.batches(
-            cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"]
-        )
+        return data.iim.batches(cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"])
 
-    n_batches = data.train.num_batches(cfg.batch_size, drop_last=False)
     epochs = tqdm(
-        range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc=f"seed {seed}",
-        unit="epoch", disable=not progress, file=sys.stderr, dynamic_ncols=True,
+        range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
+        desc=f"{cfg.space} {cfg.method} seed {seed}", unit="epoch", disable=not progress, file=sys.stderr,
+        dynamic_ncols=True,
     )
     for epoch in epochs:
         lr = method.set_epoch(epoch)
-        clock = Stopwatch(device)
-        step_losses = torch.zeros(n_batches, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        batches = data.train.batches(
-            cfg.batch_size, augment=True, shuffle=cfg.shuffle, generator=gens["data"]
-        )
-        bar = tqdm(
-            batches, total=n_batches, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-            disable=not progress, file=sys.stderr, dynamic_ncols=True,
-        )
-        for step, (x, y) in enumerate(bar):
-            loss, n_correct = method.train_step(x, y)
-            step_losses[step] = loss
-            correct += n_correct
-            if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
-                check_finite(step_losses[: step + 1], epoch, "training", "Lower nb201_search.lr or check the data.")
-                bar.set_postfix(loss=f"{step_losses[step].item():.3f}")
+        clock = Stopwatch(dev)
+        step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress)
         train_seconds = clock.elapsed()
-        test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size)
-        end = method.end_epoch(epoch + 1, iim_batches)
+        test_loss, test_acc = evaluate(method, data.test, cfg.batch_size)
+        end = method.end_epoch(epoch + 1, iim_batches if data.iim is not None else None)
         record = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -210,20 +291,20 @@ def run_nb201_search(
             "test_acc": test_acc,
             "images_per_s": len(data.train) / train_seconds,
             "epoch_seconds": clock.elapsed(),
-            "alive": method.model.mask.int().tolist(),
-            "genotype": method.genotype().to_arch_str(),
+            "alive": info.alive(method.model),
+            "genotype": _current_genotype(method, info),
             **end,
         }
         history.append(record)
         elapsed += record["epoch_seconds"]
         log.info(
-            "seed %d epoch %d/%d  lr %.4f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s%s",
-            seed, epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"], test_acc,
-            record["images_per_s"], f"  shrink step {end['shrink_step']}: pruned {end['pruned']}"
-            if end["shrink_step"] is not None else "",
+            "%s %s seed %d epoch %d/%d  lr %.4f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s%s",
+            cfg.space, cfg.method, seed, epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"],
+            test_acc, record["images_per_s"],
+            f"  shrink step {end['shrink_step']}" if end.get("shrink_step") is not None else "",
         )
         if tracker is not None:
-            tracker.log_metrics(_epoch_metrics(record), step=epoch + 1)
+            tracker.log_metrics(_epoch_metrics(record, info), step=epoch + 1)
         save_checkpoint(
             ckpt_path,
             {
@@ -239,14 +320,14 @@ def run_nb201_search(
     final = history[-1]
     mismatches = paper_mismatches(cfg)
     metrics = {
-        "space": "nb201",
+        "space": cfg.space,
         "method": cfg.method,
         "seed": seed,
-        "profile": params.profile,
+        "profile": profile,
         "paper_settings": not mismatches and data_kind == "full",
         "paper_mismatches": mismatches + ([] if data_kind == "full" else ["data: CIFAR-10 subset"]),
         "data_kind": data_kind,
-        "arch_str": genotype.to_arch_str(),
+        "genotype": info.genotype_str(genotype),
         "epochs": cfg.epochs,
         "final_train_loss": final["train_loss"],
         "final_train_acc": final["train_acc"],
@@ -254,16 +335,33 @@ def run_nb201_search(
         "images_per_s_mean": sum(r["images_per_s"] for r in history) / len(history),
         "search_seconds": elapsed,
         "search_hours": elapsed / 3600.0,
-        "cost_unit": cost_unit(device),
-        "device_name": describe_device(device),
+        "cost_unit": cost_unit(dev),
+        "device_name": describe_device(dev),
+        **(extra_metrics or {}),
     }
-    history_doc = {"space": "nb201", "method": cfg.method, "seed": seed, "edges": list(NB201_EDGES),
-                   "ops": list(NB201_OPS), "epochs": history}
+    if cfg.space == "nb201":
+        metrics["arch_str"] = metrics["genotype"]
+    if cfg.shrink is not None:
+        metrics["shrink"] = {
+            "steps": cfg.shrink.steps, "interval": cfg.shrink.interval, "anchor": cfg.shrink.anchor,
+            "epochs": list(getattr(method, "schedule", [])),
+        }
+    history_doc: dict[str, Any] = {
+        "space": cfg.space, "method": cfg.method, "seed": seed, "edges": list(info.edges), "ops": list(info.ops),
+    }
+    if info.kinds is not None:
+        history_doc["kinds"] = list(info.kinds)
+    history_doc["epochs"] = history
     return {
         "finished": True,
-        "genotype": {**genotype.to_json(), "method": cfg.method, "seed": seed},
+        "genotype": {**info.genotype_json(genotype), "method": cfg.method, "seed": seed},
         "metrics": metrics,
         "history": history_doc,
         "mlflow_run_id": run_id,
     }
 
+
+def run_nb201_search(params: Params, seed: int, arrays: CifarArrays, *, method: str = "isdarts", **kwargs: Any):
+    """One NB201 search of `method` with the settings params.yaml gives it."""
+    return run_search(params.nb201.search(method), seed, arrays, profile=params.profile, device=params.device,
+                      **kwargs)

@@ -1,0 +1,91 @@
+"""One entry point that rebuilds every report file (paper tables and figures) from stage outputs.
+
+Reads only files DVC tracks: ``results/`` (NB201 lookups) and ``runs/`` (DARTS-space metrics and
+search histories), never the MLflow database. Every table is built before any is written, so a
+malformed input raises ReportError and leaves the previous reports as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from isdarts.report.table1 import METHOD_LABELS as TABLE1_METHODS
+from isdarts.report.table1 import build_table1, write_table1
+from isdarts.report.table2 import build_table2, write_table2
+from isdarts.report.table3 import build_table3, write_table3
+from isdarts.report.table_a import build_table_a1, build_table_a2, write_table_a1, write_table_a2
+from isdarts.report.tables import ReportError, seed_dirs
+
+__all__ = ["FIGURE_NAMES", "TABLE_STEMS", "build_all", "build_figures", "lowest_seed_history"]
+
+log = logging.getLogger(__name__)
+
+TABLE_STEMS: tuple[str, ...] = ("table1", "table2", "table3", "table_a1", "table_a2")
+FIGURE_NAMES: tuple[str, ...] = ("nb201_iim_over_epochs.png", "darts_iim_over_epochs.png", "nb201_alpha_vs_iim.png")
+
+
+def lowest_seed_history(method_dir: Path) -> Path | None:
+    """history.json of the lowest seed under method_dir that has one (seed folders without it are unfinished)."""
+    for _, seed_dir in seed_dirs(method_dir):
+        history = seed_dir / "history.json"
+        if history.is_file():
+            return history
+    return None
+
+
+def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("reports/figures")) -> tuple[Path, ...]:
+    """Draw every figure whose histories exist into figures_dir; returns the PNGs written.
+
+    The folder is created even when no figure can be drawn, so a pipeline that declares it as an
+    output always finds it.
+    """
+    # matplotlib costs ~1 s to import; table-only callers never pay it.
+    from isdarts.report.figures import plot_alpha_vs_iim, plot_darts_iim, plot_nb201_iim
+
+    runs_dir, figures_dir = Path(runs_dir), Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    nb201_iim, darts_iim, alpha_iim = (figures_dir / name for name in FIGURE_NAMES)
+
+    def history(*parts: str) -> Path:
+        method_dir = runs_dir.joinpath(*parts)
+        # A missing history is reported by the plot function (warning, figure skipped).
+        return lowest_seed_history(method_dir) or method_dir / "seed_*" / "history.json"
+
+    nb201_isdarts = history("nb201", "isdarts")
+    written = []
+    if plot_nb201_iim(nb201_isdarts, nb201_iim) is not None:
+        written.append(nb201_iim)
+    if plot_darts_iim(history("darts", "search", "isdarts"), darts_iim) is not None:
+        written.append(darts_iim)
+    if plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim) is not None:
+        written.append(alpha_iim)
+    return tuple(written)
+
+
+def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),
+              reports_dir: Path = Path("reports")) -> tuple[Path, ...]:
+    """Write every table (.md and .csv) and figure into reports_dir; returns the files written.
+
+    Table 1 needs at least one NB201 result file; the other tables print the paper's rows and a
+    "run `dvc repro`" line when their runs are absent. Figures whose histories are absent are
+    skipped with a warning and not returned.
+    """
+    results_dir, runs_dir, reports_dir = Path(results_dir), Path(runs_dir), Path(reports_dir)
+    table1_files = [results_dir / f"nb201_{m}.json" for m in TABLE1_METHODS]
+    table1_files = [path for path in table1_files if path.is_file()]
+    if not table1_files:
+        names = ", ".join(f"nb201_{m}.json" for m in TABLE1_METHODS)
+        raise ReportError(f"{results_dir}: no NB201 results ({names}); run `dvc repro` (the lookup stage) first")
+    t1 = build_table1(table1_files)
+    t2 = build_table2(runs_dir / "darts" / "retrain")
+    t3 = build_table3(runs_dir / "darts" / "imagenet")
+    a1 = build_table_a1(results_dir)
+    a2 = build_table_a2(runs_dir / "darts" / "sweep")
+    written = [
+        *write_table1(t1, reports_dir), *write_table2(t2, reports_dir), *write_table3(t3, reports_dir),
+        *write_table_a1(a1, reports_dir), *write_table_a2(a2, reports_dir),
+    ]
+    written += build_figures(runs_dir, reports_dir / "figures")
+    log.info("wrote %d report files into %s", len(written), reports_dir)
+    return tuple(written)

@@ -1,0 +1,370 @@
+"""The paper's figures redrawn from search histories (history.json files DVC tracks, never MLflow).
+
+- IIM over epochs (paper Fig. 4 / A.3): the hooked IIM value of every candidate op against the
+  epoch, with the shrink steps marked, for NB201 (one panel per edge) and the DARTS normal cell
+  (one panel per intermediate node).
+- DARTS α against IS-DARTS importance (Fig. A.4): per NB201 edge, softmax(α) of a DARTS search
+  beside the normalised importance IS-DARTS measured at its first IIM epoch.
+
+Drawing uses matplotlib's object API with the Agg canvas (no pyplot, so no global backend or
+figure registry), a fixed dpi and no "Software" PNG tag, so a rebuild on one machine is
+byte-identical. Each ``plot_*`` returns the data it drew, or None when an input history is
+absent (the figure is skipped with a warning and a stale copy removed).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter, MaxNLocator
+
+from isdarts.io import atomic_write_bytes
+from isdarts.report.tables import DISPLAY_LABELS, ReportError, load_json, require, require_str_list
+
+__all__ = [
+    "DPI",
+    "SHRINK_LINE_LABEL",
+    "AlphaVsIimPlot",
+    "IimPlot",
+    "Series",
+    "alpha_vs_iim_data",
+    "darts_iim_data",
+    "draw_alpha_vs_iim",
+    "draw_iim",
+    "importance",
+    "nb201_iim_data",
+    "plot_alpha_vs_iim",
+    "plot_darts_iim",
+    "plot_nb201_iim",
+    "save_figure",
+    "softmax",
+]
+
+log = logging.getLogger(__name__)
+
+DPI = 100
+_PNG_METADATA = {"Software": None}  # matplotlib writes its version there; a rebuild must not differ by it
+SHRINK_LINE_LABEL = "_shrink"  # leading underscore: matplotlib keeps it out of the legend
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line: the candidate (edge, op) and its finite points (epoch, hooked value)."""
+
+    edge: str
+    op: str
+    epochs: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class IimPlot:
+    """An IIM-over-epochs figure: panel title -> line label -> series, and the epochs a shrink step ran."""
+
+    title: str
+    ops: tuple[str, ...]
+    panels: Mapping[str, Mapping[str, Series]]
+    shrink_epochs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AlphaVsIimPlot:
+    """Fig. A.4: per edge, softmax(α) of a DARTS run and IS-DARTS's normalised importance, over ``ops``."""
+
+    ops: tuple[str, ...]
+    alpha_label: str
+    alpha_epoch: int
+    iim_epoch: int
+    alpha: Mapping[str, tuple[float, ...]]
+    importance: Mapping[str, tuple[float, ...]]
+
+
+# ---------------------------------------------------------------- reading histories
+
+
+def _finite(value: Any) -> float | None:
+    """A plottable number, or None for null, inf, nan and non-numbers."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _epochs(history: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    epochs = require(history, "epochs", list, where)
+    for i, record in enumerate(epochs):
+        if not isinstance(record, dict):
+            raise ReportError(f"{where}: epochs[{i}]: expected an object, got {type(record).__name__}")
+        require(record, "epoch", int, f"{where}: epochs[{i}]")
+    return epochs
+
+
+def _matrix(value: Any, rows: int, cols: int, where: str) -> list[list[Any]]:
+    """A rows×cols list of lists (the shape the history's edges/ops promise)."""
+    if (not isinstance(value, list) or len(value) != rows
+            or any(not isinstance(row, list) or len(row) != cols for row in value)):
+        raise ReportError(f"{where}: expected a {rows}x{cols} list of lists")
+    return value
+
+
+def _shrink_epochs(epochs: Sequence[Mapping[str, Any]]) -> tuple[int, ...]:
+    return tuple(r["epoch"] for r in epochs if r.get("shrink_step") is not None)
+
+
+def _iim_series(matrices: Sequence[tuple[int, list[list[Any]]]], edges: Sequence[str], ops: Sequence[str],
+                cells: Sequence[tuple[str, int, int]]) -> dict[str, Series]:
+    """label -> finite points of matrix[edge][op] over (epoch, matrix) pairs; a candidate with none is left out."""
+    out = {}
+    for label, e, o in cells:
+        points = [(epoch, v) for epoch, m in matrices if (v := _finite(m[e][o])) is not None]
+        if points:
+            out[label] = Series(edges[e], ops[o], tuple(p[0] for p in points), tuple(p[1] for p in points))
+    return out
+
+
+def nb201_iim_data(history: Mapping[str, Any], where: str = "history") -> IimPlot:
+    """Fig. 4 / A.3 data from an NB201 history: one panel per edge, one series per op."""
+    edges = require_str_list(history, "edges", where)
+    ops = require_str_list(history, "ops", where)
+    epochs = _epochs(history, where)
+    matrices = [(r["epoch"], _matrix(r["iim"], len(edges), len(ops), f"{where}: epochs[{i}].iim"))
+                for i, r in enumerate(epochs) if r.get("iim") is not None]
+    panels = {edge: MappingProxyType(_iim_series(matrices, edges, ops, [(op, e, o) for o, op in enumerate(ops)]))
+              for e, edge in enumerate(edges)}
+    method = DISPLAY_LABELS.get(str(history.get("method")), str(history.get("method")))
+    return IimPlot(f"NB201 {method} seed {history.get('seed')}: IIM (hooked value, larger = less important)",
+                   ops, MappingProxyType(panels), _shrink_epochs(epochs))
+
+
+def darts_iim_data(history: Mapping[str, Any], where: str = "history", kind: str = "normal") -> IimPlot:
+    """DARTS-space IIM data for one cell kind: one panel per intermediate node, one series per (edge, op).
+
+    Edge "i<-j" feeds node i. Candidates that never had a finite value (pruned from the start,
+    or `none` at +inf) are left out.
+    """
+    edges = require_str_list(history, "edges", where)
+    ops = require_str_list(history, "ops", where)
+    epochs = _epochs(history, where)
+    matrices = []
+    for i, r in enumerate(epochs):
+        iim = r.get("iim")
+        if iim is None:
+            continue
+        if not isinstance(iim, dict):
+            raise ReportError(f"{where}: epochs[{i}].iim: expected an object keyed by cell kind")
+        matrices.append((r["epoch"], _matrix(require(iim, kind, list, f"{where}: epochs[{i}].iim"),
+                                             len(edges), len(ops), f"{where}: epochs[{i}].iim.{kind}")))
+    nodes: dict[str, list[tuple[str, int, int]]] = {}
+    for e, edge in enumerate(edges):
+        node = edge.split("<-")[0]
+        nodes.setdefault(f"node {node}", []).extend((f"{edge} {op}", e, o) for o, op in enumerate(ops))
+    panels = {name: MappingProxyType(_iim_series(matrices, edges, ops, cells))
+              for name, cells in sorted(nodes.items(), key=lambda kv: int(kv[0].split()[1]))}
+    method = DISPLAY_LABELS.get(str(history.get("method")), str(history.get("method")))
+    return IimPlot(f"DARTS space {method} seed {history.get('seed')}, {kind} cell: IIM (hooked value, "
+                   "larger = less important)", ops, MappingProxyType(panels), _shrink_epochs(epochs))
+
+
+def softmax(logits: Sequence[float]) -> tuple[float, ...]:
+    """softmax over one edge's α (shifted by the max, so large logits do not overflow)."""
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    total = math.fsum(exps)
+    return tuple(x / total for x in exps)
+
+
+def importance(hooked: Sequence[Any]) -> tuple[float, ...]:
+    """One edge's IIM hooked values as importances that sum to 1.
+
+    The hooked value is inverse to importance (spec §7.5: larger = less important), so
+    importance = 1 / value, normalised over the edge. A masked op (null), `none` (+inf) and any
+    non-finite or non-positive value count as importance 0; an edge with no positive entry is all 0.
+    """
+    raw = [1.0 / v if (v := _finite(x)) is not None and v > 0 else 0.0 for x in hooked]
+    total = math.fsum(raw)
+    return tuple(r / total for r in raw) if total > 0 else tuple(0.0 for _ in raw)
+
+
+def alpha_vs_iim_data(darts: Mapping[str, Any], isdarts: Mapping[str, Any], darts_where: str = "darts history",
+                      isdarts_where: str = "isdarts history") -> AlphaVsIimPlot | None:
+    """Fig. A.4 data: DARTS's last-epoch softmax(α) and IS-DARTS's first measured importance, per edge.
+
+    None when IS-DARTS has no epoch with an IIM record yet (nothing to compare).
+    """
+    edges = require_str_list(darts, "edges", darts_where)
+    ops = require_str_list(darts, "ops", darts_where)
+    for key, mine in (("edges", edges), ("ops", ops)):
+        theirs = require_str_list(isdarts, key, isdarts_where)
+        if theirs != mine:
+            raise ReportError(f"{isdarts_where}: key {key!r} {list(theirs)} differs from {darts_where}'s {list(mine)}")
+    d_epochs = _epochs(darts, darts_where)
+    if not d_epochs:
+        raise ReportError(f"{darts_where}: key 'epochs' is empty")
+    last = d_epochs[-1]
+    alpha = _matrix(require(last, "alpha", list, f"{darts_where}: epochs[-1]"), len(edges), len(ops),
+                    f"{darts_where}: epochs[-1].alpha")
+    for e, row in enumerate(alpha):
+        if any(_finite(x) is None for x in row):
+            raise ReportError(f"{darts_where}: epochs[-1].alpha[{e}] holds a non-finite or non-number value")
+    first = next(((i, r) for i, r in enumerate(_epochs(isdarts, isdarts_where)) if r.get("iim") is not None), None)
+    if first is None:
+        return None
+    i, record = first
+    iim = _matrix(record["iim"], len(edges), len(ops), f"{isdarts_where}: epochs[{i}].iim")
+    method = DISPLAY_LABELS.get(str(darts.get("method")), str(darts.get("method")))
+    return AlphaVsIimPlot(
+        ops=ops, alpha_label=f"{method} softmax(α)", alpha_epoch=last["epoch"], iim_epoch=record["epoch"],
+        alpha=MappingProxyType({edge: softmax(alpha[e]) for e, edge in enumerate(edges)}),
+        importance=MappingProxyType({edge: importance(iim[e]) for e, edge in enumerate(edges)}),
+    )
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = 3 if n > 4 else 2
+    return math.ceil(n / cols), cols
+
+
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _figure(rows: int, cols: int, panel_height: float) -> Figure:
+    # Fixed margins (in inches) rather than constrained layout: the solver took most of the drawing time.
+    width, height = 5.0 * cols, panel_height * rows + 0.4
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.75 / height, top=1 - 0.55 / height,
+                        wspace=0.3, hspace=0.45)
+    return fig
+
+
+def draw_iim(plot: IimPlot) -> Figure:
+    """One panel per entry of plot.panels, a line per series (log scale when all values are positive).
+
+    An op keeps its colour in every panel; within a panel, a node's edges differ by line style.
+    """
+    rows, cols = _grid(len(plot.panels))
+    fig = _figure(rows, cols, 3.8)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (name, series) in zip(axes, plot.panels.items(), strict=False):
+        edges = list(dict.fromkeys(s.edge for s in series.values()))
+        for label, s in series.items():
+            ax.plot(s.epochs, s.values, marker="o", markersize=2.5, linewidth=1.0, label=label,
+                    color=f"C{plot.ops.index(s.op) % 10}", linestyle=_LINESTYLES[edges.index(s.edge) % 4])
+        for epoch in plot.shrink_epochs:
+            ax.axvline(epoch, color="0.55", linestyle=":", linewidth=0.9, label=SHRINK_LINE_LABEL)
+        values = [v for s in series.values() for v in s.values]
+        if values and min(values) > 0:
+            ax.set_yscale("log")
+            # Plain "30" rather than mathtext "3×10¹", which is wider than the margin.
+            ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("IIM (hooked value)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if series:
+            ax.legend(fontsize=5 if len(series) > 8 else 7, ncol=2 if len(series) > 8 else 1)
+        else:
+            ax.text(0.5, 0.5, "no finite IIM values", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    for ax in axes[len(plot.panels):]:
+        ax.set_visible(False)
+    fig.suptitle(plot.title + ("; dotted: shrink steps" if plot.shrink_epochs else ""), fontsize=10)
+    return fig
+
+
+def draw_alpha_vs_iim(plot: AlphaVsIimPlot) -> Figure:
+    """Grouped bars per edge: softmax(α) beside normalised IS-DARTS importance, one pair per op."""
+    edges = list(plot.alpha)
+    rows, cols = _grid(len(edges))
+    fig = _figure(rows, cols, 3.6)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    width = 0.4
+    xs = range(len(plot.ops))
+    for ax, edge in zip(axes, edges, strict=False):
+        ax.bar([x - width / 2 for x in xs], plot.alpha[edge], width,
+               label=f"{plot.alpha_label} (epoch {plot.alpha_epoch})")
+        ax.bar([x + width / 2 for x in xs], plot.importance[edge], width,
+               label=f"IS-DARTS importance (epoch {plot.iim_epoch})")
+        ax.set_xticks(list(xs), plot.ops, rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"edge {edge}", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(edges):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("DARTS α (softmax) vs IS-DARTS importance (1 / IIM hooked value, normalised per edge)", fontsize=10)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """PNG at DPI without the Software tag, written atomically; returns path."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_METADATA)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+# ---------------------------------------------------------------- one call per figure
+
+
+def _skip(out_path: Path, why: str) -> None:
+    log.warning("figure %s skipped: %s", Path(out_path).name, why)
+    # A figure left from an earlier build would show runs the current inputs no longer hold.
+    Path(out_path).unlink(missing_ok=True)
+
+
+def _load_history(path: Path, out_path: Path) -> dict[str, Any] | None:
+    if not Path(path).is_file():
+        _skip(out_path, f"no history at {path}")
+        return None
+    return load_json(Path(path))
+
+
+def _plot_iim(plot: IimPlot, out_path: Path) -> IimPlot | None:
+    if not any(plot.panels.values()):
+        _skip(out_path, "the history holds no finite IIM value")
+        return None
+    save_figure(draw_iim(plot), out_path)
+    return plot
+
+
+def plot_nb201_iim(history_path: Path, out_path: Path) -> IimPlot | None:
+    """nb201_iim_over_epochs.png from an NB201 IS-DARTS history; None (skipped) without data."""
+    history = _load_history(history_path, out_path)
+    if history is None:
+        return None
+    return _plot_iim(nb201_iim_data(history, str(history_path)), out_path)
+
+
+def plot_darts_iim(history_path: Path, out_path: Path, kind: str = "normal") -> IimPlot | None:
+    """darts_iim_over_epochs.png from a DARTS-space IS-DARTS search history; None (skipped) without data."""
+    history = _load_history(history_path, out_path)
+    if history is None:
+        return None
+    return _plot_iim(darts_iim_data(history, str(history_path), kind), out_path)
+
+
+def plot_alpha_vs_iim(darts_history_path: Path, isdarts_history_path: Path, out_path: Path) -> AlphaVsIimPlot | None:
+    """nb201_alpha_vs_iim.png (Fig. A.4) from an NB201 DARTS history and an IS-DARTS one; None when skipped."""
+    darts = _load_history(darts_history_path, out_path)
+    isdarts = _load_history(isdarts_history_path, out_path) if darts is not None else None
+    if darts is None or isdarts is None:
+        return None
+    plot = alpha_vs_iim_data(darts, isdarts, str(darts_history_path), str(isdarts_history_path))
+    if plot is None:
+        _skip(out_path, f"{isdarts_history_path} has no epoch with an IIM record")
+        return None
+    save_figure(draw_alpha_vs_iim(plot), out_path)
+    return plot
