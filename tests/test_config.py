@@ -131,3 +131,24 @@ def test_missing_and_malformed_params_files(tmp_path):
     bad.write_text("profile: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_the_sweep_stages_and_schedules_are_the_ones_table_a2_lists():
+    from isdarts.report.paper import TABLE_A2
+    from isdarts.search.shrink import shrink_epochs
+
+    paper = load_params(ROOT / "profiles/paper.yaml")
+    sweep = paper.darts.sweep
+    schedules = [sweep.schedules[name] for name in sweep.rates]
+    assert [(s.label, s.rate, s.shrink.steps) for s in schedules] == [(r.label, r.rate, r.steps) for r in TABLE_A2]
+    assert [s.shrink.interval for s in schedules[1:]] == [r.interval_epochs for r in TABLE_A2[1:]]
+    # Spec §3.3: start = E - S*I with the table's I, except rate 0.5, whose last step is at epoch E - 1.
+    epochs = [shrink_epochs(sweep.epochs, s.shrink.steps, s.shrink.interval, s.shrink.anchor) for s in schedules]
+    assert epochs[:4] == [[49], [31, 49], [26, 32, 38, 44], [29, 32, 35, 38, 41, 44, 47]]
+    assert epochs[4] == list(range(30, 50, 2)) and epochs[5] == list(range(30, 50))
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("sweep_search", "sweep_retrain"):
+        assert stages[name]["matrix"] == {"rate": "${darts.sweep.rates}"}
+    quick = load_params(ROOT / "profiles/quick.yaml").darts.sweep
+    assert quick.rates == sweep.rates
+    assert [quick.schedules[n].shrink.steps for n in quick.rates] == [r.steps for r in TABLE_A2]

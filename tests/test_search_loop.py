@@ -198,3 +198,30 @@ def test_isdarts_on_the_darts_space_ends_with_two_inputs_per_node_and_resumes_ex
     resumed = search(cfg, arrays, tmp_path / "b")
     assert resumed["genotype"] == full["genotype"]
     assert strip_timing(resumed["history"]) == strip_timing(full["history"])
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts", "sdarts", "idarts"])
+def test_every_method_also_runs_on_the_darts_space(arrays, tmp_path, method):
+    from isdarts.spaces.darts_genotype import DartsGenotype
+
+    raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
+    raw["darts"]["search"].update(C=4, N=1, epochs=2, batch_size=16, log_every=1, image_size=8, train_images=32,
+                                  test_images=16)
+    options = copy.deepcopy(raw["nb201"]["options"][method])
+    if "shrink" in options:
+        options["shrink"] = {"steps": 1, "interval": 1}
+    if "iim" in options:
+        options["iim"].update(n_samples=16, batch_size=16)
+    raw["darts"]["options"][method] = options
+    raw["darts"]["options"]["isdarts"]["shrink"] = {"steps": 1, "interval": 1}
+    raw["darts"]["sweep"]["epochs"] = 21
+    cfg = params_from_dict(raw).darts.runs.search(method)
+    result = search(cfg, arrays, tmp_path)
+    genotype = DartsGenotype.from_json(result["genotype"])
+    assert result["metrics"]["genotype"] == str(genotype) and result["history"]["kinds"] == ["normal", "reduce"]
+    last = result["history"]["epochs"][-1]
+    if cfg.bilevel:
+        assert set(last["alpha"]) == {"normal", "reduce"} and len(last["alpha"]["normal"]) == 14
+    if method in ("sdarts", "idarts"):  # one step after the last epoch leaves two candidates per node
+        assert [sum(map(sum, last["alive"][k])) for k in ("normal", "reduce")] == [8, 8]
