@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from isdarts.data.cifar import CifarArrays, DataError
-from isdarts.io import atomic_write_json
+from isdarts.io import atomic_write_json, replace_dir
 from isdarts.spaces.darts_genotype import DartsGenotype, GenotypeError
 
 if TYPE_CHECKING:  # the trainers pull in torchvision and the DDP stack; load them only when used
@@ -109,6 +109,22 @@ def _write_pair(out_dir: Path, metrics: dict[str, Any], history: dict[str, Any])
         raise
 
 
+def _tracker_hooks(
+    tracker: Any, run_name: str, params: dict[str, Any], tags: dict[str, str], logged: tuple[str, ...]
+) -> tuple[Any, Any]:
+    """The trainers' on_start/on_epoch callbacks: open (or, after a kill, reopen) one MLflow run whose id
+    travels in the checkpoint, and log the `logged` keys of every epoch record."""
+
+    def on_start(extra: dict[str, Any]) -> dict[str, Any]:
+        run_id = tracker.start(run_name, params=params, tags=tags, resume_run_id=extra.get("mlflow_run_id"))
+        return {**extra, "mlflow_run_id": run_id}
+
+    def on_epoch(record: dict[str, Any]) -> None:
+        tracker.log_metrics({k: record[k] for k in logged}, step=record["epoch"])
+
+    return on_start, on_epoch
+
+
 def _end(tracker: Any, exc: BaseException) -> None:
     if tracker is not None:
         tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -161,14 +177,7 @@ def retrain_run(
         "train_images": len(data.train_y), "test_images": len(data.test_y), "run_info": dict(run_info),
     }
 
-    def on_start(extra: dict[str, Any]) -> dict[str, Any]:
-        run_id = tracker.start(
-            _run_name("retrain", run_info, seed), params=params, tags=tags, resume_run_id=extra.get("mlflow_run_id")
-        )
-        return {**extra, "mlflow_run_id": run_id}
-
-    def on_epoch(record: dict[str, Any]) -> None:
-        tracker.log_metrics({k: record[k] for k in RETRAIN_LOGGED}, step=record["epoch"])
+    on_start, on_epoch = _tracker_hooks(tracker, _run_name("retrain", run_info, seed), params, tags, RETRAIN_LOGGED)
 
     try:
         result = retrain_cifar(
@@ -202,22 +211,6 @@ def retrain_run(
 # ----------------------------------------------------------------------------- ImageNet data
 
 
-def _replace_dir(tmp: Path, dest: Path) -> None:
-    """Move the finished tree `tmp` to `dest`, replacing what was there (a folder cannot be renamed over)."""
-    if not dest.exists():
-        os.replace(tmp, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(dest, old)
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def build_tiny_imagefolder(
     arrays: CifarArrays, tiny_dir: Path, *, train_per_class: int, val_per_class: int
 ) -> Path:
@@ -236,7 +229,7 @@ def build_tiny_imagefolder(
     try:
         make_tiny_imagefolder(tmp, arrays.train_x, arrays.train_y, arrays.classes, train_per_class, split="train")
         make_tiny_imagefolder(tmp, arrays.test_x, arrays.test_y, arrays.classes, val_per_class, split="val")
-        _replace_dir(tmp, tiny_dir)
+        replace_dir(tmp, tiny_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -363,15 +356,9 @@ def transfer_run(
         params = {"imagenet": dataclasses.asdict(cfg), "seed": seed, "device": device, "data_root": str(root),
                   "tiny": recorded["tiny"], "run_info": dict(run_info)}
 
-        def on_start(extra: dict[str, Any]) -> dict[str, Any]:
-            run_id = tracker.start(
-                _run_name("imagenet", run_info, seed), params=params, tags=tags,
-                resume_run_id=extra.get("mlflow_run_id"),
-            )
-            return {**extra, "mlflow_run_id": run_id}
-
-        def on_epoch(record: dict[str, Any]) -> None:
-            tracker.log_metrics({k: record[k] for k in IMAGENET_LOGGED}, step=record["epoch"])
+        on_start, on_epoch = _tracker_hooks(
+            tracker, _run_name("imagenet", run_info, seed), params, tags, IMAGENET_LOGGED
+        )
 
         try:
             result = train_imagenet(

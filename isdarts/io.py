@@ -1,10 +1,11 @@
-"""Atomic file writes: an output either appears whole or not at all, even if the process is killed."""
+"""Atomic file and folder writes: an output either appears whole or not at all, even if the process is killed."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,24 @@ def file_digest(path: str | Path, algorithm: str = "sha256", chunk_bytes: int = 
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Move the finished folder `tmp` to `dest`, replacing what was there.
+
+    A folder cannot be renamed over another in one step: the old one is moved aside first and restored
+    if the swap fails, so `dest` is always either the old tree or the new one, never half of either.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    if not dest.exists():
+        os.replace(tmp, dest)
+        return
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,6 @@ and so that every failure says which file is wrong and how to fix it.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from isdarts.io import file_digest
+from isdarts.io import file_digest, replace_dir
 
 try:
     from numpy._core.multiarray import _reconstruct
@@ -338,26 +337,11 @@ def save_prepared(arrays: CifarArrays, manifest: dict[str, Any], out_dir: Path) 
             "npz_sha256": sha256_file(npz),
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(full, indent=2) + "\n")
-        _swap_into_place(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return full
-
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        os.replace(tmp, out_dir)
-        return
-    # A directory cannot be replaced in one rename: move the old one aside first.
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_prepared(out_dir: Path) -> tuple[CifarArrays, dict[str, Any]]:
