@@ -152,3 +152,13 @@ def test_darts_v2_paper_network_has_3_3m_params(arrays, tmp_path):
     result = retrain(arrays, tmp_path, RetrainConfig.paper(), stop_after_epochs=0)
     assert result["finished"] is False and result["epochs_done"] == 0
     assert result["params_m"] == pytest.approx(3.3, abs=0.1)
+
+
+def test_a_checkpoint_of_other_code_is_not_resumed(arrays, tmp_path, monkeypatch):
+    from isdarts.train import retrain as retrain_module
+
+    retrain(arrays, tmp_path, stop_after_epochs=1)
+    resumed = retrain(arrays, tmp_path, stop_after_epochs=2)
+    assert resumed["epochs_done"] == 2  # same code: resumed after epoch 1
+    monkeypatch.setattr(retrain_module, "code_fingerprint", lambda *_: "another-version")
+    assert retrain(arrays, tmp_path, stop_after_epochs=1)["epochs_done"] == 1  # started afresh

@@ -42,9 +42,15 @@ from isdarts.train.runtime import (
     restore_rng,
     rng_state,
 )
+from isdarts.train.search_loop import code_fingerprint
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "imagenet_last.pt"
+# As for retraining: a checkpoint of other code is not resumed (see isdarts.train.retrain.RESULT_MODULES).
+RESULT_MODULES = (
+    "isdarts.train.imagenet_transfer", "isdarts.spaces.darts_network", "isdarts.spaces.darts_ops",
+    "isdarts.spaces.darts_genotype", "isdarts.data.imagefolder", "isdarts.train.distributed",
+)
 METRICS_NAME = "metrics.json"
 HISTORY_NAME = "history.json"
 BN_MODES = ("sync", "local", "frozen")
@@ -235,6 +241,7 @@ def train_imagenet(
     settings = {
         "imagenet": dataclasses.asdict(cfg), "genotype": genotype.to_json(), "seed": seed,
         "data": {"classes": manifest["classes"], "counts": manifest["counts"]},
+        "code": code_fingerprint(RESULT_MODULES),
     }
     key = fingerprint(settings)
     ckpt_path = checkpoint_dir / CHECKPOINT_NAME

@@ -37,9 +37,16 @@ from isdarts.train.runtime import (
     restore_rng,
     rng_state,
 )
+from isdarts.train.search_loop import code_fingerprint
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "retrain_last.pt"
+# The modules that decide a retrain's numbers: a checkpoint written by other versions of them is not resumed,
+# so a code change that makes DVC re-run the stage trains afresh instead of returning the old finished run.
+RESULT_MODULES = (
+    "isdarts.train.retrain", "isdarts.spaces.darts_network", "isdarts.spaces.darts_ops",
+    "isdarts.spaces.darts_genotype", "isdarts.data.device_loader", "isdarts.train.runtime",
+)
 TIMING_KEYS = ("images_per_s", "epoch_seconds")
 
 
@@ -208,7 +215,7 @@ def retrain_cifar(
     gen = make_generator(device, seed)
     settings = {
         "retrain": dataclasses.asdict(cfg), "genotype": genotype.to_json(), "seed": seed,
-        "data": arrays_fingerprint(arrays), "device": device.type,
+        "data": arrays_fingerprint(arrays), "device": device.type, "code": code_fingerprint(RESULT_MODULES),
     }
     key = fingerprint(settings)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
