@@ -7,15 +7,35 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
+
+from isdarts.benchmark.nb201 import ACCURACY_LABELS, default_table
+from isdarts.config import load_params
+from isdarts.errors import (
+    BenchmarkError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    GenotypeError,
+    NonFiniteLossError,
+    ReportError,
+)
+from isdarts.pipeline.imagenet import prepare_imagenet, transfer
+from isdarts.pipeline.lookup import lookup_nb201
+from isdarts.pipeline.prepare import prepare_data
+from isdarts.pipeline.report import build_report
+from isdarts.pipeline.retrain import retrain
+from isdarts.pipeline.search import search
+from isdarts.spaces.darts.genotype import load_named_genotype, named_genotypes
+from isdarts.spaces.nb201.genotype import Nb201Genotype
+from isdarts.tracking import disable_telemetry
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 3
 
 
 def _setup() -> None:
-    from isdarts.tracking import disable_telemetry
-
     disable_telemetry()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # MLflow and alembic are chatty at INFO; their warnings still show.
@@ -25,14 +45,6 @@ def _setup() -> None:
 
 def run_guarded(action: Callable[[], object]) -> int:
     """Run one step; turn known failures into a one-line error and a non-zero exit code."""
-    from isdarts.benchmark.nb201 import BenchmarkError
-    from isdarts.config import ConfigError
-    from isdarts.data.cifar import DataError
-    from isdarts.report.tables import ReportError
-    from isdarts.spaces.nb201_genotype import GenotypeError
-    from isdarts.train.checkpoint import CheckpointError
-    from isdarts.train.runtime import NonFiniteLossError
-
     try:
         action()
     except (ConfigError, DataError, BenchmarkError, GenotypeError, ReportError, FileNotFoundError) as exc:
@@ -58,31 +70,33 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("prepare-data", help="locate or download CIFAR-10, verify it and store it for the search")
 
-    search = sub.add_parser("search", help="run (or resume) one search of one method for one seed")
-    search.add_argument("--space", choices=("nb201", "darts"), default="nb201")
-    search.add_argument("--method", default="isdarts", help="isdarts, idarts, sdarts, darts1, darts2, lambda_darts")
-    search.add_argument("--seed", type=int, required=True)
-    search.add_argument("--rate", default=None, help="a darts.sweep rate name (Table A.2), e.g. r0_143")
-    _run_args(search, "runs/<space>/.../seed_N")
+    search_cmd = sub.add_parser("search", help="run (or resume) one search of one method for one seed")
+    search_cmd.add_argument("--space", choices=("nb201", "darts"), default="nb201")
+    search_cmd.add_argument("--method", default="isdarts", help="isdarts, idarts, sdarts, darts1, darts2, lambda_darts")
+    search_cmd.add_argument("--seed", type=int, required=True)
+    search_cmd.add_argument("--rate", default=None, help="a darts.sweep rate name (Table A.2), e.g. r0_143")
+    _run_args(search_cmd, "runs/<space>/.../seed_N")
 
-    lookup = sub.add_parser("lookup", help="NB201 200-epoch accuracies of an architecture string or genotype JSON")
-    lookup.add_argument("arch", help="NB201 string like '|nor_conv_3x3~0|+|...|' or a genotype.json path")
+    lookup_cmd = sub.add_parser("lookup", help="NB201 200-epoch accuracies of an architecture string or genotype JSON")
+    lookup_cmd.add_argument("arch", help="NB201 string like '|nor_conv_3x3~0|+|...|' or a genotype.json path")
 
-    collect = sub.add_parser("collect", help="look up every seed's NB201 cell and write results/nb201_<method>.json")
-    collect.add_argument("--method", default=None, help="one method (default: every method in nb201.methods)")
+    collect_cmd = sub.add_parser(
+        "collect", help="look up every seed's NB201 cell and write results/nb201_<method>.json"
+    )
+    collect_cmd.add_argument("--method", default=None, help="one method (default: every method in nb201.methods)")
 
-    retrain = sub.add_parser("retrain", help="train a DARTS-space genotype on CIFAR-10 from scratch")
-    _genotype_args(retrain)
-    retrain.add_argument("--rate", default=None, help="retrain a sweep point's cell (darts.sweep rate name)")
-    _run_args(retrain, "runs/darts/retrain/<method>/seed_N")
+    retrain_cmd = sub.add_parser("retrain", help="train a DARTS-space genotype on CIFAR-10 from scratch")
+    _genotype_args(retrain_cmd)
+    retrain_cmd.add_argument("--rate", default=None, help="retrain a sweep point's cell (darts.sweep rate name)")
+    _run_args(retrain_cmd, "runs/darts/retrain/<method>/seed_N")
 
     sub.add_parser("imagenet-data", help="check the ImageNet tree (or build the tiny one) and write its manifest")
 
-    transfer = sub.add_parser(
+    transfer_cmd = sub.add_parser(
         "transfer", help="train a DARTS-space genotype on ImageNet; launch with torchrun for several GPUs/nodes"
     )
-    _genotype_args(transfer)
-    _run_args(transfer, "runs/darts/imagenet/<method>/seed_N")
+    _genotype_args(transfer_cmd)
+    _run_args(transfer_cmd, "runs/darts/imagenet/<method>/seed_N")
 
     sub.add_parser("report", help="rebuild the paper's tables and figures in reports/ from the stage outputs")
     return parser
@@ -113,19 +127,12 @@ def _genotype_file(value: str | None) -> Path | None:
         if not path.is_file():
             raise FileNotFoundError(f"genotype file {path} not found")
         return path
-    from importlib import resources
-
-    from isdarts.spaces.darts_genotype import load_named_genotype, named_genotypes
-
     load_named_genotype(value)  # raises GenotypeError listing the shipped names
     name = next(n for n in named_genotypes() if n.upper() == value.upper())
     return Path(str(resources.files("isdarts.spaces").joinpath("genotypes").joinpath(f"{name}.json")))
 
 
 def _lookup(arch: str) -> None:
-    from isdarts.benchmark.nb201 import ACCURACY_LABELS, default_table
-    from isdarts.spaces.nb201_genotype import Nb201Genotype
-
     path = Path(arch)
     if path.suffix == ".json":
         if not path.is_file():
@@ -143,9 +150,6 @@ def _lookup(arch: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup()
-    from isdarts import workflows
-    from isdarts.config import ConfigError, load_params
-
     if args.command == "lookup":
         return run_guarded(lambda: _lookup(args.arch))
 
@@ -154,31 +158,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "seed", 0) < 0:
             raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
         if args.command == "prepare-data":
-            manifest = workflows.prepare_data(params)
+            manifest = prepare_data(params)
             print(f"prepared {manifest['kind']} CIFAR-10: {manifest['counts']}")
         elif args.command == "search":
-            metrics = workflows.search(
+            metrics = search(
                 params, args.space, args.method, args.seed, rate=args.rate, out_dir=args.out,
                 checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
             )
             print(f"{args.space} {args.method} seed {args.seed}: {metrics['genotype']}")
         elif args.command == "collect":
             for method in [args.method] if args.method else params.nb201.methods:
-                result = workflows.lookup_nb201(params, method)
+                result = lookup_nb201(params, method)
                 print(method, json.dumps(result["summary"], indent=2))
         elif args.command == "retrain":
-            metrics = workflows.retrain(
+            metrics = retrain(
                 params, args.method, args.seed, genotype_file=_genotype_file(args.genotype), rate=args.rate,
                 out_dir=args.out, checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
             )
             print(f"test error {metrics['final_test_error']:.2f}% (best {metrics['best_test_error']:.2f}%), "
                   f"{metrics['params_m']:.2f}M params")
         elif args.command == "imagenet-data":
-            manifest = workflows.prepare_imagenet(params)
+            manifest = prepare_imagenet(params)
             totals, n_classes = manifest["split_totals"], len(manifest["classes"])
             print(f"ImageFolder {manifest['root']}: {totals} images, {n_classes} classes")
         elif args.command == "transfer":
-            metrics = workflows.transfer(
+            metrics = transfer(
                 params, args.method, args.seed, genotype_file=_genotype_file(args.genotype), out_dir=args.out,
                 checkpoint_dir=args.checkpoints, stage=args.stage,
             )
@@ -186,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"top-1 error {metrics['top1_error']:.2f}%, top-5 {metrics['top5_error']:.2f}%, "
                       f"{metrics['params_m']:.2f}M params, {metrics['madds_m']:.0f}M MAdds")
         elif args.command == "report":
-            for path in workflows.build_report():
+            for path in build_report():
                 print(f"wrote {path}")
 
     return run_guarded(action)

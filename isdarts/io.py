@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -36,9 +37,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
-    import io
-
-    import torch
+    import torch  # only here: the JSON and folder helpers must not pull torch into light modules
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)

@@ -53,6 +53,7 @@ def disable_telemetry() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "true")
     try:
         if "mlflow" in sys.modules:
+            # Only when mlflow is already loaded: importing it here would load mlflow into every process.
             from mlflow.telemetry import set_telemetry_client
 
             set_telemetry_client()
@@ -261,7 +262,7 @@ class Tracker:
         return self._client
 
     def _experiment_id(self, client: Any) -> str:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow loads only once tracking starts (module docstring)
 
         exp = client.get_experiment_by_name(self.experiment)
         if exp is None:
@@ -281,7 +282,7 @@ class Tracker:
 
     def _reopen(self, client: Any, run_id: str) -> Any:
         """The run to continue, set back to RUNNING; None (with a warning) if it is gone."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # mlflow loads only once tracking starts (module docstring)
 
         try:
             run = client.get_run(run_id)
@@ -298,7 +299,7 @@ class Tracker:
         return run
 
     def _log_params(self, client: Any, run: Any, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
+        from mlflow.entities import Param  # mlflow loads only once tracking starts (module docstring)
 
         params = {_key(k): v for k, v in params.items()}
         existing = run.data.params
@@ -338,7 +339,7 @@ class Tracker:
         """
         if not self.active:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric  # mlflow loads only once tracking starts (module docstring)
 
         batch, skipped = [], []
         with self._guard(f"log {len(metrics)} metrics at step {step}"):
@@ -360,7 +361,7 @@ class Tracker:
         """Set tags (values become strings)."""
         if not self.active:
             return
-        from mlflow.entities import RunTag
+        from mlflow.entities import RunTag  # mlflow loads only once tracking starts (module docstring)
 
         batch = [RunTag(_key(k), str(v)) for k, v in tags.items()]
         with self._guard(f"set tags {sorted(tags)}"):

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from isdarts.spaces.darts_genotype import load_named_genotype
-from isdarts.spaces.darts_network import NetworkCIFAR, NetworkImageNet, count_parameters_m
+from isdarts.spaces.darts.genotype import load_named_genotype
+from isdarts.spaces.darts.network import NetworkCIFAR, NetworkImageNet, count_parameters_m
 from isdarts.train.retrain import training_loss
 from isdarts.train.runtime import describe_device, resolve_device, synchronize
 

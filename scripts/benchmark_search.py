@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from isdarts.config import Nb201SearchConfig
+from isdarts.config import SearchConfig
 from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.data.device_loader import DeviceImages
 from isdarts.search.iim import measure_iim
-from isdarts.search.isdarts_method import IsDartsNb201
-from isdarts.spaces.nb201_genotype import Nb201Genotype
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.search.isdarts import IsDartsNb201
+from isdarts.spaces.nb201.genotype import Nb201Genotype
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 from isdarts.train.runtime import describe_device, resolve_device, synchronize
 
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-subset"
@@ -80,7 +80,7 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     data = images(device, args.batch * max(4, args.steps // 2))
-    cfg = Nb201SearchConfig(C=args.C, N=args.N, batch_size=args.batch)
+    cfg = SearchConfig(C=args.C, N=args.N, batch_size=args.batch)
     model = Nb201Supernet(args.C, args.N).to(device)
     method = IsDartsNb201(model, cfg)
     print(f"device: {describe_device(device)}; torch {torch.__version__}; NB201 supernet C={args.C} N={args.N}, "

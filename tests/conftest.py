@@ -1,4 +1,4 @@
-"""Shared pytest fixtures. Keep each fixture small and documented; helpers live in the library."""
+"""Shared pytest fixtures. Keep each fixture small and documented; test-only helpers live in fakes.py."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakes import write_fake_cifar10
 
-from isdarts.data.cifar import write_fake_cifar10
 from isdarts.tracking import disable_telemetry
 
 # Tests run DVC and MLflow for real (also in subprocesses, which inherit this); none may phone home.

@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from isdarts.config import IimConfig, Nb201SearchConfig, ShrinkConfig
-from isdarts.search.ablations import IDartsNb201, SDartsNb201
-from isdarts.spaces.nb201_genotype import NB201_OPS
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.config import ArchConfig, IimConfig, SearchConfig, ShrinkConfig
+from isdarts.search.isdarts import IDartsNb201
+from isdarts.search.sdarts import SDartsNb201
+from isdarts.spaces.nb201.genotype import NB201_OPS
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,9 +22,7 @@ def batches(n: int = 2, size: int = 8, seed: int = 0) -> list[tuple[torch.Tensor
 
 def make_idarts(every_epoch: bool = False) -> IDartsNb201:
     torch.manual_seed(0)
-    cfg = Nb201SearchConfig(
-        C=4, N=1, epochs=3, shrink=ShrinkConfig(steps=1, interval=1), iim=IimConfig(every_epoch=every_epoch)
-    )
+    cfg = SearchConfig(method="idarts", C=4, N=1, epochs=3, shrink=None, iim=IimConfig(every_epoch=every_epoch))
     return IDartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), cfg)
 
 
@@ -70,7 +69,9 @@ def test_idarts_previews_the_selection_when_measuring_every_epoch_and_saves_it()
 def make_sdarts() -> SDartsNb201:
     torch.manual_seed(0)
     model = Nb201Supernet(channels=4, cells_per_stage=1)
-    return SDartsNb201(model, epochs=5, shrink_steps=4, shrink_interval=1)  # shrinks after epochs 1, 2, 3, 4
+    shrink = ShrinkConfig(steps=4, interval=1)
+    cfg = SearchConfig(method="sdarts", epochs=5, weight_decay=5e-4, shrink=shrink, arch=ArchConfig())
+    return SDartsNb201(model, cfg)  # shrinks after epochs 1, 2, 3, 4
 
 
 def test_sdarts_masks_the_smallest_alpha_among_alive_ops_each_step():
@@ -105,7 +106,7 @@ def test_sdarts_masked_logits_get_zero_probability_and_no_gradient():
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(6))
     assert 3 not in method.genotype().op_indices()  # argmax of the masked softmax, not of α
     (x, y), (xv, yv) = batches()
-    grad = method.arch_grad(x, y, xv, yv)
+    grad = method.arch_grads(x, y, xv, yv)[0]
     assert bool((grad[mask == 0] == 0).all()) and bool((grad[mask == 1] != 0).any())
     method.set_epoch(0)
     loss, _ = method.train_step(x, y, xv, yv)

@@ -17,7 +17,8 @@ from isdarts.benchmark import (
     lookup,
 )
 from isdarts.benchmark.nb201 import CSV_COLUMNS, default_table_path
-from isdarts.spaces.nb201_genotype import GenotypeError, Nb201Genotype
+from isdarts.errors import GenotypeError
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import write_fake_cifar10
 
 from isdarts.data import cifar
 from isdarts.data.cifar import (
     CifarSource,
-    DataError,
     load_cifar10,
     load_prepared,
     locate_cifar10,
     md5_file,
     save_prepared,
-    write_fake_cifar10,
 )
+from isdarts.errors import DataError
 
 BATCHES = "cifar-10-batches-py"
 

@@ -16,8 +16,8 @@ import pytest
 from isdarts.benchmark.nb201 import default_table
 from isdarts.config import load_params
 from isdarts.data.cifar import load_cifar10, locate_cifar10
-from isdarts.spaces.nb201_genotype import Nb201Genotype
-from isdarts.train.search_loop import run_search
+from isdarts.search.loop import run_search
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = ROOT.parent / "shared/data/cifar10-subset"

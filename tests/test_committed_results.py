@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from dvc.repo import Repo
 
-from isdarts.workflows import build_report
+from isdarts.pipeline.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # Not in git: the DVC-cached prepared data and the persisted checkpoints.
@@ -50,7 +50,7 @@ def test_reports_rebuild_byte_identically_from_committed_results(tmp_path):
 def test_search_stage_deps_cover_the_modules_that_decide_results(stage, space):
     import yaml
 
-    from isdarts.train.search_loop import result_modules
+    from isdarts.search.loop import result_modules
 
     deps = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"])
     missing = [m for m in result_modules(space) if m.replace(".", "/") + ".py" not in deps]

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from isdarts.spaces.darts_genotype import DartsGenotype, GenotypeError, load_named_genotype, named_genotypes
+from isdarts.errors import GenotypeError
+from isdarts.spaces.darts.genotype import DartsGenotype, load_named_genotype, named_genotypes
 
 NORMAL = [
     [["sep_conv_3x3", 0], ["sep_conv_3x3", 1]],

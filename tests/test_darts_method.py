@@ -8,9 +8,10 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
-from isdarts.search.darts_method import DartsNb201
-from isdarts.spaces.nb201_genotype import NB201_OPS
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.config import ArchConfig, SearchConfig
+from isdarts.search.darts import DartsNb201
+from isdarts.spaces.nb201.genotype import NB201_OPS
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,11 +41,15 @@ def tiny_batches(seed: int = 0, n: int = 8, size: int = 8):
     return x[0], y[0], x[1], y[1]
 
 
+def darts_cfg(order: int = 1, **overrides) -> SearchConfig:
+    """DARTS of `order` with the default α optimiser and the NB201 script's weight decay (5e-4)."""
+    return SearchConfig(method=f"darts{order}", arch=ArchConfig(), **{"epochs": 2, "weight_decay": 5e-4, **overrides})
+
+
 def make_method(seed: int = 0, **kwargs) -> DartsNb201:
     torch.manual_seed(seed)
     model = smooth(Nb201Supernet(channels=4, cells_per_stage=1)).double()
-    kwargs = {"epochs": 2, **kwargs}
-    method = DartsNb201(model, **kwargs)
+    method = DartsNb201(model, darts_cfg(**kwargs))
     method.set_epoch(0)  # lr = the base lr in the first epoch
     with torch.no_grad():
         method.alpha.normal_()  # away from the uniform init, so all ops carry different weight
@@ -86,7 +91,7 @@ def test_second_order_arch_gradient_matches_the_exact_hypergradient(momentum, wd
     for _ in range(warm_steps):
         method._weight_step(*batches[:2])  # fills the momentum buffer the unrolled step reads
     exact = exact_hypergradient(method, batches, xi, momentum, wd)
-    got = method.arch_grad(*batches)
+    got = method.arch_grads(*batches)[0]
     # The only approximation is the central difference of grad_alpha L_tr at w +- R v with |R v| = 0.01:
     # its error is O(R^2) times a third derivative, measured here at ~1e-4 of the whole gradient (it falls
     # 100x per 10x smaller R). 1e-3 leaves 10x margin; float64 keeps rounding error far below it.
@@ -107,7 +112,7 @@ def test_second_order_train_step_takes_the_alpha_step_first_then_the_clipped_wei
     method = make_method(order=2, lr=0.1, grad_clip=1e-3)
     batches = tiny_batches()
     alpha0, w0 = method.alpha.detach().clone(), [p.detach().clone() for p in method.weights]
-    grad = method.arch_grad(*batches)  # at the current weights: what the α step must use
+    grad = method.arch_grads(*batches)[0]  # at the current weights: what the α step must use
     loss, n_correct = method.train_step(*batches)
     torch.testing.assert_close(method.alpha.detach(), expected_first_adam_step(alpha0, grad, 3e-4, 1e-3))
     assert any(not torch.equal(p, p0) for p, p0 in zip(method.weights, w0, strict=True))
@@ -126,7 +131,7 @@ def test_first_order_step_updates_weights_then_alpha_at_the_new_weights():
     assert any(not torch.equal(p, p0) for p, p0 in zip(method.weights, w0, strict=True))
     with torch.no_grad():
         method.alpha.copy_(alpha0)
-    grad = method.arch_grad(*batches)  # order 1: grad_alpha L_val at the already updated weights
+    grad = method.arch_grads(*batches)[0]  # order 1: grad_alpha L_val at the already updated weights
     torch.testing.assert_close(alpha1, expected_first_adam_step(alpha0, grad, 3e-4, 1e-3))
     assert method.end_epoch(1, lambda: [])["arch_loss"] is not None
 
@@ -157,6 +162,9 @@ def test_state_round_trip_resumes_identically():
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
 
-def test_rejects_a_bad_order():
-    with pytest.raises(ValueError, match="order"):
-        DartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), epochs=1, order=3)
+def test_rejects_second_order_with_the_weight_step_first():
+    class WeightStepFirst(DartsNb201):
+        arch_first = False
+
+    with pytest.raises(ValueError, match="second-order"):
+        WeightStepFirst(Nb201Supernet(channels=4, cells_per_stage=1), darts_cfg(order=2))

@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from isdarts.spaces.darts_genotype import DartsGenotype, load_named_genotype
-from isdarts.spaces.darts_network import (
+from isdarts.spaces.darts.genotype import DartsGenotype, load_named_genotype
+from isdarts.spaces.darts.network import (
     EvalCell,
     NetworkCIFAR,
     NetworkImageNet,
     count_flops_m,
     count_parameters_m,
 )
-from isdarts.spaces.darts_ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, make_eval_op, make_search_op
+from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, make_eval_op, make_search_op
 
 CONCAT = (2, 3, 4, 5)
 

@@ -11,16 +11,22 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
-from isdarts.search.darts_space_baselines import (
-    DartsDartsSpace,
-    LambdaDartsDartsSpace,
-    SDartsDartsSpace,
-    alive_per_node,
+from isdarts.config import ArchConfig, SearchConfig, ShrinkConfig
+from isdarts.search.darts import DartsDartsSpace
+from isdarts.search.lambda_darts import LambdaDartsDartsSpace
+from isdarts.search.sdarts import SDartsDartsSpace
+from isdarts.search.shrink import removals
+from isdarts.spaces.common import alive_per_node
+from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL
+from isdarts.spaces.darts.supernet import (
+    CELL_KINDS,
+    DARTS_EDGES,
+    NONE_OP,
+    NUM_EDGES,
+    NUM_OPS,
+    DartsSupernet,
     derive_darts_cell,
 )
-from isdarts.search.shrink import removals
-from isdarts.spaces.darts_ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL
-from isdarts.spaces.darts_supernet import CELL_KINDS, DARTS_EDGES, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,6 +39,12 @@ ALIVE_S7 = [
 ]
 
 EVAL_TO_SEARCH = {v: k for k, v in SEARCH_TO_EVAL.items()}
+
+
+def darts_cfg(method: str = "darts1", **overrides) -> SearchConfig:
+    """A DARTS-space search: the DARTS-CIFAR settings, the default α optimiser and Λ-DARTS's λ 0.125, ε0 1e-4."""
+    values = {"regulariser": "corr", "lam": 0.125, "epsilon": 1e-4, **overrides}
+    return SearchConfig(space="darts", method=method, arch=ArchConfig(), **values)
 
 
 def smooth(model: nn.Module) -> nn.Module:
@@ -113,7 +125,8 @@ def exact_hypergradient(method: DartsDartsSpace, batches, xi, momentum, wd):
 def test_second_order_arch_gradient_matches_the_exact_hypergradient():
     xi, momentum, wd = 0.5, 0.9, 1e-3  # a large xi makes the Hessian term a big part of the gradient
     method = DartsDartsSpace(
-        tiny_model(smoothed=True), epochs=2, order=2, lr=xi, momentum=momentum, nesterov=False, weight_decay=wd
+        tiny_model(smoothed=True),
+        darts_cfg("darts2", epochs=2, lr=xi, momentum=momentum, nesterov=False, weight_decay=wd),
     )
     method.set_epoch(0)
     randomise_alpha(method)
@@ -130,8 +143,8 @@ def test_second_order_arch_gradient_matches_the_exact_hypergradient():
 
 
 def test_first_order_weight_step_first_clip_excludes_alpha_and_record_schema():
-    method = DartsDartsSpace(tiny_model(), epochs=2, grad_clip=1e-3)
-    assert method.bilevel and not method.arch_first and method.name == "darts"
+    method = DartsDartsSpace(tiny_model(), darts_cfg(epochs=2, grad_clip=1e-3))
+    assert method.bilevel and not method.arch_first
     method.set_epoch(0)
     batches = tiny_batches()
     alpha0 = [a.detach().clone() for a in method.alphas]
@@ -147,7 +160,6 @@ def test_first_order_weight_step_first_clip_excludes_alpha_and_record_schema():
     for kind, alpha in zip(CELL_KINDS, method.alphas, strict=True):
         assert record["alpha"][kind] == alpha.detach().tolist()
     assert isinstance(record["arch_loss"], float)
-    assert method.needs_iim(1) is False
 
 
 def test_darts_derivation_on_hand_set_alpha_takes_the_top_two_edges_and_never_none():
@@ -176,7 +188,7 @@ def test_darts_derivation_on_hand_set_alpha_takes_the_top_two_edges_and_never_no
         (("sep_conv_5x5", 3), ("dil_conv_3x3", 1)),
         (("skip_connect", 4), ("sep_conv_5x5", 2)),
     )
-    method = DartsDartsSpace(tiny_model(), epochs=1)
+    method = DartsDartsSpace(tiny_model(), darts_cfg(epochs=1))
     with torch.no_grad():
         method.alpha_normal.copy_(alpha)
         method.alpha_reduce.copy_(alpha.roll(1, dims=1))  # shifts `none`'s 9.0 onto skip_connect
@@ -210,9 +222,10 @@ def reference_cell_grads(method: LambdaDartsDartsSpace, x, y, w, *, include_redu
 def test_lambda_alignment_and_its_weight_term_cover_the_normal_cells_only():
     lam = 0.125
     method = LambdaDartsDartsSpace(
-        tiny_model(smoothed=True), epochs=3, lam=lam, grad_clip=0.0, momentum=0.0, nesterov=False, weight_decay=0.0
+        tiny_model(smoothed=True),
+        darts_cfg("lambda_darts", epochs=3, lam=lam, grad_clip=0.0, momentum=0.0, nesterov=False, weight_decay=0.0),
     )
-    assert method.arch_first and method.name == "lambda_darts"
+    assert method.arch_first
     randomise_alpha(method)
     method.set_epoch(2)  # λ_t = λ in the last of 3 epochs
     x, y, _, _ = tiny_batches()
@@ -254,7 +267,7 @@ def test_lambda_alignment_and_its_weight_term_cover_the_normal_cells_only():
 
 
 def test_sdarts_shrinks_each_node_by_smallest_alpha_to_two_survivors():
-    method = SDartsDartsSpace(tiny_model(), epochs=8, shrink_steps=7, shrink_interval=1)
+    method = SDartsDartsSpace(tiny_model(), darts_cfg("sdarts", epochs=8, shrink=ShrinkConfig(steps=7, interval=1)))
     assert method.schedule == [1, 2, 3, 4, 5, 6, 7]
     subsets = method.model.node_subsets()
     gen = torch.Generator().manual_seed(3)
@@ -264,7 +277,7 @@ def test_sdarts_shrinks_each_node_by_smallest_alpha_to_two_survivors():
             for alpha in method.alphas:
                 alpha.copy_(torch.randn(alpha.shape, generator=gen, dtype=alpha.dtype))
         before = {kind: method.model.get_mask(kind).clone() for kind in CELL_KINDS}
-        assert not method.shrinking_done
+        assert not method.model.shrinking_done
         record = method.end_epoch(step + 1, lambda: [])
         assert record["shrink_step"] == step
         for kind, alpha in zip(CELL_KINDS, method.alphas, strict=True):
@@ -283,13 +296,13 @@ def test_sdarts_shrinks_each_node_by_smallest_alpha_to_two_survivors():
             assert bool((weights[mask == 0] == 0).all()) and bool(torch.isfinite(weights).all())
         grads = method.arch_grads(x_tr, y_tr, x_val, y_val)
         assert all(bool(torch.isfinite(g).all()) for g in grads)
-    assert method.shrinking_done
+    assert method.model.shrinking_done
     assert method.genotype() == method.model.genotype_from_masks()
     assert method.end_epoch(8, lambda: [])["shrink_step"] is None
 
 
 def test_sdarts_genotype_before_the_end_is_the_darts_derivation_on_alive_ops():
-    method = SDartsDartsSpace(tiny_model(), epochs=8, shrink_steps=7, shrink_interval=1)
+    method = SDartsDartsSpace(tiny_model(), darts_cfg("sdarts", epochs=8, shrink=ShrinkConfig(steps=7, interval=1)))
     randomise_alpha(method, seed=5)
     for epoch in (1, 2, 3):
         method.end_epoch(epoch, lambda: [])
@@ -309,13 +322,10 @@ def test_sdarts_genotype_before_the_end_is_the_darts_derivation_on_alive_ops():
 
 
 def make(cls, seed: int):
-    kwargs = {"epochs": 4, "momentum": 0.9}
-    if cls is SDartsDartsSpace:
-        kwargs.update(shrink_steps=2, shrink_interval=1)  # shrinks after epochs 2 and 3
-    if cls is LambdaDartsDartsSpace:
-        kwargs.update(lam=0.5)
-    method = cls(tiny_model(seed), generator=torch.Generator().manual_seed(seed), **kwargs)
-    return method
+    # S-DARTS shrinks after epochs 2 and 3.
+    method = {DartsDartsSpace: "darts1", LambdaDartsDartsSpace: "lambda_darts", SDartsDartsSpace: "sdarts"}[cls]
+    cfg = darts_cfg(method, epochs=4, momentum=0.9, lam=0.5, shrink=ShrinkConfig(steps=2, interval=1))
+    return cls(tiny_model(seed), cfg, torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("cls", [DartsDartsSpace, LambdaDartsDartsSpace, SDartsDartsSpace])
@@ -341,14 +351,10 @@ def test_state_round_trip_resumes_identically(cls):
     assert math.isfinite(a.end_epoch(3, lambda: [])["arch_loss"])
 
 
-def test_bilevel_flag_marks_the_darts_family_only():
-    from isdarts.search.ablations import IDartsNb201, SDartsNb201
-    from isdarts.search.darts_method import DartsNb201
-    from isdarts.search.isdarts_darts_space import IsDartsDartsSpace
-    from isdarts.search.isdarts_method import IsDartsNb201
-    from isdarts.search.lambda_darts import LambdaDartsNb201
+def test_bilevel_flag_marks_the_darts_family_only_and_agrees_with_the_methods_table():
+    from isdarts.search.methods import METHODS
 
-    bilevel = [DartsNb201, LambdaDartsNb201, SDartsNb201, DartsDartsSpace, LambdaDartsDartsSpace, SDartsDartsSpace]
-    assert all(cls.bilevel is True for cls in bilevel)
-    # The loop treats a missing flag as False: IS-DARTS trains on all data, with no valid half.
-    assert not any(getattr(cls, "bilevel", False) for cls in (IsDartsNb201, IDartsNb201, IsDartsDartsSpace))
+    for spec in METHODS.values():
+        for space in ("nb201", "darts"):
+            assert spec.method_class(space).bilevel is spec.bilevel
+    assert [name for name, spec in METHODS.items() if not spec.bilevel] == ["isdarts", "idarts"]

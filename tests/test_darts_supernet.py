@@ -5,10 +5,11 @@ from collections import Counter
 import pytest
 import torch
 
+from isdarts.errors import GenotypeError
 from isdarts.search.shrink import shrink_step
-from isdarts.spaces.darts_genotype import DartsGenotype, GenotypeError
-from isdarts.spaces.darts_ops import DARTS_EVAL_OPS, DARTS_SEARCH_OPS, SEARCH_TO_EVAL
-from isdarts.spaces.darts_supernet import DARTS_EDGES, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
+from isdarts.spaces.darts.genotype import DartsGenotype
+from isdarts.spaces.darts.ops import DARTS_EVAL_OPS, DARTS_SEARCH_OPS, SEARCH_TO_EVAL
+from isdarts.spaces.darts.supernet import DARTS_EDGES, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
 
 X = torch.randn(2, 3, 16, 16)
 

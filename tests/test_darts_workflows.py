@@ -1,5 +1,6 @@
-"""DARTS-space workflows on tiny nets: retraining (files, resume, MLflow, bad genotypes), the ImageNet data step,
-and ImageNet transfer on one process and on two torchrun ranks."""
+"""The DARTS-space pipeline steps (isdarts.pipeline.retrain and .imagenet) on tiny nets: retraining (files,
+resume, MLflow, bad genotypes), the ImageNet data step, and ImageNet transfer on one process and on two
+torchrun ranks."""
 
 from __future__ import annotations
 
@@ -12,21 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import write_fake_cifar10
 
-from isdarts.config import ConfigError
-from isdarts.darts_workflows import (
-    IMAGENET_EXPERIMENT,
-    RETRAIN_EXPERIMENT,
-    prepare_imagenet_data,
-    retrain_run,
-    transfer_run,
-)
-from isdarts.data.cifar import CLASSES, DataError, load_cifar10, locate_cifar10, save_prepared, write_fake_cifar10
+from isdarts.config.train import ImagenetConfig, RetrainConfig
+from isdarts.data.cifar import CLASSES, load_cifar10, locate_cifar10, save_prepared
 from isdarts.data.imagefolder import check_imagefolder
-from isdarts.spaces.darts_genotype import GenotypeError, load_named_genotype
-from isdarts.train.imagenet_transfer import ImagenetConfig
-from isdarts.train.retrain import TIMING_KEYS, RetrainConfig
-from isdarts.train.runtime import NonFiniteLossError
+from isdarts.errors import ConfigError, DataError, GenotypeError, NonFiniteLossError
+from isdarts.pipeline.imagenet import IMAGENET_EXPERIMENT, prepare_imagenet_data, transfer_run
+from isdarts.pipeline.retrain import RETRAIN_EXPERIMENT, retrain_run
+from isdarts.spaces.darts.genotype import load_named_genotype
+from isdarts.train.retrain import TIMING_KEYS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -278,8 +274,8 @@ from pathlib import Path
 
 import torch
 
-from isdarts.darts_workflows import transfer_run
-from isdarts.train.imagenet_transfer import ImagenetConfig
+from isdarts.config.train import ImagenetConfig
+from isdarts.pipeline.imagenet import transfer_run
 
 torch.set_num_threads(1)
 a = json.loads(sys.argv[1])
@@ -357,7 +353,7 @@ def test_transfer_run_checks_config_manifest_and_tree_first(imagenet_manifest, t
     gfile = _genotype_file(tmp_path / "search")
     with pytest.raises(ValueError, match=r"auxiliary_weight = 0.4 needs images of at least 193 pixels.*= 32 gives"):
         _transfer(gfile, imagenet_manifest, tmp_path / "x", tracking=False, cfg={"auxiliary_weight": 0.4})
-    with pytest.raises(DataError, match=r"manifest .*nope\.json not found; run the prepare_imagenet step"):
+    with pytest.raises(DataError, match=r"manifest .*nope\.json not found; run `dvc repro imagenet_data`"):
         _transfer(gfile, tmp_path / "nope.json", tmp_path / "x", tracking=False)
     tree = tmp_path / "tree"
     manifest = json.loads(imagenet_manifest.read_text())

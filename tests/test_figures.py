@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from isdarts.records import SearchHistory
 from isdarts.report import ReportError, build_all
 from isdarts.report.figures import (
     SHRINK_LINE_LABEL,
@@ -23,8 +24,8 @@ from isdarts.report.figures import (
     plot_darts_iim,
     plot_nb201_iim,
 )
-from isdarts.spaces.darts_ops import DARTS_SEARCH_OPS
-from isdarts.spaces.darts_supernet import DARTS_EDGES
+from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS
+from isdarts.spaces.darts.supernet import DARTS_EDGES
 
 NB201_EDGES = ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"]
 NB201_OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
@@ -135,7 +136,7 @@ def test_darts_iim_panels_per_node(tmp_path):
     assert len(plot.panels["node 3"]) == 5  # one candidate per input edge of node 3
     fig = draw_iim(plot)
     assert _plotted(fig.axes[0])["0<-1 skip_connect"] == ([2, 3], [2.0 + e, 3.0 + e])
-    reduce = darts_iim_data(darts_history(), kind="reduce")
+    reduce = darts_iim_data(SearchHistory.from_json(darts_history()), kind="reduce")
     assert len(reduce.panels["node 0"]) == 16  # every (edge, op) of node 0 is finite in the reduce cell
 
 
@@ -147,7 +148,7 @@ def test_malformed_history(tmp_path):
         plot_nb201_iim(path, tmp_path / "x.png")
     del history["edges"]
     with pytest.raises(ReportError, match="missing key 'edges'"):
-        nb201_iim_data(history, "h.json")
+        nb201_iim_data(SearchHistory.from_json(history, "h.json"))
     put(tmp_path, "bad.json", "{")
     with pytest.raises(ReportError, match="bad.json.*malformed JSON"):
         plot_darts_iim(tmp_path / "bad.json", tmp_path / "y.png")

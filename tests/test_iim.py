@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from isdarts.search.iim import IimAccumulator, aggregate_cells, iim_per_sample, measure_iim
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 
 def reference_iim(x: torch.Tensor) -> torch.Tensor:

@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from isdarts.data.cifar import DataError
+from isdarts.config.train import ImagenetConfig
 from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms, make_tiny_imagefolder
-from isdarts.spaces.darts_genotype import load_named_genotype
+from isdarts.errors import DataError
+from isdarts.spaces.darts.genotype import load_named_genotype
 from isdarts.train.distributed import per_rank_batch
-from isdarts.train.imagenet_transfer import (
-    HISTORY_NAME,
-    METRICS_NAME,
-    ImagenetConfig,
-    check_input_size,
-    train_imagenet,
-)
+from isdarts.train.epochs import HISTORY_NAME, METRICS_NAME
+from isdarts.train.imagenet import check_input_size, train_imagenet
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("cat", "dog")
@@ -117,7 +113,7 @@ def test_two_ranks_match_one_process(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2",
-        "-m", "isdarts.train.imagenet_transfer", "--root", str(root), "--out", str(two_out), "--seed", "3",
+        "-m", "isdarts.train.imagenet", "--root", str(root), "--out", str(two_out), "--seed", "3",
         "--device", "cpu", *flags,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

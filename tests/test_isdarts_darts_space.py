@@ -8,11 +8,14 @@ import math
 import pytest
 import torch
 
-import isdarts.search.isdarts_darts_space as space
-from isdarts.search.isdarts_darts_space import IsDartsDartsSpace, alive_per_node, measure_iim_darts
+import isdarts.search.isdarts as isdarts_method
+from isdarts.config import IimConfig, SearchConfig, ShrinkConfig
+from isdarts.errors import GenotypeError
+from isdarts.search.iim import measure_iim_darts
+from isdarts.search.isdarts import IsDartsDartsSpace
 from isdarts.search.shrink import removals
-from isdarts.spaces.darts_genotype import GenotypeError
-from isdarts.spaces.darts_supernet import CELL_KINDS, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
+from isdarts.spaces.common import alive_per_node
+from isdarts.spaces.darts.supernet import CELL_KINDS, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
 
 # Spec §3.3 table for S = 7: alive candidates per node after each step.
 ALIVE_S7 = [
@@ -44,7 +47,8 @@ def batches(seed: int = 0, n: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]
 
 def method(model: DartsSupernet, steps: int = 7) -> IsDartsDartsSpace:
     # One shrink step after every epoch: epochs 1..S, then one more epoch on the final subnet.
-    return IsDartsDartsSpace(model, epochs=steps + 1, shrink_steps=steps, shrink_interval=1)
+    cfg = SearchConfig(space="darts", epochs=steps + 1, shrink=ShrinkConfig(steps=steps, interval=1), iim=IimConfig())
+    return IsDartsDartsSpace(model, cfg)
 
 
 def test_iim_tables_shape_none_inf_masked_nan_and_mode_restored():
@@ -83,7 +87,7 @@ def test_real_iim_shrinks_both_masks_per_schedule_to_two_survivors_per_node():
     x, y = batches(seed=1)[0]
     with pytest.raises(GenotypeError, match="last shrink step"):
         m.genotype()
-    for epoch in range(m.epochs):
+    for epoch in range(m.cfg.epochs):
         m.set_epoch(epoch)
         loss, _ = m.train_step(x, y)
         assert math.isfinite(loss.item())
@@ -103,7 +107,7 @@ def test_real_iim_shrinks_both_masks_per_schedule_to_two_survivors_per_node():
             assert len(record["pruned"][kind]) == sum(previous) - sum(expected)
             if step == 0:  # `none` scores +inf, so it goes first on every edge
                 assert all(not row[NONE_OP] for row in model.get_mask(kind).tolist())
-    assert m.shrinking_done and m.shrink_steps_done == 7
+    assert m.model.shrinking_done and m.shrink_steps_done == 7
     genotype = m.genotype()
     for nodes in (genotype.normal, genotype.reduce):
         assert len(nodes) == 4
@@ -124,10 +128,10 @@ def test_each_kind_is_ranked_only_by_its_own_table(monkeypatch):
         return table
 
     fake = {"normal": favouring(2), "reduce": favouring(7)}  # sep_conv_3x3 vs max_pool_3x3
-    monkeypatch.setattr(space, "measure_iim_darts", lambda model, _batches: fake)
+    monkeypatch.setattr(isdarts_method, "measure_iim_darts", lambda model, _batches: fake)
     m = method(tiny(), steps=1)  # S = 1: one step prunes n - 2 at once (I-DARTS "rate 1")
     record = m.end_epoch(1, lambda: [])
-    assert record["shrink_step"] == 0 and m.shrinking_done
+    assert record["shrink_step"] == 0 and m.model.shrinking_done
     genotype = m.genotype()
     assert {op for node in genotype.normal for op, _ in node} == {"sep_conv_3x3"}
     assert {op for node in genotype.reduce for op, _ in node} == {"max_pool_3x3"}

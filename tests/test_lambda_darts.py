@@ -7,7 +7,8 @@ import torch
 from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
-from isdarts.search.darts_method import DartsNb201
+from isdarts.config import ArchConfig, SearchConfig
+from isdarts.search.darts import DartsNb201
 from isdarts.search.lambda_darts import (
     LambdaDartsNb201,
     corr_regulariser_grad,
@@ -16,7 +17,7 @@ from isdarts.search.lambda_darts import (
     sign_alignment,
     signcorr_regulariser_grad,
 )
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,10 +67,16 @@ def test_alignment_of_identical_and_opposite_gradients():
         layer_alignment([g])
 
 
+def lambda_cfg(method: str = "lambda_darts", **overrides) -> SearchConfig:
+    """Λ-DARTS (or plain DARTS) as the NB201 script runs it: λ 0.25, ε0 1e-4, weight decay 5e-4, 3 epochs."""
+    values = {"epochs": 3, "weight_decay": 5e-4, "regulariser": "corr", "lam": 0.25, "epsilon": 1e-4, **overrides}
+    return SearchConfig(method=method, arch=ArchConfig(), **values)
+
+
 def test_lambda_ramps_linearly_from_zero_to_lambda():
     assert [lambda_at(t, 5, 0.25) for t in range(5)] == [0.0, 0.0625, 0.125, 0.1875, 0.25]
     assert lambda_at(0, 1, 0.25) == 0.25  # a one-epoch run has no ramp
-    method = LambdaDartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), epochs=50, lam=0.25)
+    method = LambdaDartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), lambda_cfg(epochs=50))
     method.set_epoch(49)
     assert method.lam_t == 0.25
 
@@ -77,7 +84,7 @@ def test_lambda_ramps_linearly_from_zero_to_lambda():
 def make_method(regulariser: str = "corr", **kwargs) -> LambdaDartsNb201:
     torch.manual_seed(0)
     model = Nb201Supernet(channels=4, cells_per_stage=1).double()
-    method = LambdaDartsNb201(model, epochs=3, regulariser=regulariser, **kwargs)
+    method = LambdaDartsNb201(model, lambda_cfg(regulariser=regulariser, **kwargs))
     with torch.no_grad():
         method.alpha.normal_()
     return method
@@ -131,7 +138,7 @@ def test_weight_step_adds_lambda_times_the_correction_and_is_plain_darts_at_lamb
     assert method.end_epoch(3, lambda: [])["alignment"] is not None
 
     # In epoch 0 (λ_t = 0) the weight step is exactly plain DARTS's.
-    lam, darts = make_method(), DartsNb201(make_method().model, epochs=3)
+    lam, darts = make_method(), DartsNb201(make_method().model, lambda_cfg("darts1"))
     with torch.no_grad():
         darts.alpha.copy_(lam.alpha)
     for method in (lam, darts):

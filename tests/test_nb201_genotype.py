@@ -8,7 +8,7 @@ import json
 import pytest
 
 from isdarts.benchmark.nb201 import default_table_path
-from isdarts.spaces.nb201_genotype import (
+from isdarts.spaces.nb201.genotype import (
     NB201_EDGES,
     NB201_NUM_NODES,
     NB201_OPS,

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
-from isdarts.spaces.nb201_genotype import NB201_OPS
-from isdarts.spaces.nb201_supernet import Nb201SearchCell, Nb201Supernet
+from isdarts.spaces.nb201.genotype import NB201_OPS
+from isdarts.spaces.nb201.supernet import Nb201SearchCell, Nb201Supernet
 
 
 def count_op_calls(model: Nb201Supernet) -> Counter:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from isdarts.data.cifar import write_fake_cifar10
+from fakes import write_fake_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -80,7 +79,7 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_reads_it(project):
-    from isdarts.spaces.darts_genotype import DartsGenotype
+    from isdarts.spaces.darts.genotype import DartsGenotype
 
     repo, env = project
     first = run(["dvc", "repro"], repo, env)

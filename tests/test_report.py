@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
-from isdarts.report import ReportError, build_table1, paper, write_table1
+from isdarts.report import ReportError, build_table1, paper, write_table
+from isdarts.report.render import fmt_mean_std, fmt_num, judge, markdown_table
 from isdarts.report.table1 import ALL_SKIP_ARCH, CSV_COLUMNS, TOLERANCES
-from isdarts.report.tables import fmt_mean_std, fmt_num, judge, markdown_table
 
 # Real NB201 cells: the C100-test optimum (the paper's IS-DARTS row), a good one and a weaker one.
 OPTIMUM_ARCH = (
@@ -208,8 +208,8 @@ def _three_files(tmp_path, bench):
 
 def test_output_is_deterministic(tmp_path, bench):
     files = _three_files(tmp_path, bench)
-    md1, csv1 = write_table1(build_table1(files, bench), tmp_path / "a")
-    md2, csv2 = write_table1(build_table1(list(reversed(files)), bench), tmp_path / "b")
+    md1, csv1 = write_table(build_table1(files, bench), tmp_path / "a")
+    md2, csv2 = write_table(build_table1(list(reversed(files)), bench), tmp_path / "b")
     assert md1.read_bytes() == md2.read_bytes()
     assert csv1.read_bytes() == csv2.read_bytes()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["table1.csv", "table1.md"]  # no temp left
@@ -220,7 +220,7 @@ def test_output_is_deterministic(tmp_path, bench):
 
 def test_csv_parses_with_expected_columns(tmp_path, bench):
     report = build_table1(_three_files(tmp_path, bench), bench)
-    _, csv_path = write_table1(report, tmp_path / "out")
+    _, csv_path = write_table(report, tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert tuple(rows[0].keys()) == CSV_COLUMNS
     assert CSV_COLUMNS[:6] == ("source", "method", "profile", "n_runs", "cost", "cost_unit")
@@ -262,8 +262,12 @@ def test_missing_accuracy_key_names_file_and_key(tmp_path, bench):
 
 def test_unknown_method(tmp_path, bench):
     data = _result("isdarts", [_run(bench, 0, OPTIMUM_ARCH)]) | {"method": "enas"}
-    with pytest.raises(ReportError, match=r"m\.json: key 'method' has unknown method 'enas'"):
+    with pytest.raises(ReportError, match=r"m\.json: key 'method' is 'enas'; expected 'isdarts' or"):
         build_table1([_write(tmp_path, "m", data)], bench)
+    # A method the pipeline runs, but whose row lives in Table A.1, not Table 1.
+    data = _result("isdarts", [_run(bench, 0, OPTIMUM_ARCH)]) | {"method": "idarts"}
+    with pytest.raises(ReportError, match=r"i\.json: key 'method' has unknown method 'idarts'; expected one of"):
+        build_table1([_write(tmp_path, "i", data)], bench)
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -1,4 +1,4 @@
-"""Tests for the appendix tables (isdarts.report.table_a): A.1 on NB201 and A.2 over shrink rates."""
+"""Tests for the appendix tables (isdarts.report.table_a1, table_a2): A.1 on NB201 and A.2 over shrink rates."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS
-from isdarts.report import ReportError, build_table_a1, build_table_a2, write_table_a1, write_table_a2
-from isdarts.report.table_a import A1_CSV_COLUMNS, A2_CSV_COLUMNS, RATE_NAMES
+from isdarts.report import ReportError, build_table_a1, build_table_a2, write_table
+from isdarts.report.table_a1 import CSV_COLUMNS as A1_CSV_COLUMNS
+from isdarts.report.table_a2 import CSV_COLUMNS as A2_CSV_COLUMNS
+from isdarts.report.table_a2 import RATE_NAMES
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 PAPER_ISDARTS = (91.55, 94.36, 73.49, 73.51, 46.37, 46.34)
@@ -45,11 +47,13 @@ def sweep_metrics(rate_name: str, final_err: float, best_err: float, profile: st
         "space": "darts", "method": "isdarts", "seed": 0, "profile": profile, "paper_settings": paper,
         "paper_mismatches": [] if paper else ["epochs=2 (paper: 600)"], "genotype": f"Genotype({rate_name})",
         "search_hours": 0.24, "search_cost_unit": "CPU-hours", "epochs": 2, "params_m": 3.3,
-        "final_test_acc": 100 - final_err, "final_test_error": final_err, "best_test_acc": 100 - best_err,
+        "final_test_acc": 100 - final_err, "final_test_error": final_err, "final_train_loss": 1.0,
+        "best_test_acc": 100 - best_err,
         "best_test_error": best_err, "best_epoch": 1, "images_per_s_mean": 1.0, "train_seconds": 1.0,
         "cost_hours": 1 / 3600, "cost_unit": "CPU-hours", "device_name": "cpu", "config": {},
         "genotype_file": "g.json", "image_size": 32, "train_images": 100, "test_images": 50,
-        "rate": rate, "rate_label": label, "steps": steps, "interval": interval, "anchor": "last",
+        "rate": rate, "rate_label": label, "rate_name": rate_name, "steps": steps, "interval": interval,
+        "anchor": "last",
     }
 
 
@@ -102,7 +106,7 @@ def test_a1_paper_profile_judged(tmp_path):
 
 
 def test_a1_csv_and_absent(results, tmp_path):
-    _, csv_path = write_table_a1(build_table_a1(results), tmp_path / "out")
+    _, csv_path = write_table(build_table_a1(results), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert tuple(rows[0]) == A1_CSV_COLUMNS
     assert [(r["source"], r["method"]) for r in rows] == [
@@ -168,7 +172,7 @@ def test_a2_paper_profile_judged(tmp_path):
 
 
 def test_a2_csv(sweep, tmp_path):
-    _, csv_path = write_table_a2(build_table_a2(sweep), tmp_path / "out")
+    _, csv_path = write_table(build_table_a2(sweep), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert tuple(rows[0]) == A2_CSV_COLUMNS
     assert [r["rate_label"] for r in rows if r["source"] == "paper"] == ["1 (I-DARTS)", "0.5", "0.25", "0.143",

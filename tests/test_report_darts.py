@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from isdarts.report import ReportError, build_all, build_table2, build_table3, write_table2, write_table3
+from isdarts.report import ReportError, build_all, build_table2, build_table3, write_table
+from isdarts.report.render import days_unit, fmt_sig
 from isdarts.report.table2 import CSV_COLUMNS as T2_COLUMNS
 from isdarts.report.table3 import CSV_COLUMNS as T3_COLUMNS
-from isdarts.report.tables import days_unit, fmt_sig
 
 GENOTYPE = "Genotype(normal=[('dua_sepc_3x3', 0)], normal_concat=[2], reduce=[('max_pool_3x3', 1)], reduce_concat=[2])"
 
@@ -48,7 +48,9 @@ def imagenet_metrics(method: str, seed: int, top1: float, top5: float, tiny: boo
     return {
         **_common(method, seed, profile, search_hours, unit),
         "top1_error": top1, "top5_error": top5, "params_m": 4.7, "madds_m": 574.2, "madds_input": 224,
-        "epochs": 2, "world_size": 1, "bn": "local", "config": {"image_size": 64},
+        "epochs": 2, "world_size": 1, "bn": "local", "config": {"image_size": 64}, "train_seconds": 120.0,
+        "cost_hours": 120 / 3600, "cost_unit": "CPU-hours", "device_name": "cpu (2 threads)",
+        "genotype_file": "runs/darts/search/isdarts/seed_0/genotype.json",
         "data": {"root": "data/tiny", "split_totals": {"train": 200, "val": 40}, "classes": 10, "tiny": tiny},
     }
 
@@ -134,7 +136,7 @@ def test_custom_profile_is_never_a_pass(tmp_path):
 
 
 def test_table2_csv(retrain_dir, tmp_path):
-    _, csv_path = write_table2(build_table2(retrain_dir), tmp_path / "out")
+    _, csv_path = write_table(build_table2(retrain_dir), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert tuple(rows[0]) == T2_COLUMNS
     assert [r["source"] for r in rows] == ["paper"] * 18 + ["ours"] * 2
@@ -230,7 +232,7 @@ def test_table3_tiny_paper_profile_is_not_judged(tmp_path):
 def test_table3_missing_tiny_flag_and_csv(tmp_path):
     data = imagenet_metrics("isdarts", 0, 80.0, 40.0)
     put(tmp_path / "ok", "isdarts/seed_0/metrics.json", data)
-    _, csv_path = write_table3(build_table3(tmp_path / "ok"), tmp_path / "out")
+    _, csv_path = write_table(build_table3(tmp_path / "ok"), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert tuple(rows[0]) == T3_COLUMNS and len(rows) == 21
     assert (rows[-1]["tiny_data"], rows[-1]["madds_input"], rows[-1]["top1_error_mean"]) == ("true", "224", "80.0")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fakes import write_fake_cifar10
 
 from isdarts.cli import main
-from isdarts.data.cifar import write_fake_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 ISDARTS = str(Path(sys.executable).parent / "isdarts")

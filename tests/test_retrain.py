@@ -9,20 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from isdarts.config.train import RetrainConfig
 from isdarts.data.cifar import load_cifar10, locate_cifar10
-from isdarts.spaces.darts_genotype import load_named_genotype
-from isdarts.train.checkpoint import CheckpointError
+from isdarts.errors import CheckpointError, NonFiniteLossError
+from isdarts.spaces.darts.genotype import load_named_genotype
 from isdarts.train.retrain import (
     CHECKPOINT_NAME,
     TIMING_KEYS,
-    RetrainConfig,
     build_network,
     drop_path_at,
     lr_at,
     retrain_cifar,
     training_loss,
 )
-from isdarts.train.runtime import NonFiniteLossError
 
 TINY = RetrainConfig(
     C=4, layers=5, epochs=3, warmup_epochs=1, batch_size=16, lr=0.05, auxiliary_weight=0.4, drop_path_prob=0.2,

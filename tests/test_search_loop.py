@@ -10,11 +10,11 @@ import yaml
 
 from isdarts.config import ConfigError, params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
-from isdarts.spaces.nb201_genotype import Nb201Genotype
-from isdarts.train import search_loop
+from isdarts.search import loop
+from isdarts.search.loop import CHECKPOINT_NAME, run_search
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 from isdarts.train.checkpoint import CheckpointError
 from isdarts.train.runtime import NonFiniteLossError
-from isdarts.train.search_loop import CHECKPOINT_NAME, run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"images_per_s", "epoch_seconds"}
@@ -80,7 +80,7 @@ def test_checkpoint_of_other_settings_is_not_resumed(arrays, tmp_path):
 
 def test_checkpoint_of_other_code_is_not_resumed(arrays, tmp_path, monkeypatch):
     search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)
-    monkeypatch.setattr(search_loop, "code_fingerprint", lambda *_: "another-version")
+    monkeypatch.setattr(loop, "code_fingerprint", lambda *_: "another-version")
     assert search(tiny_params(), arrays, tmp_path, stop_after_epochs=1)["epochs_done"] == 1
 
 
@@ -88,9 +88,9 @@ def test_code_fingerprint_follows_the_result_modules(tmp_path, monkeypatch):
     module = tmp_path / "probe_module_for_fingerprint.py"
     module.write_text("A = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    before = search_loop.code_fingerprint(("probe_module_for_fingerprint",))
+    before = loop.code_fingerprint(("probe_module_for_fingerprint",))
     module.write_text("A = 2\n")
-    assert search_loop.code_fingerprint(("probe_module_for_fingerprint",)) != before
+    assert loop.code_fingerprint(("probe_module_for_fingerprint",)) != before
 
 
 def test_corrupt_checkpoint_is_reported_not_restarted_over(arrays, tmp_path):
@@ -149,7 +149,7 @@ def test_the_weight_and_valid_halves_are_disjoint_and_the_same_for_every_seed(ar
 
     train = DeviceImages(arrays.train_x, arrays.train_y, "cpu")
     cfg = tiny_params("darts1")
-    parts = [search_loop.split_search_data(train, train, cfg, seed, "subset") for seed in (0, 5)]
+    parts = [loop.split_search_data(train, train, cfg, seed, "subset") for seed in (0, 5)]
     for data in parts:
         rows = {tuple(x.flatten().tolist()[:64]) for x in data.train.x} | {
             tuple(x.flatten().tolist()[:64]) for x in data.valid.x}
@@ -179,7 +179,7 @@ def tiny_darts_cfg(method: str = "isdarts"):
 
 
 def test_isdarts_on_the_darts_space_ends_with_two_inputs_per_node_and_resumes_exactly(arrays, tmp_path):
-    from isdarts.spaces.darts_genotype import DartsGenotype
+    from isdarts.spaces.darts.genotype import DartsGenotype
 
     cfg = tiny_darts_cfg()
     full = search(cfg, arrays, tmp_path / "a")
@@ -203,7 +203,7 @@ def test_isdarts_on_the_darts_space_ends_with_two_inputs_per_node_and_resumes_ex
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts", "sdarts", "idarts"])
 def test_every_method_also_runs_on_the_darts_space(arrays, tmp_path, method):
-    from isdarts.spaces.darts_genotype import DartsGenotype
+    from isdarts.spaces.darts.genotype import DartsGenotype
 
     raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
     raw["darts"]["search"].update(C=4, N=1, epochs=2, batch_size=16, log_every=1, image_size=8, train_images=32,

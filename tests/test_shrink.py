@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from isdarts.search.shrink import per_edge_subsets, removals, shrink_epochs, shrink_step, step_at
+from isdarts.search.shrink import removals, shrink_epochs, shrink_step, step_at
+from isdarts.spaces.nb201.supernet import per_edge_subsets
 
 
 def test_paper_nb201_schedule_shrinks_after_epochs_22_24_26_28():
@@ -35,7 +36,7 @@ def test_per_node_removal_counts_of_the_darts_space_table():
 def test_nb201_steps_remove_one_op_per_edge_the_largest_iim_and_end_single_path():
     torch.manual_seed(0)
     mask = torch.ones(6, 5)
-    subsets = per_edge_subsets(6, 5)
+    subsets = per_edge_subsets()
     for step in range(4):
         iim = torch.rand(6, 5, dtype=torch.float64)
         iim[:, 0] = math.inf  # `none`

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from isdarts.benchmark.nb201 import CSV_COLUMNS, BenchmarkError
+from isdarts.errors import GenotypeError
 from isdarts.io import file_digest
-from isdarts.spaces.nb201_genotype import GenotypeError, Nb201Genotype
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 NB201_V1_0_FILENAME = "NAS-Bench-201-v1_0-e61699.pth"
 # The authors publish no full checksum; their README says the six hex digits in the file

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from isdarts.spaces.nb201_genotype import GenotypeError, Nb201Genotype
+from isdarts.errors import BenchmarkError, GenotypeError
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 NB201_NUM_ARCHS = 15_625
 TABLE_FILENAME = "nb201_acc200.csv"
@@ -63,9 +64,6 @@ _FIX = (
     "or rebuild it from NAS-Bench-201-v1_0-e61699.pth with isdarts.benchmark.converter.build_table_from_api."
 )
 
-
-class BenchmarkError(RuntimeError):
-    """The benchmark table (or the official benchmark file) is missing, corrupt or cannot answer."""
 
 
 @dataclass(frozen=True)

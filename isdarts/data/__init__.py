@@ -3,12 +3,10 @@
 from isdarts.data.cifar import (
     CifarArrays,
     CifarSource,
-    DataError,
     load_cifar10,
     load_prepared,
     locate_cifar10,
     save_prepared,
-    write_fake_cifar10,
 )
 from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD, DeviceImages
 
@@ -17,11 +15,9 @@ __all__ = [
     "CIFAR10_STD",
     "CifarArrays",
     "CifarSource",
-    "DataError",
     "DeviceImages",
     "load_cifar10",
     "load_prepared",
     "locate_cifar10",
     "save_prepared",
-    "write_fake_cifar10",
 ]

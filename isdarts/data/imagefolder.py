@@ -82,7 +82,7 @@ def make_tiny_imagefolder(
 
     Real pixels in a real ImageFolder tree, so the quick profile and tests exercise the same loader as ImageNet.
     """
-    from PIL import Image
+    from PIL import Image  # only the tiny tree writes images; reading goes through torchvision
 
     out = Path(root) / split
     labels = np.asarray(labels)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from isdarts.errors import ReportError
+from isdarts.report.render import seed_dirs, write_table
 from isdarts.report.table1 import METHOD_LABELS as TABLE1_METHODS
-from isdarts.report.table1 import build_table1, write_table1
-from isdarts.report.table2 import build_table2, write_table2
-from isdarts.report.table3 import build_table3, write_table3
-from isdarts.report.table_a import build_table_a1, build_table_a2, write_table_a1, write_table_a2
-from isdarts.report.tables import ReportError, seed_dirs
+from isdarts.report.table1 import build_table1
+from isdarts.report.table2 import build_table2
+from isdarts.report.table3 import build_table3
+from isdarts.report.table_a1 import build_table_a1
+from isdarts.report.table_a2 import build_table_a2
 
 __all__ = ["FIGURE_NAMES", "TABLE_STEMS", "build_all", "build_figures", "lowest_seed_history"]
 
@@ -77,15 +79,10 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
     if not table1_files:
         names = ", ".join(f"nb201_{m}.json" for m in TABLE1_METHODS)
         raise ReportError(f"{results_dir}: no NB201 results ({names}); run `dvc repro` (the lookup stage) first")
-    t1 = build_table1(table1_files)
-    t2 = build_table2(runs_dir / "darts" / "retrain")
-    t3 = build_table3(runs_dir / "darts" / "imagenet")
-    a1 = build_table_a1(results_dir)
-    a2 = build_table_a2(runs_dir / "darts" / "sweep")
-    written = [
-        *write_table1(t1, reports_dir), *write_table2(t2, reports_dir), *write_table3(t3, reports_dir),
-        *write_table_a1(a1, reports_dir), *write_table_a2(a2, reports_dir),
-    ]
+    tables = [build_table1(table1_files), build_table2(runs_dir / "darts" / "retrain"),
+              build_table3(runs_dir / "darts" / "imagenet"), build_table_a1(results_dir),
+              build_table_a2(runs_dir / "darts" / "sweep")]
+    written = [path for table in tables for path in write_table(table, reports_dir)]
     written += build_figures(runs_dir, reports_dir / "figures")
     log.info("wrote %d report files into %s", len(written), reports_dir)
     return tuple(written)

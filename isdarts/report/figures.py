@@ -6,10 +6,11 @@
 - DARTS α against IS-DARTS importance (Fig. A.4): per NB201 edge, softmax(α) of a DARTS search
   beside the normalised importance IS-DARTS measured at its first IIM epoch.
 
-Drawing uses matplotlib's object API with the Agg canvas (no pyplot, so no global backend or
-figure registry), a fixed dpi and no "Software" PNG tag, so a rebuild on one machine is
-byte-identical. Each ``plot_*`` returns the data it drew, or None when an input history is
-absent (the figure is skipped with a warning and a stale copy removed).
+Histories are read as ``isdarts.records.SearchHistory`` (checked there, shapes included). Drawing
+uses matplotlib's object API with the Agg canvas (no pyplot: no global backend or figure registry),
+a fixed dpi and no "Software" PNG tag, so a rebuild on one machine is byte-identical. Each
+``plot_*`` returns the data it drew, or None when an input history is absent (figure skipped with a
+warning, stale copy removed).
 """
 
 from __future__ import annotations
@@ -27,27 +28,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
+from isdarts.errors import ReportError
 from isdarts.io import atomic_write_bytes
-from isdarts.report.tables import DISPLAY_LABELS, ReportError, load_json, require, require_str_list
-
-__all__ = [
-    "DPI",
-    "SHRINK_LINE_LABEL",
-    "AlphaVsIimPlot",
-    "IimPlot",
-    "Series",
-    "alpha_vs_iim_data",
-    "darts_iim_data",
-    "draw_alpha_vs_iim",
-    "draw_iim",
-    "importance",
-    "nb201_iim_data",
-    "plot_alpha_vs_iim",
-    "plot_darts_iim",
-    "plot_nb201_iim",
-    "save_figure",
-    "softmax",
-]
+from isdarts.records import Matrix, SearchHistory
+from isdarts.report.render import DISPLAY_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -88,38 +72,23 @@ class AlphaVsIimPlot:
     importance: Mapping[str, tuple[float, ...]]
 
 
-# ---------------------------------------------------------------- reading histories
+# ---------------------------------------------------------------- data from histories
 
 
 def _finite(value: Any) -> float | None:
-    """A plottable number, or None for null, inf, nan and non-numbers."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
+    """A plottable number, or None for null, inf and nan."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _epochs(history: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
-    epochs = require(history, "epochs", list, where)
-    for i, record in enumerate(epochs):
-        if not isinstance(record, dict):
-            raise ReportError(f"{where}: epochs[{i}]: expected an object, got {type(record).__name__}")
-        require(record, "epoch", int, f"{where}: epochs[{i}]")
-    return epochs
+def _label(history: SearchHistory) -> str:
+    return DISPLAY_LABELS.get(history.method, history.method)
 
 
-def _matrix(value: Any, rows: int, cols: int, where: str) -> list[list[Any]]:
-    """A rows×cols list of lists (the shape the history's edges/ops promise)."""
-    if (not isinstance(value, list) or len(value) != rows
-            or any(not isinstance(row, list) or len(row) != cols for row in value)):
-        raise ReportError(f"{where}: expected a {rows}x{cols} list of lists")
-    return value
+def _shrink_epochs(history: SearchHistory) -> tuple[int, ...]:
+    return tuple(r.epoch for r in history.epochs if r.shrink_step is not None)
 
 
-def _shrink_epochs(epochs: Sequence[Mapping[str, Any]]) -> tuple[int, ...]:
-    return tuple(r["epoch"] for r in epochs if r.get("shrink_step") is not None)
-
-
-def _iim_series(matrices: Sequence[tuple[int, list[list[Any]]]], edges: Sequence[str], ops: Sequence[str],
+def _iim_series(matrices: Sequence[tuple[int, Matrix]], edges: Sequence[str], ops: Sequence[str],
                 cells: Sequence[tuple[str, int, int]]) -> dict[str, Series]:
     """label -> finite points of matrix[edge][op] over (epoch, matrix) pairs; a candidate with none is left out."""
     out = {}
@@ -130,47 +99,31 @@ def _iim_series(matrices: Sequence[tuple[int, list[list[Any]]]], edges: Sequence
     return out
 
 
-def nb201_iim_data(history: Mapping[str, Any], where: str = "history") -> IimPlot:
+def nb201_iim_data(history: SearchHistory) -> IimPlot:
     """Fig. 4 / A.3 data from an NB201 history: one panel per edge, one series per op."""
-    edges = require_str_list(history, "edges", where)
-    ops = require_str_list(history, "ops", where)
-    epochs = _epochs(history, where)
-    matrices = [(r["epoch"], _matrix(r["iim"], len(edges), len(ops), f"{where}: epochs[{i}].iim"))
-                for i, r in enumerate(epochs) if r.get("iim") is not None]
+    edges, ops = history.edges, history.ops
+    matrices = [(r.epoch, r.iim) for r in history.epochs if r.iim is not None]
     panels = {edge: MappingProxyType(_iim_series(matrices, edges, ops, [(op, e, o) for o, op in enumerate(ops)]))
               for e, edge in enumerate(edges)}
-    method = DISPLAY_LABELS.get(str(history.get("method")), str(history.get("method")))
-    return IimPlot(f"NB201 {method} seed {history.get('seed')}: IIM (hooked value, larger = less important)",
-                   ops, MappingProxyType(panels), _shrink_epochs(epochs))
+    return IimPlot(f"NB201 {_label(history)} seed {history.seed}: IIM (hooked value, larger = less important)",
+                   ops, MappingProxyType(panels), _shrink_epochs(history))
 
 
-def darts_iim_data(history: Mapping[str, Any], where: str = "history", kind: str = "normal") -> IimPlot:
+def darts_iim_data(history: SearchHistory, kind: str = "normal") -> IimPlot:
     """DARTS-space IIM data for one cell kind: one panel per intermediate node, one series per (edge, op).
 
     Edge "i<-j" feeds node i. Candidates that never had a finite value (pruned from the start,
     or `none` at +inf) are left out.
     """
-    edges = require_str_list(history, "edges", where)
-    ops = require_str_list(history, "ops", where)
-    epochs = _epochs(history, where)
-    matrices = []
-    for i, r in enumerate(epochs):
-        iim = r.get("iim")
-        if iim is None:
-            continue
-        if not isinstance(iim, dict):
-            raise ReportError(f"{where}: epochs[{i}].iim: expected an object keyed by cell kind")
-        matrices.append((r["epoch"], _matrix(require(iim, kind, list, f"{where}: epochs[{i}].iim"),
-                                             len(edges), len(ops), f"{where}: epochs[{i}].iim.{kind}")))
+    edges, ops = history.edges, history.ops
+    matrices = [(r.epoch, r.iim[kind]) for r in history.epochs if isinstance(r.iim, Mapping)]
     nodes: dict[str, list[tuple[str, int, int]]] = {}
     for e, edge in enumerate(edges):
-        node = edge.split("<-")[0]
-        nodes.setdefault(f"node {node}", []).extend((f"{edge} {op}", e, o) for o, op in enumerate(ops))
+        nodes.setdefault(f"node {edge.split('<-')[0]}", []).extend((f"{edge} {op}", e, o) for o, op in enumerate(ops))
     panels = {name: MappingProxyType(_iim_series(matrices, edges, ops, cells))
               for name, cells in sorted(nodes.items(), key=lambda kv: int(kv[0].split()[1]))}
-    method = DISPLAY_LABELS.get(str(history.get("method")), str(history.get("method")))
-    return IimPlot(f"DARTS space {method} seed {history.get('seed')}, {kind} cell: IIM (hooked value, "
-                   "larger = less important)", ops, MappingProxyType(panels), _shrink_epochs(epochs))
+    return IimPlot(f"DARTS space {_label(history)} seed {history.seed}, {kind} cell: IIM (hooked value, "
+                   "larger = less important)", ops, MappingProxyType(panels), _shrink_epochs(history))
 
 
 def softmax(logits: Sequence[float]) -> tuple[float, ...]:
@@ -181,7 +134,7 @@ def softmax(logits: Sequence[float]) -> tuple[float, ...]:
     return tuple(x / total for x in exps)
 
 
-def importance(hooked: Sequence[Any]) -> tuple[float, ...]:
+def importance(hooked: Sequence[float | None]) -> tuple[float, ...]:
     """One edge's IIM hooked values as importances that sum to 1.
 
     The hooked value is inverse to importance (spec §7.5: larger = less important), so
@@ -193,37 +146,31 @@ def importance(hooked: Sequence[Any]) -> tuple[float, ...]:
     return tuple(r / total for r in raw) if total > 0 else tuple(0.0 for _ in raw)
 
 
-def alpha_vs_iim_data(darts: Mapping[str, Any], isdarts: Mapping[str, Any], darts_where: str = "darts history",
+def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where: str = "darts history",
                       isdarts_where: str = "isdarts history") -> AlphaVsIimPlot | None:
     """Fig. A.4 data: DARTS's last-epoch softmax(α) and IS-DARTS's first measured importance, per edge.
 
     None when IS-DARTS has no epoch with an IIM record yet (nothing to compare).
     """
-    edges = require_str_list(darts, "edges", darts_where)
-    ops = require_str_list(darts, "ops", darts_where)
-    for key, mine in (("edges", edges), ("ops", ops)):
-        theirs = require_str_list(isdarts, key, isdarts_where)
-        if theirs != mine:
-            raise ReportError(f"{isdarts_where}: key {key!r} {list(theirs)} differs from {darts_where}'s {list(mine)}")
-    d_epochs = _epochs(darts, darts_where)
-    if not d_epochs:
+    for key in ("edges", "ops"):
+        if getattr(isdarts, key) != getattr(darts, key):
+            raise ReportError(f"{isdarts_where}: key {key!r} {list(getattr(isdarts, key))} differs from "
+                              f"{darts_where}'s {list(getattr(darts, key))}")
+    if not darts.epochs:
         raise ReportError(f"{darts_where}: key 'epochs' is empty")
-    last = d_epochs[-1]
-    alpha = _matrix(require(last, "alpha", list, f"{darts_where}: epochs[-1]"), len(edges), len(ops),
-                    f"{darts_where}: epochs[-1].alpha")
-    for e, row in enumerate(alpha):
+    last = darts.epochs[-1]
+    if not isinstance(last.alpha, tuple):
+        raise ReportError(f"{darts_where}: epochs[-1]: missing key 'alpha'")
+    for e, row in enumerate(last.alpha):
         if any(_finite(x) is None for x in row):
             raise ReportError(f"{darts_where}: epochs[-1].alpha[{e}] holds a non-finite or non-number value")
-    first = next(((i, r) for i, r in enumerate(_epochs(isdarts, isdarts_where)) if r.get("iim") is not None), None)
+    first = next((r for r in isdarts.epochs if isinstance(r.iim, tuple)), None)
     if first is None:
         return None
-    i, record = first
-    iim = _matrix(record["iim"], len(edges), len(ops), f"{isdarts_where}: epochs[{i}].iim")
-    method = DISPLAY_LABELS.get(str(darts.get("method")), str(darts.get("method")))
     return AlphaVsIimPlot(
-        ops=ops, alpha_label=f"{method} softmax(α)", alpha_epoch=last["epoch"], iim_epoch=record["epoch"],
-        alpha=MappingProxyType({edge: softmax(alpha[e]) for e, edge in enumerate(edges)}),
-        importance=MappingProxyType({edge: importance(iim[e]) for e, edge in enumerate(edges)}),
+        ops=darts.ops, alpha_label=f"{_label(darts)} softmax(α)", alpha_epoch=last.epoch, iim_epoch=first.epoch,
+        alpha=MappingProxyType({edge: softmax(last.alpha[e]) for e, edge in enumerate(darts.edges)}),
+        importance=MappingProxyType({edge: importance(first.iim[e]) for e, edge in enumerate(darts.edges)}),
     )
 
 
@@ -325,11 +272,11 @@ def _skip(out_path: Path, why: str) -> None:
     Path(out_path).unlink(missing_ok=True)
 
 
-def _load_history(path: Path, out_path: Path) -> dict[str, Any] | None:
+def _load_history(path: Path, out_path: Path) -> SearchHistory | None:
     if not Path(path).is_file():
         _skip(out_path, f"no history at {path}")
         return None
-    return load_json(Path(path))
+    return SearchHistory.read(Path(path))
 
 
 def _plot_iim(plot: IimPlot, out_path: Path) -> IimPlot | None:
@@ -343,17 +290,13 @@ def _plot_iim(plot: IimPlot, out_path: Path) -> IimPlot | None:
 def plot_nb201_iim(history_path: Path, out_path: Path) -> IimPlot | None:
     """nb201_iim_over_epochs.png from an NB201 IS-DARTS history; None (skipped) without data."""
     history = _load_history(history_path, out_path)
-    if history is None:
-        return None
-    return _plot_iim(nb201_iim_data(history, str(history_path)), out_path)
+    return None if history is None else _plot_iim(nb201_iim_data(history), out_path)
 
 
 def plot_darts_iim(history_path: Path, out_path: Path, kind: str = "normal") -> IimPlot | None:
     """darts_iim_over_epochs.png from a DARTS-space IS-DARTS search history; None (skipped) without data."""
     history = _load_history(history_path, out_path)
-    if history is None:
-        return None
-    return _plot_iim(darts_iim_data(history, str(history_path), kind), out_path)
+    return None if history is None else _plot_iim(darts_iim_data(history, kind), out_path)
 
 
 def plot_alpha_vs_iim(darts_history_path: Path, isdarts_history_path: Path, out_path: Path) -> AlphaVsIimPlot | None:

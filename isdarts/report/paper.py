@@ -14,28 +14,6 @@ from types import MappingProxyType
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS
 
-__all__ = [
-    "ACCURACY_KEYS",
-    "CLAIMS",
-    "TABLE1",
-    "TABLE1_COST_UNIT",
-    "TABLE1_SEEDS",
-    "TABLE2",
-    "TABLE2_COST_UNIT",
-    "TABLE3",
-    "TABLE3_COST_UNIT",
-    "TABLE_A1",
-    "TABLE_A2",
-    "AblationRow",
-    "PaperCell",
-    "PaperClaims",
-    "ShrinkRateRow",
-    "Table1Row",
-    "Table2Row",
-    "Table3Row",
-    "table1_row",
-]
-
 
 @dataclass(frozen=True)
 class PaperCell:
@@ -52,52 +30,6 @@ class Table1Row:
     method: str
     cost_hours: float | None
     cells: Mapping[str, PaperCell]
-
-
-@dataclass(frozen=True)
-class Table2Row:
-    """DARTS space on CIFAR-10: test error (%), params (M), cost in GPU-days, method family."""
-
-    architecture: str
-    test_error: PaperCell
-    params_m: PaperCell
-    cost_gpu_days: float | None
-    method: str
-
-
-@dataclass(frozen=True)
-class Table3Row:
-    """ImageNet mobile setting: top-1/top-5 error (%), params (M), cost in GPU-days.
-
-    ``searched_on`` is "CIFAR-10" for the paper's "(C)", "ImageNet" for "(I)", else None.
-    """
-
-    architecture: str
-    top1_error: float
-    top5_error: float | None
-    params_m: float | None
-    cost_gpu_days: float | None
-    method: str
-    searched_on: str | None = None
-
-
-@dataclass(frozen=True)
-class AblationRow:
-    """Table A.1: single accuracies (no std) per NB201 accuracy key."""
-
-    method: str
-    accuracies: Mapping[str, float]
-
-
-@dataclass(frozen=True)
-class ShrinkRateRow:
-    """Table A.2: shrink rate, steps S = 1/rate, interval in epochs (None for "/"), test error (%)."""
-
-    label: str
-    rate: float
-    steps: int
-    interval_epochs: int | None
-    test_error: float
 
 
 @dataclass(frozen=True)
@@ -152,6 +84,18 @@ TABLE1: tuple[Table1Row, ...] = (
                                       (46.37, 0.00), (46.34, 0.00))),
 )
 
+
+@dataclass(frozen=True)
+class Table2Row:
+    """DARTS space on CIFAR-10: test error (%), params (M), cost in GPU-days, method family."""
+
+    architecture: str
+    test_error: PaperCell
+    params_m: PaperCell
+    cost_gpu_days: float | None
+    method: str
+
+
 TABLE2_COST_UNIT = "GPU-days"
 
 TABLE2: tuple[Table2Row, ...] = (
@@ -174,6 +118,23 @@ TABLE2: tuple[Table2Row, ...] = (
     Table2Row("DARTS-", PaperCell(2.59, 0.08), PaperCell(3.5, 0.13), 0.4, "gradient"),
     Table2Row("IS-DARTS", PaperCell(2.56, 0.04), PaperCell(4.25, 0.22), 0.42, "gradient"),
 )
+
+
+@dataclass(frozen=True)
+class Table3Row:
+    """ImageNet mobile setting: top-1/top-5 error (%), params (M), cost in GPU-days.
+
+    ``searched_on`` is "CIFAR-10" for the paper's "(C)", "ImageNet" for "(I)", else None.
+    """
+
+    architecture: str
+    top1_error: float
+    top5_error: float | None
+    params_m: float | None
+    cost_gpu_days: float | None
+    method: str
+    searched_on: str | None = None
+
 
 TABLE3_COST_UNIT = "GPU-days"
 
@@ -202,6 +163,15 @@ TABLE3: tuple[Table3Row, ...] = (
     Table3Row("IS-DARTS (C)", 24.1, 7.1, 6.4, 0.42, "gradient", _C),
 )
 
+
+@dataclass(frozen=True)
+class AblationRow:
+    """Table A.1: single accuracies (no std) per NB201 accuracy key."""
+
+    method: str
+    accuracies: Mapping[str, float]
+
+
 # The appendix introduces the names S-DARTS and I-DARTS in reversed order; the meanings here are
 # those of §3.5 (I-DARTS: IIM without shrinking; S-DARTS: shrinking without IIM).
 TABLE_A1: tuple[AblationRow, ...] = (
@@ -209,6 +179,18 @@ TABLE_A1: tuple[AblationRow, ...] = (
     AblationRow("I-DARTS", _accs(90.59, 93.31, 70.05, 69.83, 43.78, 43.84)),
     AblationRow("S-DARTS", _accs(68.29, 70.92, 38.57, 38.97, 18.87, 18.41)),
 )
+
+
+@dataclass(frozen=True)
+class ShrinkRateRow:
+    """Table A.2: shrink rate, steps S = 1/rate, interval in epochs (None for "/"), test error (%)."""
+
+    label: str
+    rate: float
+    steps: int
+    interval_epochs: int | None
+    test_error: float
+
 
 TABLE_A2: tuple[ShrinkRateRow, ...] = (
     ShrinkRateRow("1 (I-DARTS)", 1.0, 1, None, 2.98),

@@ -1,1 +1,1 @@
-"""Search methods that drive a supernet: IS-DARTS (IIM + progressive shrinking)."""
+"""Search methods on a supernet: the loop, the methods table, IS-DARTS (IIM + progressive shrinking) and baselines."""

@@ -9,12 +9,14 @@ largest is pruned first (the paper's IIM is its inverse).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.search.base import Batches
+from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 
 def iim_per_sample(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,7 @@ def aggregate_cells(per_cell: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_probe_pass(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], probe: Callable) -> int:
+def run_probe_pass(model: nn.Module, batches: Batches, probe: Callable) -> int:
     """Forward every batch with `probe` on each op output; returns the number of samples seen.
 
     Runs in eval mode (spec §8): cell BNs, built without running stats, still normalise with batch
@@ -84,9 +86,28 @@ def run_probe_pass(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     return seen
 
 
-def measure_iim(model: Nb201Supernet, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def measure_iim(model: Nb201Supernet, batches: Batches) -> torch.Tensor:
     """Measure the (edges, ops) IIM table of the ops the mask keeps; masked entries are NaN."""
     acc = IimAccumulator(model.num_search_cells, model.mask.shape[0], model.mask.shape[1], model.mask.device)
     run_probe_pass(model, batches, acc)
     table = aggregate_cells(acc.per_cell())
     return table.masked_fill(model.mask == 0, float("nan"))
+
+
+def measure_iim_darts(model: DartsSupernet, batches: Batches) -> dict[str, torch.Tensor]:
+    """The (14, 8) IIM table of each DARTS cell kind, {"normal": ..., "reduce": ...}; masked entries are NaN.
+
+    One accumulator per kind, averaged over that kind's cells (spec §3.2), measured in the same eval-mode
+    pass as `measure_iim`.
+    """
+    device = model.normal_mask.device
+    accs = {kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device) for kind in CELL_KINDS}
+
+    def probe(kind: str, cell: int, edge: int, op: int, out: torch.Tensor) -> None:
+        accs[kind](cell, edge, op, out)
+
+    run_probe_pass(model, batches, probe)
+    return {
+        kind: aggregate_cells(acc.per_cell()).masked_fill(model.get_mask(kind) == 0, float("nan"))
+        for kind, acc in accs.items()
+    }

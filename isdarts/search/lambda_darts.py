@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from isdarts.search.darts_method import Batches, BilevelDarts, DartsNb201, flat_norm, grads_or_zeros
-from isdarts.spaces.nb201_supernet import Nb201Supernet
+from isdarts.config.search import SearchConfig
+from isdarts.search.base import Batches
+from isdarts.search.darts import BilevelDarts, DartsDartsSpace, DartsNb201, flat_norm, grads_or_zeros
 
 RegulariserGrad = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 
@@ -99,16 +101,14 @@ class LambdaDarts(BilevelDarts):
     `class LambdaDartsNb201(LambdaDarts, DartsNb201)`, so the MRO puts it between them.
 
     The subclass says which cells are regularised and how their per-cell probabilities become the
-    supernet's `weights` argument (`regularised_probs`, `with_cell_weights`); call `_init_lambda` after
-    the DARTS constructor. The α update is the unchanged DARTS update.
+    supernet's `weights` argument (`regularised_probs`, `with_cell_weights`). `cfg.epsilon` is ε0 (the
+    probabilities move by ε0 per side) and `cfg.lam` the final λ of the linear ramp. The α update is the
+    unchanged DARTS update.
     """
 
-    regulariser: str
-    lam: float
-    eps0: float
-    lam_t: float
-
-    def _init_lambda(self, regulariser: str, lam: float, eps0: float) -> None:
+    def __init__(self, model: nn.Module, cfg: SearchConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__(model, cfg, generator)
+        regulariser, lam, eps0 = cfg.regulariser, cfg.lam, cfg.epsilon
         if regulariser not in REGULARISERS:
             raise ValueError(f"unknown Λ-DARTS regulariser {regulariser!r}; known: {', '.join(REGULARISERS)}")
         if eps0 <= 0:
@@ -134,7 +134,7 @@ class LambdaDarts(BilevelDarts):
         self._alignment_steps = 0
         return super().set_epoch(epoch)
 
-    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches]) -> dict[str, Any]:
+    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches] | None) -> dict[str, Any]:
         """Adds λ_t and the epoch's mean train-batch layer alignment Λ (regularised cells) to the DARTS record."""
         record = super().end_epoch(epochs_done, iim_batches)
         steps = self._alignment_steps
@@ -184,30 +184,28 @@ class LambdaDarts(BilevelDarts):
 
 
 class LambdaDartsNb201(LambdaDarts, DartsNb201):
-    """DARTS plus the Λ-DARTS alignment term in the weight step, all 15 NB201 cells regularised.
+    """Λ-DARTS on NB201: all 15 cells regularised; the NB201 script takes the weight step first."""
 
-    The NB201 script takes the weight step first (arch_first=False); the DARTS-space script takes the
-    α step first. Extra keyword arguments go to DartsNb201 (lr, weight_decay, arch_lr, order, ...).
-    """
-
-    name = "lambda_darts"
-
-    def __init__(
-        self,
-        model: Nb201Supernet,
-        *,
-        epochs: int,
-        regulariser: str = "corr",
-        lam: float = 0.25,
-        eps0: float = 1e-4,
-        arch_first: bool = False,
-        **darts_kwargs: Any,
-    ) -> None:
-        super().__init__(model, epochs=epochs, arch_first=arch_first, **darts_kwargs)
-        self._init_lambda(regulariser, lam, eps0)
+    arch_first = False
 
     def regularised_probs(self, p: torch.Tensor) -> tuple[torch.Tensor, int]:
         return p, self.model.num_search_cells
 
     def with_cell_weights(self, p: torch.Tensor, cells: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return list(cells)
+
+
+class LambdaDartsDartsSpace(LambdaDarts, DartsDartsSpace):
+    """Λ-DARTS on the DARTS space: per-cell clones of the normal weights, only the normal cells regularised
+    (reduction-cell v = 0), and the α step first, as Λ-DARTS's DARTS-space script does."""
+
+    arch_first = True
+
+    def regularised_probs(self, p: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return p[0], self.model.num_cells("normal")
+
+    def with_cell_weights(
+        self, p: tuple[torch.Tensor, torch.Tensor], cells: Sequence[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        # The reduction cells keep the shared p: their v is 0, so neither pass perturbs them.
+        return list(cells), p[1]

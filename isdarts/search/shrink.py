@@ -87,7 +87,3 @@ def shrink_step(
             pruned.append((e, o))
     return ShrinkResult(new_mask, pruned)
 
-
-def per_edge_subsets(num_edges: int, num_ops: int) -> list[list[Candidate]]:
-    """NB201's comparison subsets: each edge on its own."""
-    return [[(e, o) for o in range(num_ops)] for e in range(num_edges)]

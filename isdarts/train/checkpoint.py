@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -10,20 +11,34 @@ from typing import Any
 
 import torch
 
+from isdarts.errors import CheckpointError
 from isdarts.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be used; never silently discarded."""
-
-
 def fingerprint(settings: dict[str, Any]) -> str:
     """A short hash of everything that must match for a checkpoint to be resumed."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def code_fingerprint(modules: tuple[str, ...]) -> str:
+    """A short hash of the source of the modules that decide a run's numbers.
+
+    A checkpoint written by other versions of them is not resumed: DVC re-runs a stage after a code change,
+    and resuming a finished run would silently keep the old code's results. Only the modules that decide
+    the numbers are listed, so an edit elsewhere (logging, the report, another stage's config) keeps
+    every checkpoint.
+    """
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin:
+            raise CheckpointError(f"code fingerprint: module {name} not found; fix its name in the result-module list")
+        digest.update(Path(spec.origin).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def save_checkpoint(path: Path, state: dict[str, Any], settings_fingerprint: str) -> None:

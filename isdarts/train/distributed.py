@@ -54,6 +54,16 @@ def current_info() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def launch_world_size() -> int:
+    """The world size of the joined group, else the one torchrun announced (1 outside torchrun): known before
+    joining, so a batch that the world size does not divide is refused before any process waits on another."""
+    if dist.is_initialized():
+        return dist.get_world_size()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 1
+    return int(os.environ["WORLD_SIZE"])
+
+
 def is_main() -> bool:
     """True on rank 0 (and in a single process): the only rank that writes files."""
     return not dist.is_initialized() or dist.get_rank() == 0

@@ -11,94 +11,31 @@ import dataclasses
 import hashlib
 import logging
 import math
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from isdarts.config.train import RetrainConfig
 from isdarts.data.cifar import CifarArrays
 from isdarts.data.device_loader import DeviceImages
-from isdarts.spaces.darts_genotype import DartsGenotype
-from isdarts.spaces.darts_network import NetworkCIFAR, count_parameters_m
-from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from isdarts.train.runtime import (
-    Stopwatch,
-    check_finite,
-    cost_unit,
-    describe_device,
-    make_deterministic,
-    make_generator,
-    resolve_device,
-    restore_rng,
-    rng_state,
-)
-from isdarts.train.search_loop import code_fingerprint
+from isdarts.spaces.darts.genotype import DartsGenotype
+from isdarts.spaces.darts.network import NetworkCIFAR, count_parameters_m
+from isdarts.train.checkpoint import code_fingerprint, fingerprint
+from isdarts.train.epochs import EpochLoop, Record, evaluate
+from isdarts.train.runtime import Stopwatch, check_finite, make_deterministic, make_generator, resolve_device, run_cost
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "retrain_last.pt"
 # The modules that decide a retrain's numbers: a checkpoint written by other versions of them is not resumed,
 # so a code change that makes DVC re-run the stage trains afresh instead of returning the old finished run.
 RESULT_MODULES = (
-    "isdarts.train.retrain", "isdarts.spaces.darts_network", "isdarts.spaces.darts_ops",
-    "isdarts.spaces.darts_genotype", "isdarts.data.device_loader", "isdarts.train.runtime",
+    "isdarts.train.retrain", "isdarts.train.epochs", "isdarts.spaces.darts.network", "isdarts.spaces.darts.ops",
+    "isdarts.spaces.darts.genotype", "isdarts.spaces.common", "isdarts.data.device_loader", "isdarts.train.runtime",
 )
 TIMING_KEYS = ("images_per_s", "epoch_seconds")
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """Hyperparameters of one evaluation run; `paper()` gives the spec §2 values."""
-
-    C: int = 36
-    layers: int = 20
-    epochs: int = 600
-    warmup_epochs: int = 5
-    batch_size: int = 96
-    lr: float = 0.025
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 3e-4
-    grad_clip: float = 0.0  # 0 = off; AutoDL's evaluation does not clip
-    auxiliary_weight: float = 0.4  # 0 also drops the auxiliary head
-    drop_path_prob: float = 0.2  # the value reached at the end of the linear ramp
-    cutout: int = 16
-    log_every: int = 50  # steps between NaN checks (each one is a host sync)
-
-    def __post_init__(self) -> None:
-        positive = ("C", "epochs", "batch_size", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"RetrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.layers < 3:
-            raise ValueError(f"RetrainConfig.layers must be >= 3 (two reductions need them), got {self.layers}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(
-                f"RetrainConfig.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"RetrainConfig.lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"RetrainConfig.momentum must be in [0, 1), got {self.momentum}")
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("RetrainConfig.nesterov needs momentum > 0")
-        for name in ("weight_decay", "grad_clip", "auxiliary_weight", "cutout"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RetrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.drop_path_prob < 1:
-            raise ValueError(f"RetrainConfig.drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
-
-    @classmethod
-    def paper(cls) -> RetrainConfig:
-        """The CIFAR-10 evaluation settings of the official code (spec §2)."""
-        return cls(
-            C=36, layers=20, epochs=600, warmup_epochs=5, batch_size=96, lr=0.025, momentum=0.9, nesterov=True,
-            weight_decay=3e-4, grad_clip=0.0, auxiliary_weight=0.4, drop_path_prob=0.2, cutout=16, log_every=50,
-        )
 
 
 def lr_at(step: int, steps_per_epoch: int, cfg: RetrainConfig) -> float:
@@ -155,22 +92,6 @@ def training_loss(
     return loss
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: DeviceImages, batch_size: int) -> tuple[float, float]:
-    """Loss and accuracy (%) on a split, in eval mode (no drop path, no auxiliary head)."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
-    correct = torch.zeros((), dtype=torch.int64, device=data.device)
-    for x, y in data.batches(batch_size, augment=False, shuffle=False, generator=None):
-        logits, _ = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
-    n = len(data)
-    return loss_sum.item() / n, 100.0 * correct.item() / n
-
-
 def arrays_fingerprint(arrays: CifarArrays) -> str:
     """A content hash of the data, so a checkpoint is never resumed on other images."""
     h = hashlib.blake2b(digest_size=8)
@@ -217,87 +138,67 @@ def retrain_cifar(
         "retrain": dataclasses.asdict(cfg), "genotype": genotype.to_json(), "seed": seed,
         "data": arrays_fingerprint(arrays), "device": device.type, "code": code_fingerprint(RESULT_MODULES),
     }
-    key = fingerprint(settings)
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-    state = load_checkpoint(ckpt_path, key)
-    history: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {}
-    elapsed, start_epoch = 0.0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], {"data": gen})
-        history, elapsed, start_epoch = state["history"], state["elapsed_s"], state["epochs_done"]
-        extra = state.get("extra", {})
-        log.info("resuming retrain seed %d from %s after epoch %d", seed, ckpt_path, start_epoch)
-    if stop_after_epochs is not None and start_epoch >= stop_after_epochs and start_epoch < cfg.epochs:
-        return {"finished": False, "epochs_done": start_epoch, "params_m": params_m}
-    if on_start is not None:
-        extra = dict(on_start(dict(extra)) or {})
-
-    n_batches = train.num_batches(cfg.batch_size)
-    epochs = tqdm(
-        range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc=f"retrain seed {seed}",
-        unit="epoch", disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    loop = EpochLoop(
+        name=f"retrain seed {seed}", epochs=cfg.epochs, checkpoint_path=Path(checkpoint_dir) / CHECKPOINT_NAME,
+        key=fingerprint(settings), state={"model": model, "optimizer": optimizer}, generators={"data": gen},
+        progress=progress, stop_after_epochs=stop_after_epochs, on_start=on_start, on_epoch=on_epoch,
     )
+    stopped = {"finished": False, "params_m": params_m}
+    if not loop.start():
+        return {**stopped, "epochs_done": loop.epochs_done}
     model.train()
-    for epoch in epochs:
-        model.drop_path_prob = drop_path_at(epoch, cfg)
-        clock = Stopwatch(device)
-        step_losses = torch.zeros(n_batches, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        batches = train.batches(cfg.batch_size, augment=True, shuffle=True, generator=gen, cutout=cfg.cutout)
-        for step, (x, y) in enumerate(batches):
-            lr = lr_at(epoch * n_batches + step, n_batches, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits, logits_aux = model(x)
-            loss = training_loss(logits, logits_aux, y, cfg.auxiliary_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            # Kept on the device; reading them every step would sync the host each time.
-            step_losses[step] = loss.detach()
-            correct += (logits.detach().argmax(1) == y).sum()
-            if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
-                check_finite(step_losses[: step + 1], epoch, "retraining", "Lower the learning rate or check the data.")
-        train_seconds = clock.elapsed()
-        test_loss, test_acc = evaluate(model, test, cfg.batch_size)
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr_at(epoch * n_batches, n_batches, cfg),  # at the epoch's first step
-            "drop_path": model.drop_path_prob,
-            "train_loss": step_losses.mean().item(),
-            "train_acc": 100.0 * correct.item() / len(train),
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "images_per_s": len(train) / train_seconds,
-            "epoch_seconds": clock.elapsed(),
-        }
-        history.append(record)
-        elapsed += record["epoch_seconds"]
-        if on_epoch is not None:
-            on_epoch(record)
-        log.info(
-            "retrain seed %d epoch %d/%d  lr %.5f  drop %.3f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s",
-            seed, epoch + 1, cfg.epochs, record["lr"], record["drop_path"], record["train_loss"],
-            record["train_acc"], test_acc, record["images_per_s"],
-        )
-        save_checkpoint(
-            ckpt_path,
-            {
-                "epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": rng_state({"data": gen}), "history": history, "elapsed_s": elapsed, "extra": extra,
-            },
-            key,
-        )
-        if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs and epoch + 1 < cfg.epochs:
-            return {"finished": False, "epochs_done": epoch + 1, "params_m": params_m}
+    if not loop.run(lambda epoch: _train_epoch(model, optimizer, train, test, gen, cfg, epoch, seed)):
+        return {**stopped, "epochs_done": loop.epochs_done}
+    return {"finished": True, "metrics": _final_metrics(loop.history, cfg, seed, params_m, loop.elapsed_s, device),
+            "history": loop.history}
 
-    return {"finished": True, "metrics": _final_metrics(history, cfg, seed, params_m, elapsed, device),
-            "history": history}
+
+def _train_epoch(
+    model: NetworkCIFAR, optimizer: torch.optim.Optimizer, train: DeviceImages, test: DeviceImages,
+    gen: torch.Generator, cfg: RetrainConfig, epoch: int, seed: int,
+) -> Record:
+    """One epoch of training, then the test pass; returns the epoch's history record."""
+    n_batches = train.num_batches(cfg.batch_size)
+    model.drop_path_prob = drop_path_at(epoch, cfg)
+    clock = Stopwatch(train.device)
+    step_losses = torch.zeros(n_batches, device=train.device)
+    correct = torch.zeros((), dtype=torch.int64, device=train.device)
+    batches = train.batches(cfg.batch_size, augment=True, shuffle=True, generator=gen, cutout=cfg.cutout)
+    for step, (x, y) in enumerate(batches):
+        lr = lr_at(epoch * n_batches + step, n_batches, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        logits, logits_aux = model(x)
+        loss = training_loss(logits, logits_aux, y, cfg.auxiliary_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        # Kept on the device; reading them every step would sync the host each time.
+        step_losses[step] = loss.detach()
+        correct += (logits.detach().argmax(1) == y).sum()
+        if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
+            check_finite(step_losses[: step + 1], epoch, "retraining", "Lower the learning rate or check the data.")
+    train_seconds = clock.elapsed()
+    test_loss, test_acc = evaluate(model, test, cfg.batch_size)
+    record = {
+        "epoch": epoch + 1,
+        "lr": lr_at(epoch * n_batches, n_batches, cfg),  # at the epoch's first step
+        "drop_path": model.drop_path_prob,
+        "train_loss": step_losses.mean().item(),
+        "train_acc": 100.0 * correct.item() / len(train),
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "images_per_s": len(train) / train_seconds,
+        "epoch_seconds": clock.elapsed(),
+    }
+    log.info(
+        "retrain seed %d epoch %d/%d  lr %.5f  drop %.3f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s",
+        seed, epoch + 1, cfg.epochs, record["lr"], record["drop_path"], record["train_loss"],
+        record["train_acc"], test_acc, record["images_per_s"],
+    )
+    return record
 
 
 def _final_metrics(
@@ -318,9 +219,6 @@ def _final_metrics(
         "best_test_error": 100.0 - best["test_acc"],
         "best_epoch": best["epoch"],
         "images_per_s_mean": sum(r["images_per_s"] for r in history) / len(history),
-        "train_seconds": elapsed,
-        "cost_hours": elapsed / 3600.0,
-        "cost_unit": cost_unit(device),
-        "device_name": describe_device(device),
+        **run_cost(device, elapsed),
         "config": dataclasses.asdict(cfg),
     }

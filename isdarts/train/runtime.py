@@ -8,6 +8,7 @@ import time
 import torch
 
 from isdarts.config import ConfigError
+from isdarts.errors import NonFiniteLossError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,6 +36,14 @@ def describe_device(device: torch.device) -> str:
 
 def cost_unit(device: torch.device) -> str:
     return "GPU-hours" if device.type == "cuda" else "CPU-hours"
+
+
+def run_cost(device: torch.device, seconds: float) -> dict[str, float | str]:
+    """What a trainer's metrics report about its cost: wall seconds, hours, their unit and the device."""
+    return {
+        "train_seconds": seconds, "cost_hours": seconds / 3600.0, "cost_unit": cost_unit(device),
+        "device_name": describe_device(device),
+    }
 
 
 def make_deterministic(seed: int) -> None:
@@ -69,9 +78,6 @@ class Stopwatch:
     def elapsed(self) -> float:
         return self._now() - self.start
 
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or inf; the last good checkpoint is kept."""
 
 
 def check_finite(losses: torch.Tensor, epoch: int, what: str, fix: str) -> None:

@@ -10,8 +10,6 @@ one: weights, optimisers, masks, α, history and every random-number stream are 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.util
 import logging
 import sys
 from dataclasses import dataclass
@@ -21,11 +19,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from isdarts.config import ConfigError, Params, SearchConfig, paper_mismatches
+from isdarts.config.paper import paper_mismatches
+from isdarts.config.search import SearchConfig
 from isdarts.data.cifar import CifarArrays
 from isdarts.data.device_loader import DeviceImages
-from isdarts.search.registry import SpaceInfo, build_method, space_info
-from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
+from isdarts.data.downsample import reduce_cifar
+from isdarts.errors import ConfigError, GenotypeError
+from isdarts.search.base import SearchMethod
+from isdarts.search.methods import SPACES, SUPERNETS, load, method_spec
+from isdarts.train.checkpoint import code_fingerprint, fingerprint, load_checkpoint, save_checkpoint
 from isdarts.train.runtime import (
     Stopwatch,
     check_finite,
@@ -43,33 +45,33 @@ CHECKPOINT_NAME = "last.pt"
 # The modules that decide a search's numbers (the sources dvc.yaml lists for the search stages). A
 # checkpoint written by other versions of them is not resumed: DVC re-runs the stage after a code change,
 # and resuming a finished run would silently keep the old code's results.
+# Each method module serves both spaces, so all of them are common; the iim module reads both supernets.
 COMMON_RESULT_MODULES = (
-    "isdarts.config", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.iim",
-    "isdarts.search.shrink", "isdarts.search.registry", "isdarts.search.isdarts_method",
-    "isdarts.search.darts_method", "isdarts.search.lambda_darts", "isdarts.search.ablations",
-    "isdarts.train.checkpoint", "isdarts.train.runtime", "isdarts.train.search_loop",
+    "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
+    "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
+    "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
+    "isdarts.spaces.common", "isdarts.train.checkpoint", "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
-    "nb201": ("isdarts.spaces.nb201_genotype", "isdarts.spaces.nb201_ops", "isdarts.spaces.nb201_supernet"),
-    "darts": (
-        "isdarts.spaces.darts_genotype", "isdarts.spaces.darts_ops", "isdarts.spaces.darts_supernet",
-        "isdarts.search.isdarts_darts_space", "isdarts.search.darts_space_baselines",
-    ),
+    "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet"),
+    "darts": ("isdarts.spaces.darts.genotype", "isdarts.spaces.darts.ops", "isdarts.spaces.darts.supernet"),
 }
-RESULT_MODULES = COMMON_RESULT_MODULES + SPACE_RESULT_MODULES["nb201"]
 
 
 def result_modules(space: str) -> tuple[str, ...]:
+    """The modules whose source decides a search's numbers on `space` (its checkpoint's code fingerprint)."""
     return COMMON_RESULT_MODULES + SPACE_RESULT_MODULES[space]
 
 
-def code_fingerprint(modules: tuple[str, ...] = RESULT_MODULES) -> str:
-    digest = hashlib.sha256()
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            digest.update(Path(spec.origin).read_bytes())
-    return digest.hexdigest()[:16]
+def build_method(
+    cfg: SearchConfig, num_classes: int, device: torch.device, generator: torch.Generator | None = None
+) -> SearchMethod:
+    """The search method `cfg` names, with its supernet on `device`; `generator` seeds α's initialisation."""
+    if cfg.space not in SPACES:
+        raise ConfigError(f"unknown search space {cfg.space!r}; expected one of {', '.join(SPACES)}")
+    method_class = method_spec(cfg.method).method_class(cfg.space)
+    model = load(SUPERNETS[cfg.space])(cfg.C, cfg.N, num_classes, affine=False, track=False).to(device)
+    return method_class(model, cfg, generator)
 
 
 @dataclass
@@ -88,8 +90,6 @@ def reduce_arrays(arrays: CifarArrays, cfg: SearchConfig) -> CifarArrays:
     """The images a search sees: all of them at 32x32, or (small profiles) fewer and downsampled."""
     if cfg.image_size == 32 and cfg.train_images is None and cfg.test_images is None:
         return arrays
-    from isdarts.data.downsample import reduce_cifar
-
     try:
         return reduce_cifar(
             arrays, image_size=cfg.image_size, train_images=cfg.train_images, test_images=cfg.test_images
@@ -102,7 +102,7 @@ def split_search_data(
     train: DeviceImages, test: DeviceImages, cfg: SearchConfig, seed: int, kind: str
 ) -> SearchData:
     """Apply the method's data use: a bi-level train/valid split, or the IIM data choice (spec §3.2)."""
-    if cfg.bilevel:
+    if method_spec(cfg.method).bilevel:
         n_valid = len(train) - round(cfg.train_portion * len(train))
         if n_valid < 1 or n_valid >= len(train):
             raise ConfigError(
@@ -126,16 +126,8 @@ def split_search_data(
     return SearchData(train, test, iim, True, None, kind)
 
 
-def logits_of(method: Any, x: torch.Tensor) -> torch.Tensor:
-    """The supernet's logits as the method sees them: bi-level methods mix by their α."""
-    if getattr(method, "bilevel", False):
-        weights = method.arch_weights()
-        return method.model(x, weights=weights)[1]
-    return method.model(x)[1]
-
-
 @torch.no_grad()
-def evaluate(method: Any, data: DeviceImages, batch_size: int) -> tuple[float, float]:
+def evaluate(method: SearchMethod, data: DeviceImages, batch_size: int) -> tuple[float, float]:
     """Loss and accuracy (%) on a split, in eval mode."""
     model = method.model
     was_training = model.training
@@ -143,7 +135,7 @@ def evaluate(method: Any, data: DeviceImages, batch_size: int) -> tuple[float, f
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     correct = torch.zeros((), dtype=torch.int64, device=data.device)
     for x, y in data.batches(batch_size, augment=False, shuffle=False, generator=None):
-        logits = logits_of(method, x)
+        logits = method.logits(x)
         loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
@@ -151,38 +143,36 @@ def evaluate(method: Any, data: DeviceImages, batch_size: int) -> tuple[float, f
     return loss_sum.item() / n, 100.0 * correct.item() / n
 
 
-def _epoch_metrics(record: dict[str, Any], info: SpaceInfo) -> dict[str, float]:
+def _epoch_metrics(record: dict[str, Any], supernet: type) -> dict[str, float]:
     """Flatten one history record into MLflow metrics."""
     metrics = {k: record[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s")}
     if record.get("arch_loss") is not None:
         metrics["arch_loss"] = record["arch_loss"]
-    tables = [("", record["alive"], record["iim"])] if info.kinds is None else [
+    tables = [("", record["alive"], record["iim"])] if supernet.KINDS is None else [
         (f"{kind}/", record["alive"][kind], None if record["iim"] is None else record["iim"][kind])
-        for kind in info.kinds
+        for kind in supernet.KINDS
     ]
     metrics["alive_ops"] = float(sum(sum(map(sum, alive)) for _, alive, _ in tables))
     for prefix, alive, iim in tables:
-        for e, edge in enumerate(info.edges):
+        for e, edge in enumerate(supernet.EDGES):
             metrics[f"alive_ops/{prefix}{edge}"] = float(sum(alive[e]))
             if iim is not None:
-                for o, op in enumerate(info.ops):
+                for o, op in enumerate(supernet.OPS):
                     value = iim[e][o]
                     if value is not None:  # None: the op was masked before this measurement
                         metrics[f"iim/{prefix}{edge}/{op}"] = value
     return metrics
 
 
-def _current_genotype(method: Any, info: SpaceInfo) -> str | None:
+def _current_genotype(method: SearchMethod) -> str | None:
     """The genotype the method would report now; None while it is undefined (DARTS-space shrinking)."""
-    from isdarts.spaces.darts_genotype import GenotypeError
-
     try:
-        return info.genotype_str(method.genotype())
+        return str(method.genotype())
     except GenotypeError:
         return None
 
 
-def _train_epoch(method: Any, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool):
+def _train_epoch(method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool):
     """One pass over the weight data; returns (per-step losses, correct count) as device tensors."""
     device = data.train.device
     n_batches = data.train.num_batches(cfg.batch_size, drop_last=False)
@@ -194,11 +184,9 @@ def _train_epoch(method: Any, data: SearchData, cfg: SearchConfig, gens: dict, e
         disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )
     for step, (x, y) in enumerate(bar):
-        if data.valid is not None:
-            x_val, y_val = data.valid.sample(len(y), augment=True, generator=gens["valid"])
-            loss, n_correct = method.train_step(x, y, x_val, y_val)
-        else:
-            loss, n_correct = method.train_step(x, y)
+        # Bi-level methods pair each weight batch with a valid batch (split_search_data made the valid half).
+        valid = data.valid.sample(len(y), augment=True, generator=gens["valid"]) if method.bilevel else ()
+        loss, n_correct = method.train_step(x, y, *valid)
         step_losses[step] = loss
         correct += n_correct
         if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
@@ -234,7 +222,6 @@ def run_search(
             "params.yaml: profile 'paper' needs the full, verified CIFAR-10, but data/prepared holds a subset; "
             "put CIFAR-10 in data.cifar10_root (or set data.download: true) and run `dvc repro -f prepare_data`"
         )
-    info = space_info(cfg.space)
     arrays = reduce_arrays(arrays, cfg)
     train = DeviceImages(arrays.train_x, arrays.train_y, dev)
     test = DeviceImages(arrays.test_x, arrays.test_y, dev)
@@ -242,6 +229,7 @@ def run_search(
     make_deterministic(seed)
     method = build_method(cfg, num_classes=len(arrays.classes), device=dev,
                           generator=make_generator(torch.device("cpu"), seed + 2))
+    supernet = type(method.model)  # its class names the space's edges, ops and cell kinds
     gens = {"data": make_generator(dev, seed), "iim": make_generator(dev, seed + 1),
             "valid": make_generator(dev, seed + 3)}
     settings = {
@@ -291,8 +279,8 @@ def run_search(
             "test_acc": test_acc,
             "images_per_s": len(data.train) / train_seconds,
             "epoch_seconds": clock.elapsed(),
-            "alive": info.alive(method.model),
-            "genotype": _current_genotype(method, info),
+            "alive": method.model.alive_json(),
+            "genotype": _current_genotype(method),
             **end,
         }
         history.append(record)
@@ -304,7 +292,7 @@ def run_search(
             f"  shrink step {end['shrink_step']}" if end.get("shrink_step") is not None else "",
         )
         if tracker is not None:
-            tracker.log_metrics(_epoch_metrics(record, info), step=epoch + 1)
+            tracker.log_metrics(_epoch_metrics(record, supernet), step=epoch + 1)
         save_checkpoint(
             ckpt_path,
             {
@@ -327,7 +315,7 @@ def run_search(
         "paper_settings": not mismatches and data_kind == "full",
         "paper_mismatches": mismatches + ([] if data_kind == "full" else ["data: CIFAR-10 subset"]),
         "data_kind": data_kind,
-        "genotype": info.genotype_str(genotype),
+        "genotype": str(genotype),
         "epochs": cfg.epochs,
         "final_train_loss": final["train_loss"],
         "final_train_acc": final["train_acc"],
@@ -344,24 +332,20 @@ def run_search(
     if cfg.shrink is not None:
         metrics["shrink"] = {
             "steps": cfg.shrink.steps, "interval": cfg.shrink.interval, "anchor": cfg.shrink.anchor,
-            "epochs": list(getattr(method, "schedule", [])),
+            "epochs": list(method.schedule),
         }
     history_doc: dict[str, Any] = {
-        "space": cfg.space, "method": cfg.method, "seed": seed, "edges": list(info.edges), "ops": list(info.ops),
+        "space": cfg.space, "method": cfg.method, "seed": seed,
+        "edges": list(supernet.EDGES), "ops": list(supernet.OPS),
     }
-    if info.kinds is not None:
-        history_doc["kinds"] = list(info.kinds)
+    if supernet.KINDS is not None:
+        history_doc["kinds"] = list(supernet.KINDS)
     history_doc["epochs"] = history
     return {
         "finished": True,
-        "genotype": {**info.genotype_json(genotype), "method": cfg.method, "seed": seed},
+        "genotype": {**genotype.to_json(), "method": cfg.method, "seed": seed},
         "metrics": metrics,
         "history": history_doc,
         "mlflow_run_id": run_id,
     }
 
-
-def run_nb201_search(params: Params, seed: int, arrays: CifarArrays, *, method: str = "isdarts", **kwargs: Any):
-    """One NB201 search of `method` with the settings params.yaml gives it."""
-    return run_search(params.nb201.search(method), seed, arrays, profile=params.profile, device=params.device,
-                      **kwargs)

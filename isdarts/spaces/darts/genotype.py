@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from isdarts.spaces.darts_ops import DARTS_EVAL_OPS, SEARCH_TO_EVAL
-from isdarts.spaces.nb201_genotype import GenotypeError
+from isdarts.errors import GenotypeError
+from isdarts.spaces.darts.ops import DARTS_EVAL_OPS, SEARCH_TO_EVAL
 
 __all__ = [
     "DARTS_DEFAULT_CONCAT",
     "DARTS_NUM_NODES",
+    "INPUTS_PER_NODE",
+    "Cell",
     "DartsGenotype",
-    "GenotypeError",
     "load_named_genotype",
     "named_genotypes",
 ]

@@ -3,9 +3,9 @@
 The global batch is split evenly across ranks and gradients are averaged by DDP, so N ranks follow the same
 optimisation as one process with the same global batch. Only rank 0 writes checkpoints and metrics; a killed
 run resumes from the last per-epoch checkpoint. The pipeline runs this through
-`isdarts.darts_workflows.transfer_run`; the module entry below trains a shipped genotype on any tree:
+`isdarts.pipeline.imagenet.transfer_run`; the module entry below trains a shipped genotype on any tree:
 
-    torchrun --nproc_per_node=8 -m isdarts.train.imagenet_transfer --root /data/imagenet --out runs/imagenet
+    torchrun --nproc_per_node=8 -m isdarts.train.imagenet --root /data/imagenet --out runs/imagenet
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,95 +25,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from isdarts.config.train import ImagenetConfig
 from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms
-from isdarts.io import atomic_write_json
-from isdarts.spaces.darts_genotype import DartsGenotype, load_named_genotype
-from isdarts.spaces.darts_network import NetworkImageNet, count_flops_m, count_parameters_m
+from isdarts.spaces.darts.genotype import DartsGenotype, load_named_genotype
+from isdarts.spaces.darts.network import NetworkImageNet, count_flops_m, count_parameters_m
 from isdarts.train import distributed as ddp
-from isdarts.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
-from isdarts.train.runtime import (
-    Stopwatch,
-    check_finite,
-    cost_unit,
-    describe_device,
-    make_deterministic,
-    resolve_device,
-    restore_rng,
-    rng_state,
-)
-from isdarts.train.search_loop import code_fingerprint
+from isdarts.train.checkpoint import code_fingerprint, fingerprint
+from isdarts.train.epochs import EpochLoop, Record, write_outputs
+from isdarts.train.runtime import Stopwatch, check_finite, make_deterministic, resolve_device, run_cost
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "imagenet_last.pt"
 # As for retraining: a checkpoint of other code is not resumed (see isdarts.train.retrain.RESULT_MODULES).
 RESULT_MODULES = (
-    "isdarts.train.imagenet_transfer", "isdarts.spaces.darts_network", "isdarts.spaces.darts_ops",
-    "isdarts.spaces.darts_genotype", "isdarts.data.imagefolder", "isdarts.train.distributed",
+    "isdarts.train.imagenet", "isdarts.train.epochs", "isdarts.spaces.darts.network", "isdarts.spaces.darts.ops",
+    "isdarts.spaces.darts.genotype", "isdarts.spaces.common", "isdarts.data.imagefolder", "isdarts.train.distributed",
 )
-METRICS_NAME = "metrics.json"
-HISTORY_NAME = "history.json"
-BN_MODES = ("sync", "local", "frozen")
-
-
-@dataclass(frozen=True)
-class ImagenetConfig:
-    """Hyperparameters of one ImageNet run; `paper()` gives the spec §2 mobile-setting values."""
-
-    C: int = 48
-    layers: int = 14
-    epochs: int = 250
-    warmup_epochs: int = 5
-    batch_size: int = 128  # global, split across ranks
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 3e-5
-    label_smoothing: float = 0.1
-    auxiliary_weight: float = 0.4  # 0 also drops the auxiliary head
-    drop_path_prob: float = 0.0
-    image_size: int = 224
-    flops_size: int = 224  # MAdds are always reported at the paper's resolution
-    augment: bool = True  # False trains on the deterministic test transform (tests, smoke runs)
-    # sync: SyncBatchNorm under multi-GPU DDP (falls back to local on CPU, which lacks it);
-    # frozen: BN uses running statistics, so a sample's output does not depend on its batch (equivalence tests).
-    bn: str = "sync"
-    workers: int = 4
-    record_step_losses: bool = False  # per-step global losses in the history (tests; large for real runs)
-
-    def __post_init__(self) -> None:
-        for name in ("C", "epochs", "batch_size", "image_size", "flops_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ImagenetConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.layers < 3:
-            raise ValueError(f"ImagenetConfig.layers must be >= 3 (two reductions need them), got {self.layers}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(
-                f"ImagenetConfig.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}"
-            )
-        if not self.lr > 0:
-            raise ValueError(f"ImagenetConfig.lr must be > 0, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"ImagenetConfig.momentum must be in [0, 1), got {self.momentum}")
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("ImagenetConfig.nesterov needs momentum > 0")
-        for name in ("weight_decay", "auxiliary_weight", "workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"ImagenetConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"ImagenetConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if not 0 <= self.drop_path_prob < 1:
-            raise ValueError(f"ImagenetConfig.drop_path_prob must be in [0, 1), got {self.drop_path_prob}")
-        if self.bn not in BN_MODES:
-            raise ValueError(f"ImagenetConfig.bn must be one of {BN_MODES}, got {self.bn!r}")
-
-    @classmethod
-    def paper(cls) -> ImagenetConfig:
-        """The ImageNet mobile setting of the official code (spec §2)."""
-        return cls(
-            C=48, layers=14, epochs=250, warmup_epochs=5, batch_size=128, lr=0.1, momentum=0.9, nesterov=True,
-            weight_decay=3e-5, label_smoothing=0.1, auxiliary_weight=0.4, drop_path_prob=0.0, image_size=224,
-            augment=True, bn="sync",
-        )
 
 
 def check_input_size(cfg: ImagenetConfig) -> None:
@@ -189,6 +115,47 @@ def _loaders(
     return train_set, val_set, train_loader, val_loader
 
 
+def _train_epoch(
+    net: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader,
+    n_val: int, bn_mode: str, cfg: ImagenetConfig, epoch: int,
+) -> Record:
+    """One epoch on this rank's shard, then the validation pass; returns the epoch's (global) history record."""
+    dev = next(net.parameters()).device
+    n_steps = len(train_loader)
+    train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    clock = Stopwatch(dev)
+    net.train()
+    if bn_mode == "frozen":
+        _freeze_bn(net)
+    step_losses = torch.zeros(n_steps, dtype=torch.float64, device=dev)
+    for step, (x, y) in enumerate(train_loader):
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch * n_steps + step, n_steps, cfg)
+        logits, logits_aux = net(x)
+        loss = smoothed_loss(logits, logits_aux, y, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step_losses[step] = loss.detach()
+    # Equal local batches, so the mean of the rank means is the global-batch loss; one sync per epoch.
+    ddp.all_reduce_sum(step_losses).div_(ddp.world_size())
+    check_finite(step_losses, epoch, "ImageNet training", "Lower the learning rate or check the data.")
+    train_seconds = clock.elapsed()
+    record: Record = {
+        "epoch": epoch + 1, "lr": lr_at(epoch * n_steps, n_steps, cfg), "train_loss": step_losses.mean().item(),
+        **evaluate(net, val_loader, dev, n_val),
+        "images_per_s": n_steps * cfg.batch_size / train_seconds,  # global: every rank trains in step
+    }
+    record["epoch_seconds"] = clock.elapsed()
+    if cfg.record_step_losses:
+        record["step_losses"] = step_losses.tolist()
+    if ddp.is_main():
+        log.info("epoch %d/%d  lr %.5f  train loss %.4f  top-1 err %.2f  top-5 err %.2f", epoch + 1, cfg.epochs,
+                 record["lr"], record["train_loss"], record["top1_error"], record["top5_error"])
+    return record
+
+
 def train_imagenet(
     genotype: DartsGenotype,
     root: str | Path,
@@ -203,7 +170,8 @@ def train_imagenet(
 ) -> dict[str, Any] | None:
     """Train (or resume) `genotype` on the ImageFolder tree at `root`; rank 0 returns the metrics, others None.
 
-    The metrics carry the per-epoch `history`; nothing but the checkpoint is written here (see `write_outputs`).
+    The metrics carry the per-epoch `history`; nothing but the checkpoint is written here (see
+    `isdarts.train.epochs.write_outputs`).
     Call inside an initialised process group (see `main`) for multi-process runs; works as-is in one process.
     `manifest` is `check_imagefolder(root)` when the caller already has it (the check lists every file).
     On rank 0 only: `on_start(extra)` runs before training with the `extra` dict of the checkpoint resumed from
@@ -243,97 +211,31 @@ def train_imagenet(
         "data": {"classes": manifest["classes"], "counts": manifest["counts"]},
         "code": code_fingerprint(RESULT_MODULES),
     }
-    key = fingerprint(settings)
-    ckpt_path = checkpoint_dir / CHECKPOINT_NAME
-    state = load_checkpoint(ckpt_path, key)
-    history: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {}
-    start_epoch, elapsed = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"], {})
-        history, start_epoch = state["history"], state["epochs_done"]
-        elapsed, extra = state.get("elapsed_s", 0.0), state.get("extra", {})
-        log.info("rank %d resuming ImageNet run from %s after epoch %d", info.rank, ckpt_path, start_epoch)
-    if on_start is not None and info.rank == 0:
-        extra = dict(on_start(dict(extra)) or {})
+    loop = EpochLoop(
+        name=f"ImageNet seed {seed} (rank {info.rank})", epochs=cfg.epochs,
+        checkpoint_path=checkpoint_dir / CHECKPOINT_NAME, key=fingerprint(settings),
+        state={"model": model, "optimizer": optimizer}, on_start=on_start, on_epoch=on_epoch,
+        writer=info.rank == 0, barrier=ddp.barrier,
+    )
+    loop.start()
     net: nn.Module = model
     if info.enabled:
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    n_steps = len(train_loader)
-    if n_steps == 0:
+    if len(train_loader) == 0:
         raise ValueError(f"{root}/train has {len(train_set)} images, fewer than one global batch of {cfg.batch_size}")
-    for epoch in range(start_epoch, cfg.epochs):
-        train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
-        clock = Stopwatch(dev)
-        net.train()
-        if bn_mode == "frozen":
-            _freeze_bn(net)
-        step_losses = torch.zeros(n_steps, dtype=torch.float64, device=dev)
-        for step, (x, y) in enumerate(train_loader):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(epoch * n_steps + step, n_steps, cfg)
-            logits, logits_aux = net(x)
-            loss = smoothed_loss(logits, logits_aux, y, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step_losses[step] = loss.detach()
-        # Equal local batches, so the mean of the rank means is the global-batch loss; one sync per epoch.
-        ddp.all_reduce_sum(step_losses).div_(info.world_size)
-        check_finite(step_losses, epoch, "ImageNet training", "Lower the learning rate or check the data.")
-        train_seconds = clock.elapsed()
-        record: dict[str, Any] = {
-            "epoch": epoch + 1, "lr": lr_at(epoch * n_steps, n_steps, cfg), "train_loss": step_losses.mean().item(),
-            **evaluate(net, val_loader, dev, len(val_set)),
-            "images_per_s": n_steps * cfg.batch_size / train_seconds,  # global: every rank trains in step
-        }
-        record["epoch_seconds"] = clock.elapsed()
-        if cfg.record_step_losses:
-            record["step_losses"] = step_losses.tolist()
-        history.append(record)
-        elapsed += record["epoch_seconds"]
-        if info.rank == 0:
-            if on_epoch is not None:
-                on_epoch(record)
-            log.info("epoch %d/%d  lr %.5f  train loss %.4f  top-1 err %.2f  top-5 err %.2f", epoch + 1, cfg.epochs,
-                     record["lr"], record["train_loss"], record["top1_error"], record["top5_error"])
-            state = {"epochs_done": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": rng_state({}), "history": history, "elapsed_s": elapsed, "extra": extra}
-            save_checkpoint(ckpt_path, state, key)
-        ddp.barrier()  # no rank runs ahead of a checkpoint it may need to resume from
+    loop.run(lambda epoch: _train_epoch(net, optimizer, train_loader, val_loader, len(val_set), bn_mode, cfg, epoch))
 
     if info.rank != 0:
         return None
+    history, elapsed = loop.history, loop.elapsed_s
     final = history[-1]
     return {
         "top1_error": final["top1_error"], "top5_error": final["top5_error"], "params_m": params_m,
         "madds_m": madds_m, "madds_input": cfg.flops_size, "epochs": cfg.epochs, "seed": seed,
         "world_size": info.world_size, "bn": bn_mode, "config": dataclasses.asdict(cfg), "history": history,
         "data": {"root": str(root), "split_totals": manifest["split_totals"], "classes": len(manifest["classes"])},
-        "train_seconds": elapsed, "cost_hours": elapsed / 3600.0, "cost_unit": cost_unit(dev),
-        "device_name": describe_device(dev),
+        **run_cost(dev, elapsed),
     }
-
-
-def write_outputs(out_dir: str | Path, result: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """metrics.json (`result` without its history, plus `extra`) and history.json ({"epochs": [...]}) in out_dir.
-
-    history.json goes first: metrics.json is what marks a finished run, so it must never appear alone.
-    """
-    out_dir = Path(out_dir)
-    metrics = {k: v for k, v in result.items() if k != "history"}
-    metrics.update(extra or {})
-    atomic_write_json(out_dir / HISTORY_NAME, {"epochs": result["history"]})
-    try:
-        atomic_write_json(out_dir / METRICS_NAME, metrics)
-    except BaseException:
-        (out_dir / HISTORY_NAME).unlink(missing_ok=True)
-        raise
-    return metrics
 
 
 def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, ImagenetConfig]:
@@ -368,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed, device=args.device,
         )
         if result is not None:
-            write_outputs(args.out, result)
+            history = result.pop("history")
+            write_outputs(Path(args.out), result, history)
     finally:
         ddp.cleanup()
 

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from isdarts.errors import GenotypeError
+
 # Index order matters: mask rows/columns and alpha columns follow it (ALGORITHMS.md §1).
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_EDGES: tuple[str, ...] = ("1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2")
@@ -35,10 +37,6 @@ _VALID_NODES: tuple[dict[str, tuple[str, ...]], ...] = tuple(
     {_node_str(combo): combo for combo in itertools.product(NB201_OPS, repeat=n)}
     for n in range(1, NB201_NUM_NODES)
 )
-
-
-class GenotypeError(ValueError):
-    """A genotype (string, indices or JSON) that is not a valid NB201 cell."""
 
 
 def _edge_key(node: int, inp: int) -> str:

@@ -5,27 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from isdarts.spaces.nb201_genotype import NB201_OPS
-
-
-class ReLUConvBN(nn.Sequential):
-    """ReLU -> Conv -> BN. The conv carries a bias exactly when BN is not affine (an AutoDL quirk we keep)."""
-
-    def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, *, affine: bool, track: bool
-    ) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=not affine),
-            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track),
-        )
-
-
-class Zero(nn.Module):
-    """The `none` op: an all-zero output of the input's shape."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mul(0.0)
+from isdarts.spaces.common import ReLUConvBN, Zero
+from isdarts.spaces.nb201.genotype import NB201_OPS
 
 
 class ResNetBasicBlock(nn.Module):

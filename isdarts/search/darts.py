@@ -1,4 +1,4 @@
-"""Plain DARTS (spec §4): architecture logits α trained bi-level against the weights, first or second order.
+"""Plain DARTS (spec §4) on both spaces: architecture logits α trained bi-level against the weights.
 
 The weights train on a train batch and α on a paired valid batch, so `train_step` takes both halves
 of the 25k/25k split: `train_step(x_train, y_train, x_valid, y_valid)`. The caller pairs every train
@@ -11,25 +11,29 @@ Second order (DARTS-V2): α step first, through one unrolled weight step
 with H v = grad^2_{alpha,w} L_tr v by a central difference at w +- R v, R = 0.01 / |v|; then the weight step.
 
 `BilevelDarts` holds that machinery for any space; "α" is a list of parameters: one (6, 5) tensor on
-NB201 (`DartsNb201`), a normal and a reduction (14, 8) tensor on the DARTS space
-(`isdarts.search.darts_space_baselines.DartsDartsSpace`). A space class says how α becomes the supernet's
-`weights` argument (`arch_weights`) and how α becomes a genotype.
+NB201 (`DartsNb201`), a normal and a reduction (14, 8) tensor on the DARTS space (`DartsDartsSpace`).
+A space class says how α becomes the supernet's `weights` argument (`arch_weights`) and a genotype.
+On the DARTS space α stays outside `model.parameters()`, as in the original DARTS and Λ-DARTS code, so
+the weight step's clip sees the weights only (AutoDL's NB201 code also counts α; see `clip_alpha`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from isdarts.search.isdarts_method import cosine_lr
-from isdarts.spaces.nb201_genotype import Nb201Genotype
-from isdarts.spaces.nb201_supernet import Nb201Supernet
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+from isdarts.config.search import SearchConfig
+from isdarts.search.base import Batches, cosine_lr, set_lr
+from isdarts.spaces.darts.genotype import DartsGenotype
+from isdarts.spaces.darts.supernet import CELL_KINDS, NUM_EDGES, NUM_OPS, DartsSupernet, derive_darts_genotype
+from isdarts.spaces.nb201.genotype import Nb201Genotype
+from isdarts.spaces.nb201.supernet import NUM_EDGES as NB201_NUM_EDGES
+from isdarts.spaces.nb201.supernet import NUM_OPS as NB201_NUM_OPS
+from isdarts.spaces.nb201.supernet import Nb201Supernet, derive_nb201_genotype
 
 
 def grads_or_zeros(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -50,7 +54,6 @@ class BilevelDarts:
     Subclasses set `kinds` and implement `arch_weights` and `genotype`.
     """
 
-    name = "darts"
     # The search loop feeds bi-level methods (x_train, y_train, x_valid, y_valid); IS-DARTS has no valid half.
     bilevel = True
     # None: one α tensor, recorded as a plain table. Else one α tensor per cell kind, recorded as {kind: table}.
@@ -59,33 +62,23 @@ class BilevelDarts:
     # α included; DARTS and Λ-DARTS keep α outside model.parameters(), so their clip sees the weights only).
     clip_alpha = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        alpha_shapes: Sequence[tuple[int, ...]],
-        *,
-        epochs: int,
-        lr: float,
-        lr_min: float,
-        momentum: float,
-        nesterov: bool,
-        weight_decay: float,
-        grad_clip: float,
-        arch_lr: float,
-        arch_betas: tuple[float, float],
-        arch_weight_decay: float,
-        order: int,
-        arch_first: bool | None,
-        generator: torch.Generator | None,
-    ) -> None:
-        if order not in (1, 2):
-            raise ValueError(f"DARTS order must be 1 or 2, got {order!r}")
-        if arch_first is False and order == 2:
+    # The shape of each α tensor, one per entry of `kinds` (or a single one).
+    alpha_shapes: tuple[tuple[int, ...], ...]
+    # Whether the α step comes first; None: AutoDL's V1/V2 order (weight step first at order 1, α first at 2).
+    arch_first: bool | None = None
+    # Shrink epochs: plain DARTS never shrinks (S-DARTS does).
+    schedule: list[int]
+
+    def __init__(self, model: nn.Module, cfg: SearchConfig, generator: torch.Generator | None = None) -> None:
+        order = cfg.order
+        if self.arch_first is False and order == 2:
             # The unrolled step reads the momentum buffer and weights that the α step is taken at.
             raise ValueError("second-order DARTS takes the α step first; arch_first=False is not supported")
-        self.model, self.epochs, self.order = model, epochs, order
-        self.lr, self.lr_min, self.grad_clip = lr, lr_min, grad_clip
-        self.arch_first = order == 2 if arch_first is None else arch_first
+        self.model, self.epochs, self.order = model, cfg.epochs, order
+        self.lr, self.lr_min, self.grad_clip = cfg.lr, cfg.lr_min, cfg.grad_clip
+        if self.arch_first is None:
+            self.arch_first = order == 2
+        self.schedule = []
         self.weights = list(model.parameters())
         ref = self.weights[0]
         init_device = generator.device if generator is not None else torch.device("cpu")
@@ -94,12 +87,13 @@ class BilevelDarts:
             nn.Parameter(
                 (1e-3 * torch.randn(shape, generator=generator, device=init_device, dtype=ref.dtype)).to(ref.device)
             )
-            for shape in alpha_shapes
+            for shape in self.alpha_shapes
         ]
         self.w_optimizer = torch.optim.SGD(
-            self.weights, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+            self.weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
         )
-        self.a_optimizer = torch.optim.Adam(self.alphas, lr=arch_lr, betas=arch_betas, weight_decay=arch_weight_decay)
+        arch = cfg.arch
+        self.a_optimizer = torch.optim.Adam(self.alphas, lr=arch.lr, betas=arch.betas, weight_decay=arch.weight_decay)
         self.criterion = nn.CrossEntropyLoss()
         self._arch_loss_sum = torch.zeros((), dtype=torch.float64, device=ref.device)
         self._arch_steps = 0
@@ -128,12 +122,14 @@ class BilevelDarts:
 
     # ------------------------------------------------------------------ loop surface
     def set_epoch(self, epoch: int) -> float:
-        lr = cosine_lr(epoch, self.epochs, self.lr, self.lr_min)
-        for group in self.w_optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_lr(self.w_optimizer, cosine_lr(epoch, self.epochs, self.lr, self.lr_min))
         self._arch_loss_sum.zero_()
         self._arch_steps = 0
         return lr
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The supernet's logits mixed by the current α."""
+        return self.model(x, weights=self.arch_weights())[1]
 
     def train_step(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
@@ -150,10 +146,7 @@ class BilevelDarts:
         self._arch_step(x_train, y_train, x_valid, y_valid)
         return result
 
-    def needs_iim(self, epochs_done: int) -> bool:
-        return False
-
-    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches]) -> dict[str, Any]:
+    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches] | None) -> dict[str, Any]:
         """DARTS has no end-of-epoch work; the record carries α and the mean α-step loss for the history."""
         mean = (self._arch_loss_sum / self._arch_steps).item() if self._arch_steps else None
         return {
@@ -273,44 +266,10 @@ class BilevelDarts:
 
 
 class DartsNb201(BilevelDarts):
-    """DARTS on NAS-Bench-201: one (6, 5) α shared by all cells, with the same surface as IsDartsNb201
-    plus a valid batch per step."""
+    """DARTS on NAS-Bench-201: one (6, 5) α shared by all cells, softmax-mixed over all ops of each edge."""
 
-    def __init__(
-        self,
-        model: Nb201Supernet,
-        *,
-        epochs: int,
-        lr: float = 0.025,
-        lr_min: float = 0.001,
-        momentum: float = 0.9,
-        nesterov: bool = True,
-        weight_decay: float = 5e-4,
-        grad_clip: float = 5.0,
-        arch_lr: float = 3e-4,
-        arch_betas: tuple[float, float] = (0.5, 0.999),
-        arch_weight_decay: float = 1e-3,
-        order: int = 1,
-        arch_first: bool | None = None,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__(
-            model,
-            [tuple(model.mask.shape)],
-            epochs=epochs,
-            lr=lr,
-            lr_min=lr_min,
-            momentum=momentum,
-            nesterov=nesterov,
-            weight_decay=weight_decay,
-            grad_clip=grad_clip,
-            arch_lr=arch_lr,
-            arch_betas=arch_betas,
-            arch_weight_decay=arch_weight_decay,
-            order=order,
-            arch_first=arch_first,
-            generator=generator,
-        )
+    model: Nb201Supernet
+    alpha_shapes = ((NB201_NUM_EDGES, NB201_NUM_OPS),)
 
     @property
     def alpha(self) -> nn.Parameter:
@@ -321,12 +280,37 @@ class DartsNb201(BilevelDarts):
         """The (edges, ops) mixing weights the cells use: softmax over all ops of each edge."""
         return torch.softmax(self.alpha, dim=-1)
 
-    def arch_grad(
-        self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
-    ) -> torch.Tensor:
-        """The α gradient the Adam step uses: plain (order 1) or through the unrolled weights (order 2)."""
-        return self.arch_grads(x_train, y_train, x_valid, y_valid)[0]
-
     def genotype(self) -> Nb201Genotype:
         """Per edge, the argmax of the mixing weights over all ops, `none` included (spec §4)."""
-        return Nb201Genotype.from_op_indices(self.arch_weights().argmax(dim=-1).tolist())
+        return derive_nb201_genotype(self.arch_weights())
+
+
+class DartsDartsSpace(BilevelDarts):
+    """DARTS on the DARTS space: `alpha_normal` and `alpha_reduce`, each (14, 8) and shared by its kind's cells.
+
+    `end_epoch` records {"alpha": {"normal", "reduce"}} and the mean α-step loss; `genotype()` is always
+    the standard DARTS derivation.
+    """
+
+    model: DartsSupernet
+    alpha_shapes = ((NUM_EDGES, NUM_OPS),) * len(CELL_KINDS)
+    kinds = CELL_KINDS
+    clip_alpha = False
+
+    @property
+    def alpha_normal(self) -> nn.Parameter:
+        return self.alphas[0]
+
+    @property
+    def alpha_reduce(self) -> nn.Parameter:
+        return self.alphas[1]
+
+    def arch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(normal, reduce) mixing weights: softmax over all 8 ops of each edge."""
+        normal, reduce = (torch.softmax(a, dim=-1) for a in self.alphas)
+        return normal, reduce
+
+    def genotype(self) -> DartsGenotype:
+        """The standard DARTS derivation of the current mixing weights (spec §5)."""
+        with torch.no_grad():
+            return derive_darts_genotype(*self.arch_weights())

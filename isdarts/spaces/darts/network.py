@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from isdarts.spaces.darts_genotype import DartsGenotype
-from isdarts.spaces.darts_ops import FactorizedReduce, ReLUConvBN, make_eval_op
+from isdarts.spaces.common import ReLUConvBN
+from isdarts.spaces.darts.genotype import DartsGenotype
+from isdarts.spaces.darts.ops import FactorizedReduce, make_eval_op
 
 __all__ = [
-    "AuxiliaryHeadCIFAR",
-    "AuxiliaryHeadImageNet",
+    "AuxiliaryHead",
     "EvalCell",
     "NetworkCIFAR",
     "NetworkImageNet",
@@ -78,40 +78,23 @@ class EvalCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """Auxiliary classifier on the 8x8 map after the second reduction cell."""
+class AuxiliaryHead(nn.Module):
+    """Auxiliary classifier on the map after the second reduction cell (8x8 on CIFAR, 7x7 on ImageNet).
 
-    def __init__(self, c: int, num_classes: int) -> None:
+    CIFAR pools with stride 3 and normalises after the 2x2 conv; DARTS trained its ImageNet head with
+    stride 2 and without that BN (a typo it kept for consistency), and we follow it.
+    """
+
+    def __init__(self, c: int, num_classes: int, *, stride: int, final_bn: bool) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),
+            nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False),
             nn.Conv2d(c, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
-
-
-class AuxiliaryHeadImageNet(nn.Module):
-    """Auxiliary classifier on the 7x7 map after the second reduction cell (224x224 input)."""
-
-    def __init__(self, c: int, num_classes: int) -> None:
-        super().__init__()
-        # DARTS trained without a BN after the 2x2 conv (a typo it kept for consistency); we follow it.
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),
-            nn.Conv2d(c, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
+            *([nn.BatchNorm2d(768)] if final_bn else []),
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -171,7 +154,9 @@ class NetworkCIFAR(_CellStack):
         self.stem = nn.Sequential(nn.Conv2d(3, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
         c_prev = self._build_cells(genotype, C, layers, c_stem, reduction_prev=False)
         self.drop_path_prob = drop_path_prob
-        self.auxiliary_head = AuxiliaryHeadCIFAR(self.aux_channels, num_classes) if auxiliary else None
+        self.auxiliary_head = (
+            AuxiliaryHead(self.aux_channels, num_classes, stride=3, final_bn=True) if auxiliary else None
+        )
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
@@ -210,7 +195,9 @@ class NetworkImageNet(_CellStack):
         # stem1 halves the resolution, so the first cell's s0 (from stem0) is factorized-reduced.
         c_prev = self._build_cells(genotype, C, layers, C, reduction_prev=True)
         self.drop_path_prob = drop_path_prob
-        self.auxiliary_head = AuxiliaryHeadImageNet(self.aux_channels, num_classes) if auxiliary else None
+        self.auxiliary_head = (
+            AuxiliaryHead(self.aux_channels, num_classes, stride=2, final_bn=False) if auxiliary else None
+        )
         # Equal to the spec's AvgPool(7) at 224x224; adaptive so smaller test inputs work too.
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from isdarts.spaces.nb201_ops import ReLUConvBN
+from isdarts.spaces.common import Zero
 
 __all__ = [
     "DARTS_EVAL_OPS",
@@ -21,9 +21,7 @@ __all__ = [
     "SEARCH_TO_EVAL",
     "DilConv",
     "FactorizedReduce",
-    "ReLUConvBN",
     "SepConv",
-    "Zero",
     "make_darts_op",
     "make_eval_op",
     "make_search_op",
@@ -61,19 +59,6 @@ DARTS_EVAL_OPS: tuple[str, ...] = (
     "none",
 )
 _EVAL_TO_SEARCH = {v: k for k, v in SEARCH_TO_EVAL.items()}
-
-
-class Zero(nn.Module):
-    """The `none` op: zeros with the (strided) output shape; it never needs computing, see the supernet."""
-
-    def __init__(self, stride: int = 1) -> None:
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 1:
-            return x.mul(0.0)
-        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
 class DilConv(nn.Sequential):

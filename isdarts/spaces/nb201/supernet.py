@@ -8,12 +8,15 @@ mask removes are never computed: a pruned op costs nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
 
-from isdarts.spaces.nb201_genotype import NB201_EDGES, NB201_OPS
-from isdarts.spaces.nb201_ops import ResNetBasicBlock, make_nb201_op
+from isdarts.spaces.common import Alive, Candidate, alive_ops, mix_cell
+from isdarts.spaces.nb201.genotype import NB201_EDGES, NB201_OPS, Nb201Genotype
+from isdarts.spaces.nb201.ops import ResNetBasicBlock, make_nb201_op
 
 # Called with (cell index, edge index, op index, op output) for every op computed; the IIM uses it.
 OpProbe = Callable[[int, int, int, torch.Tensor], None]
@@ -29,6 +32,16 @@ _NODE_INPUTS = tuple(
 CellWeights = torch.Tensor | Sequence[torch.Tensor] | None
 
 
+def per_edge_subsets() -> list[list[Candidate]]:
+    """NB201's comparison subsets for shrinking: each edge on its own."""
+    return [[(e, o) for o in range(NUM_OPS)] for e in range(NUM_EDGES)]
+
+
+def derive_nb201_genotype(weights: torch.Tensor) -> Nb201Genotype:
+    """Per edge, the argmax of the (6, 5) op weights over all ops, `none` included (DARTS, spec §4)."""
+    return Nb201Genotype.from_op_indices(weights.argmax(dim=-1).tolist())
+
+
 class Nb201SearchCell(nn.Module):
     """A 4-node DAG whose 6 edges each hold all 5 candidate ops."""
 
@@ -42,30 +55,15 @@ class Nb201SearchCell(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        alive: Sequence[Sequence[int]],
+        alive: Alive,
         weights: torch.Tensor | None,
         probe: OpProbe | None = None,
         cell_index: int = 0,
     ) -> torch.Tensor:
-        nodes = [x]
-        for _, inputs in _NODE_INPUTS:
-            total: torch.Tensor | None = None
-            for j, edge in inputs:
-                for op in alive[edge]:
-                    # `none` adds exact zeros, so it is only run when the IIM needs its output.
-                    if op == NONE_OP and probe is None:
-                        continue
-                    out = self.edges[edge][op](nodes[j])
-                    if probe is not None:
-                        probe(cell_index, edge, op, out)
-                    out = out * weights[edge, op] if weights is not None else out
-                    total = out if total is None else total + out
-            if total is None:
-                total = torch.zeros_like(x)
-            elif weights is None:
-                # IS-DARTS mixes with the constant 1/|O| of all ops, not of the survivors (spec §3.1).
-                total = total * (1.0 / NUM_OPS)
-            nodes.append(total)
+        edge_probe = None if probe is None else partial(probe, cell_index)
+        nodes = mix_cell(
+            self.edges, _NODE_INPUTS, [x], alive, weights, edge_probe, NONE_OP, lambda: torch.zeros_like(x)
+        )
         return nodes[-1]
 
 
@@ -74,6 +72,11 @@ class Nb201Supernet(nn.Module):
 
     forward(x, weights, probe) returns (pooled features, logits).
     """
+
+    # What a search records about the space: edge and op names, and no per-kind masks.
+    EDGES = NB201_EDGES
+    OPS = NB201_OPS
+    KINDS = None
 
     def __init__(
         self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, *, affine: bool = False,
@@ -96,7 +99,7 @@ class Nb201Supernet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c, num_classes)
         self.register_buffer("mask", torch.ones(NUM_EDGES, NUM_OPS))
-        self._alive: tuple[tuple[int, ...], ...] = ()
+        self._alive: Alive = ()
         self._refresh_alive()
         # A checkpoint load replaces the mask buffer; keep the host-side alive lists in step with it.
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_alive())
@@ -106,7 +109,7 @@ class Nb201Supernet(nn.Module):
         return 3 * self.cells_per_stage
 
     @property
-    def alive(self) -> tuple[tuple[int, ...], ...]:
+    def alive(self) -> Alive:
         """Per edge, the indices of the ops the mask keeps (a host-side copy: no device sync per step)."""
         return self._alive
 
@@ -120,8 +123,20 @@ class Nb201Supernet(nn.Module):
         self._refresh_alive()
 
     def _refresh_alive(self) -> None:
-        rows = self.mask.detach().cpu().tolist()
-        self._alive = tuple(tuple(o for o, keep in enumerate(row) if keep > 0.5) for row in rows)
+        self._alive = alive_ops(self.mask)
+
+    def alive_json(self) -> Any:
+        """The mask as nested 0/1 lists, for the search history."""
+        return self.mask.int().tolist()
+
+    @property
+    def shrinking_done(self) -> bool:
+        """True once every edge is down to a single op."""
+        return all(len(ops) == 1 for ops in self._alive)
+
+    def genotype_from_mask(self) -> Nb201Genotype:
+        """Per edge, the first op the mask keeps: the single survivor once shrinking is over."""
+        return Nb201Genotype(tuple(NB201_OPS[ops[0]] for ops in self._alive))
 
     def forward(
         self, x: torch.Tensor, weights: CellWeights = None, probe: OpProbe | None = None

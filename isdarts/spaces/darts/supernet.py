@@ -8,18 +8,16 @@ mask removes are never computed, and `none` (exact zeros) only runs when a probe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
 
-from isdarts.spaces.darts_genotype import DARTS_DEFAULT_CONCAT, DARTS_NUM_NODES, DartsGenotype, GenotypeError
-from isdarts.spaces.darts_ops import (
-    DARTS_SEARCH_OPS,
-    SEARCH_TO_EVAL,
-    FactorizedReduce,
-    ReLUConvBN,
-    make_search_op,
-)
+from isdarts.errors import GenotypeError
+from isdarts.spaces.common import Alive, Candidate, NodeInputs, ReLUConvBN, alive_ops, alive_per_node, mix_cell
+from isdarts.spaces.darts.genotype import DARTS_DEFAULT_CONCAT, DARTS_NUM_NODES, INPUTS_PER_NODE, Cell, DartsGenotype
+from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, FactorizedReduce, make_search_op
 
 __all__ = [
     "CELL_KINDS",
@@ -31,11 +29,12 @@ __all__ = [
     "DartsSupernet",
     "OpProbe",
     "darts_node_subsets",
+    "derive_darts_cell",
+    "derive_darts_genotype",
 ]
 
 # Called with (cell kind "normal"|"reduce", index of the cell among its kind, edge, op, op output).
 OpProbe = Callable[[str, int, int, int, torch.Tensor], None]
-Candidate = tuple[int, int]  # (edge index, op index)
 
 CELL_KINDS: tuple[str, str] = ("normal", "reduce")
 # Edge "i<-j": intermediate node i reads state j (0 = s0, 1 = s1, j >= 2 = node j-2); indexed in sorted key
@@ -46,11 +45,10 @@ NUM_OPS = len(DARTS_SEARCH_OPS)
 NONE_OP = DARTS_SEARCH_OPS.index("none")
 _EDGE_INPUT: tuple[int, ...] = tuple(int(key.split("<-")[1]) for key in DARTS_EDGES)
 # (node i, [(input state j, edge index)]) in the order the cell computes them.
-_NODE_INPUTS: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = tuple(
+_NODE_INPUTS: tuple[tuple[int, NodeInputs], ...] = tuple(
     (i, tuple((j, DARTS_EDGES.index(f"{i}<-{j}")) for j in range(2 + i))) for i in range(DARTS_NUM_NODES)
 )
 
-Alive = tuple[tuple[int, ...], ...]
 # DARTS-style op weights per cell kind: one (14, 8) tensor shared by the kind's cells, or one per cell.
 KindWeights = torch.Tensor | Sequence[torch.Tensor]
 
@@ -58,6 +56,29 @@ KindWeights = torch.Tensor | Sequence[torch.Tensor]
 def darts_node_subsets() -> list[list[Candidate]]:
     """IS-DARTS comparison subsets: all (edge, op) entering node i, inputs ascending then ops (16/24/32/40)."""
     return [[(edge, o) for _, edge in inputs for o in range(NUM_OPS)] for _, inputs in _NODE_INPUTS]
+
+
+def derive_darts_cell(weights: torch.Tensor) -> Cell:
+    """The standard DARTS derivation of one cell from its (14, 8) op weights, in evaluation op names.
+
+    Per node: rank its input edges by their largest non-`none` weight (stable, so ties go to the lower
+    input j), keep the top 2, and on each the non-`none` op with the largest weight (ties: lower op index).
+    The pairs are listed strongest edge first, as DARTS does. `none` is never picked.
+    """
+    rows = weights.detach().cpu().double().tolist()
+    candidates = [o for o in range(NUM_OPS) if o != NONE_OP]
+    nodes = []
+    for _, inputs in _NODE_INPUTS:
+        best = {edge: max(candidates, key=lambda o, e=edge: rows[e][o]) for _, edge in inputs}
+        ranked = sorted(inputs, key=lambda je: -rows[je[1]][best[je[1]]])
+        nodes.append(tuple((SEARCH_TO_EVAL[DARTS_SEARCH_OPS[best[edge]]], j) for j, edge in ranked[:INPUTS_PER_NODE]))
+    return tuple(nodes)
+
+
+def derive_darts_genotype(normal: torch.Tensor, reduce: torch.Tensor) -> DartsGenotype:
+    """Both cells by `derive_darts_cell`, concatenating all four nodes."""
+    concat = DARTS_DEFAULT_CONCAT
+    return DartsGenotype(derive_darts_cell(normal), concat, derive_darts_cell(reduce), concat)
 
 
 class DartsSearchCell(nn.Module):
@@ -101,25 +122,13 @@ class DartsSearchCell(nn.Module):
         cell_index: int = 0,
     ) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for _, inputs in _NODE_INPUTS:
-            total: torch.Tensor | None = None
-            for j, edge in inputs:
-                for op in alive[edge]:
-                    # `none` adds exact zeros, so it is only run when the IIM needs its output.
-                    if op == NONE_OP and probe is None:
-                        continue
-                    out = self.edges[edge][op](states[j])
-                    if probe is not None:
-                        probe(self.kind, cell_index, edge, op, out)
-                    out = out * weights[edge, op] if weights is not None else out
-                    total = out if total is None else total + out
-            if total is None:  # only `none` left on this node: its output is zeros of the node's shape
-                stride = 2 if self.reduction else 1
-                total = torch.zeros_like(states[0][:, :, ::stride, ::stride])
-            elif weights is None:
-                # IS-DARTS mixes with the constant 1/|O| of all 8 ops, not of the survivors (spec §3.1).
-                total = total * (1.0 / NUM_OPS)
-            states.append(total)
+        edge_probe = None if probe is None else partial(probe, self.kind, cell_index)
+        stride = 2 if self.reduction else 1
+
+        def empty() -> torch.Tensor:  # only `none` left on a node: its output is zeros of the node's shape
+            return torch.zeros_like(states[0][:, :, ::stride, ::stride])
+
+        mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, edge_probe, NONE_OP, empty)
         return torch.cat(states[2:], dim=1)
 
 
@@ -128,6 +137,11 @@ class DartsSupernet(nn.Module):
 
     forward(x, weights, probe) returns (pooled features, logits).
     """
+
+    # What a search records about the space: edge and op names, and one mask per cell kind.
+    EDGES = DARTS_EDGES
+    OPS = DARTS_SEARCH_OPS
+    KINDS = CELL_KINDS
 
     def __init__(
         self,
@@ -202,8 +216,17 @@ class DartsSupernet(nn.Module):
 
     def _refresh_alive(self) -> None:
         for kind in CELL_KINDS:
-            rows = self.get_mask(kind).detach().cpu().tolist()
-            self._alive[kind] = tuple(tuple(o for o, keep in enumerate(row) if keep > 0.5) for row in rows)
+            self._alive[kind] = alive_ops(self.get_mask(kind))
+
+    def alive_json(self) -> Any:
+        """{kind: mask as nested 0/1 lists}, for the search history."""
+        return {kind: self.get_mask(kind).int().tolist() for kind in CELL_KINDS}
+
+    @property
+    def shrinking_done(self) -> bool:
+        """True once every node of both kinds is down to its two survivors."""
+        subsets = darts_node_subsets()
+        return all(n <= INPUTS_PER_NODE for kind in CELL_KINDS for n in alive_per_node(self.get_mask(kind), subsets))
 
     def node_subsets(self) -> list[list[Candidate]]:
         """The comparison subsets for `isdarts.search.shrink.shrink_step` (one per node, keep 2)."""

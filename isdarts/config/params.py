@@ -1,0 +1,273 @@
+"""The whole params.yaml, typed and validated: the one place where parameter values are checked.
+
+Every stage and CLI command goes through `load_params`, so a wrong value is rejected before any compute
+with a message that names the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from isdarts.config.fields import (
+    fail,
+    no_unknown,
+    read_bool,
+    read_choice,
+    read_float,
+    read_int,
+    read_int_or_all,
+    required,
+)
+from isdarts.config.paper import paper_mismatches
+from isdarts.config.search import (
+    METHOD_OPTIONS,
+    METHODS,
+    SEARCH_KEYS,
+    SearchConfig,
+    ShrinkConfig,
+    check_search,
+    resolve_search,
+)
+from isdarts.config.train import ImagenetParams, RetrainParams
+from isdarts.errors import ConfigError
+
+PROFILES = ("quick", "paper", "smoke", "custom")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where CIFAR-10 comes from: a full copy, a download, or (quick profile only) the shared subset."""
+
+    cifar10_root: Path
+    download: bool
+    subset_fallback: Path | None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataConfig:
+        p = "data."
+        no_unknown(d, p, {"cifar10_root", "download", "subset_fallback"})
+        root = required(d, "cifar10_root", p)
+        if not isinstance(root, str) or not root:
+            raise fail(p + "cifar10_root", root, "a path (string)")
+        fallback = required(d, "subset_fallback", p)
+        if fallback is not None and (not isinstance(fallback, str) or not fallback):
+            raise fail(p + "subset_fallback", fallback, "a path (string) or null")
+        return cls(Path(root), read_bool(d, "download", p), Path(fallback) if fallback else None)
+
+
+
+
+@dataclass(frozen=True)
+class SpaceRuns:
+    """Which methods and seeds run on one space, and each method's resolved search settings."""
+
+    space: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    searches: dict[str, SearchConfig]  # every method with a section, listed or not
+
+    def search(self, method: str) -> SearchConfig:
+        if method not in self.searches:
+            raise ConfigError(
+                f"params.yaml: method {method!r} has no section {self.space}.options.{method}; "
+                f"configured: {', '.join(sorted(self.searches))}"
+            )
+        return self.searches[method]
+
+
+def _seeds(value: Any, key: str) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in value)
+        or len(set(value)) != len(value)
+    ):
+        raise fail(key, value, "a non-empty list of distinct non-negative integers")
+    return tuple(value)
+
+
+def _space_runs(space: str, d: dict, extra_keys: set[str]) -> SpaceRuns:
+    p = f"{space}."
+    no_unknown(d, p, {"methods", "seeds", "search", "options"} | extra_keys)
+    methods = required(d, "methods", p)
+    if not isinstance(methods, list) or not methods or len(set(methods)) != len(methods):
+        raise fail(p + "methods", methods, "a non-empty list of distinct method names: " + ", ".join(METHODS))
+    for m in methods:
+        if m not in METHOD_OPTIONS:
+            raise fail(p + "methods", m, "method names from " + ", ".join(METHODS))
+    options = required(d, "options", p)
+    if not isinstance(options, dict):
+        raise ConfigError(f"params.yaml: {p}options must be a mapping of method -> options")
+    missing = [m for m in methods if m not in options]
+    if missing:
+        raise ConfigError(
+            f"params.yaml: {p}methods lists {', '.join(missing)} but {p}options has no section for it; "
+            f"add {p}options.{missing[0]} (its options: {', '.join(METHOD_OPTIONS.get(missing[0], ()))})"
+        )
+    common = required(d, "search", p)
+    if not isinstance(common, dict):
+        raise ConfigError(f"params.yaml: {p}search must be a mapping")
+    no_unknown(common, p + "search.", set(SEARCH_KEYS))
+    searches = {m: resolve_search(space, m, common, options[m], f"{p}options.{m}.") for m in options}
+    return SpaceRuns(space, tuple(methods), _seeds(required(d, "seeds", p), p + "seeds"), searches)
+
+
+
+@dataclass(frozen=True)
+class RateSchedule:
+    """One column of Table A.2: shrink rate r, S = 1/r steps, every `interval` epochs."""
+
+    name: str
+    rate: float
+    label: str
+    shrink: ShrinkConfig
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """The shrink-rate sweep of Table A.2 (IS-DARTS on the DARTS space, one search + retrain per rate)."""
+
+    epochs: int
+    train_images: int | None
+    seed: int
+    rates: tuple[str, ...]
+    schedules: dict[str, RateSchedule]
+
+    def search(self, base: SearchConfig, rate: str) -> SearchConfig:
+        """The IS-DARTS search of one rate: the DARTS-space settings with this epoch count, data and schedule."""
+        cfg = dataclasses.replace(
+            base, epochs=self.epochs, train_images=self.train_images, shrink=self.schedules[rate].shrink
+        )
+        check_search(cfg, f"darts.sweep.schedules.{rate}.")
+        return cfg
+
+
+def _sweep(d: dict, prefix: str) -> SweepParams:
+    no_unknown(d, prefix, {"epochs", "train_images", "seed", "rates", "schedules"})
+    schedules_raw = required(d, "schedules", prefix)
+    if not isinstance(schedules_raw, dict) or not schedules_raw:
+        raise fail(prefix + "schedules", schedules_raw, "a mapping of rate name -> {rate, label, steps, interval}")
+    schedules = {}
+    for name, s in schedules_raw.items():
+        sp = f"{prefix}schedules.{name}."
+        if not isinstance(s, dict):
+            raise ConfigError(f"params.yaml: {sp.rstrip('.')} must be a mapping")
+        no_unknown(s, sp, {"rate", "label", "steps", "interval", "anchor"})
+        label = required(s, "label", sp)
+        if not isinstance(label, str):
+            raise fail(sp + "label", label, "a string")
+        shrink = ShrinkConfig.from_dict({k: s[k] for k in ("steps", "interval", "anchor") if k in s}, sp)
+        schedules[str(name)] = RateSchedule(str(name), read_float(s, "rate", sp, allow_equal=False), label, shrink)
+    rates = required(d, "rates", prefix)
+    bad = not isinstance(rates, list) or not rates or len(set(rates)) != len(rates)
+    if bad or any(r not in schedules for r in rates):
+        raise fail(prefix + "rates", rates, "a non-empty list of distinct names from " + ", ".join(schedules))
+    return SweepParams(
+        read_int(d, "epochs", prefix, minimum=2), read_int_or_all(d, "train_images", prefix),
+        read_int(d, "seed", prefix, minimum=0), tuple(rates), schedules,
+    )
+
+
+@dataclass(frozen=True)
+class DartsParams:
+    """The DARTS-space branch: search, CIFAR-10 retraining, ImageNet transfer and the shrink-rate sweep."""
+
+    runs: SpaceRuns
+    retrain: RetrainParams
+    imagenet: ImagenetParams
+    sweep: SweepParams
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DartsParams:
+        if not isinstance(d, dict):
+            raise ConfigError(f"params.yaml: darts must be a mapping, got {d!r}")
+        runs = _space_runs("darts", d, {"retrain", "imagenet", "sweep"})
+        sweep = _sweep(required(d, "sweep", "darts."), "darts.sweep.")
+        if "isdarts" not in runs.searches:
+            raise ConfigError("params.yaml: darts.sweep needs darts.options.isdarts (the sweep varies its schedule)")
+        for rate in sweep.rates:
+            sweep.search(runs.searches["isdarts"], rate)
+        return cls(
+            runs,
+            RetrainParams.from_dict(required(d, "retrain", "darts."), "darts.retrain."),
+            ImagenetParams.from_dict(required(d, "imagenet", "darts."), "darts.imagenet."),
+            sweep,
+        )
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml."""
+
+    profile: str
+    device: str
+    data: DataConfig
+    nb201: SpaceRuns
+    darts: DartsParams
+
+    def space(self, space: str) -> SpaceRuns:
+        return self.nb201 if space == "nb201" else self.darts.runs
+
+    def check_profile(self) -> None:
+        """A run labelled 'paper' must use the paper's settings; anything else is never passed off as it."""
+        if self.profile != "paper":
+            return
+        diffs = []
+        for runs in (self.nb201, self.darts.runs):
+            for method in runs.methods:
+                diffs += [f"{runs.space}.{method}: {d}" for d in paper_mismatches(runs.search(method))]
+        diffs += self.darts.retrain.mismatches() + self.darts.imagenet.mismatches()
+        if diffs:
+            raise ConfigError(
+                "params.yaml: profile = 'paper' but these settings differ from the paper: " + "; ".join(diffs)
+                + ". Restore the paper values (profiles/paper.yaml) or set profile to 'custom'."
+            )
+        if self.data.subset_fallback is not None:
+            raise ConfigError(
+                "params.yaml: profile = 'paper' must run on the full CIFAR-10; set data.subset_fallback: null "
+                "so a missing dataset is an error rather than a silent switch to the subset"
+            )
+
+
+def parse_device(value: Any) -> str:
+    if not isinstance(value, str) or not (
+        value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit())
+    ):
+        raise fail("device", value, "auto, cpu, cuda or cuda:N")
+    return value
+
+
+def params_from_dict(raw: dict) -> Params:
+    """Validate a params mapping (the parsed params.yaml)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml must be a mapping at the top level, got {type(raw).__name__}")
+    no_unknown(raw, "", {"profile", "device", "data", "nb201", "darts"})
+    nb201 = required(raw, "nb201", "")
+    if not isinstance(nb201, dict):
+        raise ConfigError(f"params.yaml: nb201 must be a mapping, got {nb201!r}")
+    params = Params(
+        profile=read_choice(raw, "profile", "", PROFILES),
+        device=parse_device(required(raw, "device", "")),
+        data=DataConfig.from_dict(required(raw, "data", "")),
+        nb201=_space_runs("nb201", nb201, set()),
+        darts=DartsParams.from_dict(required(raw, "darts", "")),
+    )
+    params.check_profile()
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (run from the repository root, or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return params_from_dict(raw)

@@ -1,0 +1,225 @@
+"""The search settings: one resolved `SearchConfig` per (space, method), the only config a search reads.
+
+This module is part of every search checkpoint's code fingerprint (it decides a search's numbers); the
+rest of the params (paths, retraining, ImageNet, the paper table) lives elsewhere so editing it keeps
+the search checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from isdarts.config.fields import (
+    fail,
+    no_unknown,
+    read_bool,
+    read_choice,
+    read_choice_int,
+    read_float,
+    read_int,
+    read_int_or_all,
+    required,
+)
+from isdarts.errors import ConfigError
+from isdarts.search.methods import METHODS as METHOD_TABLE
+from isdarts.search.shrink import shrink_epochs
+
+IIM_SOURCES = ("train_full", "holdout_subset")
+SHRINK_ANCHORS = ("start", "last")
+REGULARISERS = ("corr", "signcorr")
+NB201_NUM_OPS = 5
+# What config knows of each method comes from the methods table: its own options, label and data use.
+METHODS = tuple(METHOD_TABLE)
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.options for name, spec in METHOD_TABLE.items()}
+METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in METHOD_TABLE.items()}
+
+
+@dataclass(frozen=True)
+class IimConfig:
+    """How the information-based importance measurement samples its data (spec §3.2)."""
+
+    source: str = "train_full"
+    n_samples: int | None = None  # None: all samples of the source
+    batch_size: int = 64
+    every_epoch: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict, prefix: str) -> IimConfig:
+        no_unknown(d, prefix, {"source", "n_samples", "batch_size", "every_epoch"})
+        source = read_choice(d, "source", prefix, IIM_SOURCES)
+        n_samples = read_int_or_all(d, "n_samples", prefix)
+        if source == "holdout_subset" and n_samples is None:
+            raise fail(prefix + "n_samples", "all", "a positive integer when source is holdout_subset")
+        return cls(source, n_samples, read_int(d, "batch_size", prefix, minimum=1), read_bool(d, "every_epoch", prefix))
+
+
+@dataclass(frozen=True)
+class ShrinkConfig:
+    """Progressive shrinking schedule (spec §3.3): `steps` shrink steps, one every `interval` epochs.
+
+    anchor "start" is the official code's range(E - S*I, E, I); "last" ends the last step at epoch E - 1
+    (the older schedule that Table A.2's intervals fit).
+    """
+
+    steps: int = 4
+    interval: int = 2
+    anchor: str = "start"
+
+    @classmethod
+    def from_dict(cls, d: dict, prefix: str) -> ShrinkConfig:
+        no_unknown(d, prefix, {"steps", "interval", "anchor"})
+        anchor = read_choice(d, "anchor", prefix, SHRINK_ANCHORS) if "anchor" in d else "start"
+        return cls(read_int(d, "steps", prefix, minimum=1), read_int(d, "interval", prefix, minimum=1), anchor)
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """The Adam optimiser of DARTS-style architecture weights (spec §4)."""
+
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 1e-3
+
+    @classmethod
+    def from_dict(cls, d: dict, prefix: str) -> ArchConfig:
+        no_unknown(d, prefix, {"lr", "betas", "weight_decay"})
+        betas = required(d, "betas", prefix)
+        if (
+            not isinstance(betas, list) or len(betas) != 2
+            or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1 for b in betas)
+        ):
+            raise fail(prefix + "betas", betas, "two numbers in [0, 1), e.g. [0.5, 0.999]")
+        return cls(read_float(d, "lr", prefix, allow_equal=False), (float(betas[0]), float(betas[1])),
+                   read_float(d, "weight_decay", prefix))
+
+
+# Keys every method of a space shares (the `<space>.search` section); a method section may override them.
+SEARCH_KEYS = (
+    "C", "N", "epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip",
+    "shuffle", "log_every", "image_size", "train_images", "test_images",
+)
+IMAGE_SIZES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """One search, resolved: the space's shared settings, the method's overrides and its own options."""
+
+    space: str = "nb201"
+    method: str = "isdarts"
+    C: int = 16
+    N: int = 5
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    shuffle: bool = False
+    log_every: int = 50
+    image_size: int = 32
+    train_images: int | None = None  # None: all
+    test_images: int | None = None
+    shrink: ShrinkConfig | None = field(default_factory=ShrinkConfig)
+    iim: IimConfig | None = field(default_factory=IimConfig)
+    arch: ArchConfig | None = None
+    train_portion: float | None = None  # bi-level methods: share of the training set that trains weights
+    regulariser: str | None = None
+    lam: float | None = None
+    epsilon: float | None = None
+
+    @property
+    def bilevel(self) -> bool:
+        return METHOD_TABLE[self.method].bilevel
+
+    @property
+    def order(self) -> int:
+        return 2 if self.method == "darts2" else 1
+
+
+
+def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
+    """Parse the shared search keys found in `d` (all of them unless only_present)."""
+    parsers = {
+        "C": lambda k: read_int(d, k, p, minimum=2),
+        "N": lambda k: read_int(d, k, p, minimum=1),
+        "epochs": lambda k: read_int(d, k, p, minimum=1),
+        "batch_size": lambda k: read_int(d, k, p, minimum=1),
+        "lr": lambda k: read_float(d, k, p, allow_equal=False),
+        "lr_min": lambda k: read_float(d, k, p),
+        "momentum": lambda k: read_float(d, k, p),
+        "nesterov": lambda k: read_bool(d, k, p),
+        "weight_decay": lambda k: read_float(d, k, p),
+        "grad_clip": lambda k: read_float(d, k, p),
+        "shuffle": lambda k: read_bool(d, k, p),
+        "log_every": lambda k: read_int(d, k, p, minimum=1),
+        "image_size": lambda k: read_choice_int(d, k, p, IMAGE_SIZES),
+        "train_images": lambda k: read_int_or_all(d, k, p),
+        "test_images": lambda k: read_int_or_all(d, k, p),
+    }
+    return {k: parse(k) for k, parse in parsers.items() if not only_present or k in d}
+
+
+
+def resolve_search(space: str, method: str, common: dict, options: dict, prefix: str) -> SearchConfig:
+    """Merge a space's shared search section with one method's section, and check the result."""
+    if method not in METHOD_OPTIONS:
+        raise fail(prefix.rstrip("."), method, "one of " + ", ".join(METHODS))
+    if not isinstance(options, dict):
+        raise ConfigError(f"params.yaml: {prefix.rstrip('.')} must be a mapping, got {options!r}")
+    own = METHOD_OPTIONS[method]
+    unknown = sorted(set(options) - set(own) - set(SEARCH_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"params.yaml: {', '.join(prefix + k for k in unknown)} does not apply to method {method!r}; "
+            f"its options are {', '.join(own)} (plus any {space}.search key to override it)"
+        )
+    missing = [k for k in own if k not in options]
+    if missing:
+        raise ConfigError(f"params.yaml: missing key(s) {', '.join(prefix + k for k in missing)} for method {method!r}")
+    values = {**_search_values(common, f"{space}.search.", False), **_search_values(options, prefix, True)}
+    if "shrink" in own:
+        values["shrink"] = ShrinkConfig.from_dict(options["shrink"], prefix + "shrink.")
+    else:
+        values["shrink"] = None
+    values["iim"] = IimConfig.from_dict(options["iim"], prefix + "iim.") if "iim" in own else None
+    if "arch" in own:
+        values["arch"] = ArchConfig.from_dict(options["arch"], prefix + "arch.")
+        portion = read_float(options, "train_portion", prefix, allow_equal=False)
+        if portion >= 1:
+            raise fail(prefix + "train_portion", portion, "a number in (0, 1)")
+        values["train_portion"] = portion
+    if "regulariser" in own:
+        values["regulariser"] = read_choice(options, "regulariser", prefix, REGULARISERS)
+        values["lam"] = read_float(options, "lam", prefix)
+        values["epsilon"] = read_float(options, "epsilon", prefix, allow_equal=False)
+    cfg = SearchConfig(space=space, method=method, **values)
+    check_search(cfg, prefix)
+    return cfg
+
+
+def check_search(cfg: SearchConfig, prefix: str) -> None:
+    """Reject settings that cannot run, naming the key."""
+    sp = f"{cfg.space}.search."
+    if cfg.lr_min > cfg.lr:
+        raise fail(sp + "lr_min", cfg.lr_min, f"a number <= lr ({cfg.lr})")
+    if cfg.momentum >= 1.0:
+        raise fail(sp + "momentum", cfg.momentum, "a number in [0, 1)")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise fail(sp + "nesterov", True, "false when momentum is 0 (torch SGD requires it)")
+    if cfg.shrink is not None:
+        if cfg.space == "nb201" and cfg.shrink.steps > NB201_NUM_OPS - 1:
+            raise ConfigError(
+                f"params.yaml: {prefix}shrink.steps = {cfg.shrink.steps} is more shrink steps than the "
+                f"{NB201_NUM_OPS} NB201 ops allow; expected 1..{NB201_NUM_OPS - 1} (the paper uses 4)"
+            )
+        try:
+            shrink_epochs(cfg.epochs, cfg.shrink.steps, cfg.shrink.interval, cfg.shrink.anchor)
+        except ValueError as exc:
+            raise ConfigError(
+                f"params.yaml: {prefix}shrink.steps/interval do not fit the search's epochs = {cfg.epochs}: {exc}; "
+                "lower steps/interval or raise epochs"
+            ) from None

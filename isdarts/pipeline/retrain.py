@@ -1,0 +1,123 @@
+"""The retrain_darts and sweep_retrain stages: a searched DARTS-space cell trained on CIFAR-10 from scratch.
+
+Every input is checked before any training; the run resumes from its per-epoch checkpoint (continuing the
+same MLflow run) and writes metrics.json and history.json only once it finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from isdarts.config import Params, RetrainConfig
+from isdarts.data.cifar import CifarArrays, load_prepared
+from isdarts.data.downsample import reduce_cifar
+from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, run_dir
+from isdarts.pipeline.runinfo import (
+    check_run_info,
+    merge_run_info,
+    read_genotype,
+    run_info_for,
+    run_name,
+    search_cost,
+)
+from isdarts.pipeline.tracked import tracked_run
+from isdarts.tracking import standard_tags
+from isdarts.train.epochs import METRICS_NAME, write_outputs
+from isdarts.train.retrain import retrain_cifar
+
+RETRAIN_EXPERIMENT = "isdarts-darts-retrain"
+RETRAIN_LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path", "images_per_s")
+FINAL_LOGGED = ("final_test_acc", "final_test_error", "best_test_acc", "params_m")
+
+
+def retrain(
+    params: Params,
+    method: str,
+    seed: int,
+    *,
+    genotype_file: Path | None = None,
+    rate: str | None = None,
+    prepared_dir: Path = PREPARED_DIR,
+    out_dir: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    stage: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Retrain a DARTS-space genotype on CIFAR-10 from scratch (default: this method's searched cell, or the
+    cell of sweep point `rate`)."""
+    default_run = run_dir("darts", method, seed, rate=rate, step="retrain")
+    genotype_file = Path(genotype_file or run_dir("darts", method, seed, rate=rate) / "genotype.json")
+    rp = params.darts.retrain
+    extra: dict[str, Any] = {}
+    if rate is not None:
+        schedule = params.darts.sweep.schedules[rate]
+        extra = {"rate": schedule.rate, "rate_label": schedule.label, "rate_name": rate,
+                 "steps": schedule.shrink.steps, "interval": schedule.shrink.interval,
+                 "anchor": schedule.shrink.anchor}
+    arrays, manifest = load_prepared(prepared_dir)
+    mismatches = rp.mismatches() + ([] if manifest["kind"] == "full" else ["data: CIFAR-10 subset"])
+    return retrain_run(
+        genotype_file, rp.train, arrays, image_size=rp.image_size, train_images=rp.train_images,
+        test_images=rp.test_images, seed=seed, device=params.device, out_dir=Path(out_dir or default_run),
+        checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
+        run_info=run_info_for(params, method, mismatches, genotype_file, **extra), stage=stage, progress=progress,
+    )
+
+
+def retrain_run(
+    genotype_file: Path,
+    cfg: RetrainConfig,
+    arrays: CifarArrays,
+    *,
+    image_size: int,
+    train_images: int | None,
+    test_images: int | None,
+    seed: int,
+    device: str,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    run_info: dict[str, Any],
+    stage: str | None = None,
+    progress: bool = False,
+    stop_after_epochs: int | None = None,
+    tracking: bool = True,
+) -> dict[str, Any]:
+    """Retrain the genotype in `genotype_file` on CIFAR-10, resumably, tracked in MLflow.
+
+    Writes out_dir/metrics.json and out_dir/history.json once the last epoch is done and returns the metrics;
+    when `stop_after_epochs` cuts the run short it returns {"finished": False, ...} and writes nothing.
+    """
+    genotype_file, out_dir = Path(genotype_file), Path(out_dir)
+    genotype = read_genotype(genotype_file)
+    check_run_info(run_info)
+    cost = search_cost(genotype_file)
+    data = reduce_cifar(arrays, image_size=image_size, train_images=train_images, test_images=test_images)
+    tags = {
+        **standard_tags(seed=seed, space="darts", method=run_info["method"], stage=stage, profile=run_info["profile"]),
+        "genotype": str(genotype), "genotype_file": str(genotype_file),
+    }
+    logged_params = {
+        "retrain": dataclasses.asdict(cfg), "seed": seed, "device": device, "image_size": image_size,
+        "train_images": len(data.train_y), "test_images": len(data.test_y), "run_info": dict(run_info),
+    }
+    with tracked_run(RETRAIN_EXPERIMENT, tags, enabled=tracking) as run:
+        on_start, on_epoch = run.epoch_hooks(run_name("retrain", run_info, seed), logged_params, RETRAIN_LOGGED)
+        result = retrain_cifar(
+            genotype, data, cfg, device=device, seed=seed, checkpoint_dir=Path(checkpoint_dir), progress=progress,
+            stop_after_epochs=stop_after_epochs, on_start=on_start, on_epoch=on_epoch,
+        )
+        if not result["finished"]:
+            run.stopped()  # as a kill would leave it; the next call reopens the same run
+            return result
+        metrics = merge_run_info(
+            {
+                **result["metrics"], "space": "darts", "genotype": str(genotype), "genotype_file": str(genotype_file),
+                **cost, "image_size": image_size, "train_images": len(data.train_y), "test_images": len(data.test_y),
+            },
+            run_info,
+        )
+        write_outputs(out_dir, metrics, result["history"])
+        run.finish(out_dir / METRICS_NAME, {k: metrics[k] for k in FINAL_LOGGED}, step=metrics["epochs"])
+    return metrics

@@ -1,0 +1,61 @@
+"""The search_nb201, search_darts and sweep_search stages: one resumable search (or one shrink-rate sweep
+point), tracked in MLflow, its genotype, metrics and history written only once it finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from isdarts.config import Params
+from isdarts.data.cifar import load_prepared
+from isdarts.errors import ConfigError
+from isdarts.io import atomic_write_json
+from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, run_dir
+from isdarts.pipeline.tracked import tracked_run
+from isdarts.search.loop import run_search
+from isdarts.tracking import standard_tags
+
+
+def search(
+    params: Params,
+    space: str,
+    method: str,
+    seed: int,
+    *,
+    rate: str | None = None,
+    prepared_dir: Path = PREPARED_DIR,
+    out_dir: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    stage: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) one search of `method` on `space` for `seed`; returns its metrics."""
+    cfg = params.space(space).search(method)
+    extra: dict[str, Any] = {}
+    if rate is not None:
+        if space != "darts" or method != "isdarts":
+            raise ConfigError("the shrink-rate sweep runs IS-DARTS on the DARTS space only")
+        sweep = params.darts.sweep
+        if rate not in sweep.schedules:
+            raise ConfigError(f"unknown sweep rate {rate!r}; darts.sweep.schedules has {', '.join(sweep.schedules)}")
+        cfg = sweep.search(cfg, rate)
+        schedule = sweep.schedules[rate]
+        extra = {"rate": schedule.rate, "rate_label": schedule.label, "rate_name": rate}
+    default_run = run_dir(space, method, seed, rate=rate)
+    out_dir = Path(out_dir or default_run)
+    checkpoint_dir = Path(checkpoint_dir or checkpoint_dir_for(default_run))
+    arrays, manifest = load_prepared(prepared_dir)
+    tags = standard_tags(seed=seed, space=space, method=method, stage=stage or "cli", profile=params.profile)
+    if rate is not None:
+        tags["rate"] = rate
+    with tracked_run(f"isdarts-{space}" if rate is None else "isdarts-darts-sweep", tags) as run:
+        result = run_search(
+            cfg, seed, arrays, profile=params.profile, device=params.device, data_kind=manifest["kind"],
+            data_fingerprint=manifest["npz_sha256"], checkpoint_dir=checkpoint_dir, tracker=run.tracker,
+            tracker_tags=run.tags, progress=progress, extra_metrics=extra,
+        )
+        atomic_write_json(out_dir / "history.json", result["history"])
+        atomic_write_json(out_dir / "metrics.json", result["metrics"])
+        atomic_write_json(out_dir / "genotype.json", result["genotype"])
+        run.finish(out_dir / "genotype.json", tags={"genotype": result["metrics"]["genotype"][:5000]})
+    return result["metrics"]

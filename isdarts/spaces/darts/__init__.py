@@ -1,0 +1,1 @@
+"""The DARTS (NASNet-like) space: its ops, the genotype, the search supernet and the evaluation networks."""

@@ -1,0 +1,1 @@
+"""The NAS-Bench-201 space: its ops, the cell genotype and the search supernet."""

@@ -1,0 +1,173 @@
+"""The epoch loop every trainer shares: resume, random-stream restore, progress bar, per-epoch history and
+checkpoint, the tracking hooks, and the stop-after test hook that simulates a kill.
+
+A trainer keeps only what differs: its settings fingerprint, the objects whose state is checkpointed, and
+one epoch's work (a callable returning that epoch's history record). A killed run resumes from the last
+per-epoch checkpoint and ends exactly as an uninterrupted one, since everything it draws from is saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from isdarts.data.device_loader import DeviceImages
+from isdarts.io import atomic_write_json
+from isdarts.train.checkpoint import load_checkpoint, save_checkpoint
+from isdarts.train.runtime import restore_rng, rng_state
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+METRICS_NAME = "metrics.json"
+HISTORY_NAME = "history.json"
+
+
+class Stateful(Protocol):
+    """What a checkpoint holds one of: a model, an optimiser, a search method."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+class EpochLoop:
+    """Epochs `epochs_done + 1 .. epochs` of one run, resumable from `checkpoint_path`.
+
+    Use in two steps, so a trainer can act between resuming and training (DDP wraps the model there):
+    `start()` resumes and opens tracking, `run(epoch_work)` trains. Afterwards `history`, `elapsed_s`,
+    `epochs_done` and `extra` describe the run. Under DDP every rank runs the loop and resumes from the same
+    file; only the `writer` (rank 0) calls the hooks and writes checkpoints, and `barrier` runs on every rank
+    after each epoch so no rank runs ahead of a checkpoint it may need.
+
+    `on_start(extra)` runs once before training with the `extra` dict of the checkpoint resumed from ({} when
+    fresh); what it returns is stored in every later checkpoint (an MLflow run id, so a resumed run logs into
+    the same MLflow run). `on_epoch(record)` runs after each epoch, before its checkpoint is written.
+    `stop_after_epochs` ends the run after that many epochs in total (checkpoint written), as a kill would.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        epochs: int,
+        checkpoint_path: Path,
+        key: str,
+        state: Mapping[str, Stateful],
+        generators: Mapping[str, torch.Generator] | None = None,
+        progress: bool = False,
+        stop_after_epochs: int | None = None,
+        on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        on_epoch: Callable[[Record], None] | None = None,
+        writer: bool = True,
+        barrier: Callable[[], None] | None = None,
+    ) -> None:
+        self.name, self.epochs = name, epochs
+        self.checkpoint_path, self.key = Path(checkpoint_path), key
+        self.state, self.generators = state, dict(generators or {})
+        self.progress, self.stop_after_epochs = progress, stop_after_epochs
+        self.on_start, self.on_epoch = on_start, on_epoch
+        self.writer, self.barrier = writer, barrier
+        self.history: list[Record] = []
+        self.elapsed_s = 0.0
+        self.epochs_done = 0
+        self.extra: dict[str, Any] = {}
+
+    def _stop_here(self) -> bool:
+        """True when the stop-after hook says this run ends now, short of its last epoch."""
+        stop = self.stop_after_epochs
+        return stop is not None and stop <= self.epochs_done < self.epochs
+
+    def start(self) -> bool:
+        """Resume from the checkpoint if one of these settings exists; False if the stop-after hook already
+        ends the run (tracking is then never opened), else open tracking and return True."""
+        saved = load_checkpoint(self.checkpoint_path, self.key)
+        if saved is not None:
+            for name, obj in self.state.items():
+                obj.load_state_dict(saved[name])
+            restore_rng(saved["rng"], self.generators)
+            self.history, self.elapsed_s = saved["history"], saved["elapsed_s"]
+            self.epochs_done, self.extra = saved["epochs_done"], saved["extra"]
+            log.info("resuming %s from %s after epoch %d", self.name, self.checkpoint_path, self.epochs_done)
+        if self._stop_here():
+            return False
+        if self.on_start is not None and self.writer:
+            self.extra = dict(self.on_start(dict(self.extra)) or {})
+        return True
+
+    def run(self, epoch_work: Callable[[int], Record]) -> bool:
+        """Train the remaining epochs; `epoch_work(epoch)` (0-based) trains one and returns its history record,
+        which must hold `epoch_seconds`. Returns True once the last epoch is done, False if stopped early."""
+        epochs = tqdm(
+            range(self.epochs_done, self.epochs), initial=self.epochs_done, total=self.epochs, desc=self.name,
+            unit="epoch", disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
+        )
+        for epoch in epochs:
+            record = epoch_work(epoch)
+            self.history.append(record)
+            self.elapsed_s += record["epoch_seconds"]
+            self.epochs_done = epoch + 1
+            if self.writer:
+                if self.on_epoch is not None:
+                    self.on_epoch(record)
+                save_checkpoint(self.checkpoint_path, self._checkpoint(), self.key)
+            if self.barrier is not None:
+                self.barrier()
+            if self._stop_here():
+                return False
+        return True
+
+    def _checkpoint(self) -> dict[str, Any]:
+        return {
+            "epochs_done": self.epochs_done, **{name: obj.state_dict() for name, obj in self.state.items()},
+            "rng": rng_state(self.generators), "history": self.history, "elapsed_s": self.elapsed_s,
+            "extra": self.extra,
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    data: DeviceImages,
+    batch_size: int,
+    logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[float, float]:
+    """Loss and accuracy (%) on a device-resident split, in eval mode.
+
+    `logits(x)` defaults to the main head of a network that returns (logits, auxiliary logits); a search
+    passes its method's logits, which mix the supernet's ops.
+    """
+    forward = logits if logits is not None else (lambda x: model(x)[0])
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    for x, y in data.batches(batch_size, augment=False, shuffle=False, generator=None):
+        out = forward(x)
+        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
+        correct += (out.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(data)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def write_outputs(out_dir: Path, metrics: dict[str, Any], history: list[Record]) -> None:
+    """out_dir/history.json ({"epochs": history}), then out_dir/metrics.json.
+
+    metrics.json is what marks a finished run, so it must never appear alone: a failure writing it removes
+    the history again.
+    """
+    out_dir = Path(out_dir)
+    atomic_write_json(out_dir / HISTORY_NAME, {"epochs": history})
+    try:
+        atomic_write_json(out_dir / METRICS_NAME, metrics)
+    except BaseException:
+        (out_dir / HISTORY_NAME).unlink(missing_ok=True)
+        raise
