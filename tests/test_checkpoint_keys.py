@@ -13,13 +13,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RUN = """
-import json, sys
+import json, logging, sys
 from pathlib import Path
 import yaml
 import isdarts
@@ -28,6 +29,14 @@ from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.search.loop import run_search
 
 cifar, ckpt, profile = map(Path, sys.argv[1:4])
+stop_after = int(sys.argv[4])
+resumed = []
+class Resumed(logging.Handler):
+    def emit(self, record):
+        resumed.append(record.getMessage().startswith("resuming"))
+epochs_log = logging.getLogger("isdarts.train.epochs")
+epochs_log.setLevel(logging.INFO)
+epochs_log.addHandler(Resumed())
 raw = yaml.safe_load(profile.read_text())
 raw["profile"], raw["device"] = "smoke", "cpu"
 raw["nb201"]["search"].update({"C": 4, "N": 1, "epochs": 3, "batch_size": 32})
@@ -38,8 +47,8 @@ cfg = params_from_dict(raw).nb201.search("isdarts")
 data = load_cifar10(locate_cifar10(cifar, download=False, subset_fallback=cifar))
 data.train_x, data.train_y = data.train_x[:64], data.train_y[:64]
 out = run_search(cfg, 0, data, profile="smoke", device="cpu", data_kind="subset", data_fingerprint="tiny",
-                 checkpoint_dir=ckpt, progress=False, stop_after_epochs=1)
-print(json.dumps({"epochs_done": out.get("epochs_done"), "package": isdarts.__file__}))
+                 checkpoint_dir=ckpt, progress=False, stop_after_epochs=stop_after)
+print(json.dumps({"epochs_done": out.get("epochs_done"), "resumed": any(resumed), "package": isdarts.__file__}))
 """
 
 
@@ -66,14 +75,16 @@ def test_search_checkpoint_survives_edits_that_do_not_decide_its_numbers(case, t
     env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-c", RUN, str(tiny_cifar_dir), str(tmp_path / "ckpt"), str(ROOT / "profiles/quick.yaml")]
 
-    def run() -> dict:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    def run(stop_after: int) -> dict:
+        done = subprocess.run([*args, str(stop_after)], env=env, capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert Path(result["package"]).is_relative_to(copy), "the subprocess must import the edited copy"
         return result
 
-    assert run()["epochs_done"] == 1
+    assert run(1) == {"epochs_done": 1, "resumed": False, "package": ANY}
     edit(copy / "isdarts" / module, old, new)
-    # A resumed search continues at epoch 2; a restarted one stops again after its first epoch.
-    assert run()["epochs_done"] == (2 if resumes else 1)
+    # A resumed search continues from epoch 1's checkpoint, a restarted one trains from scratch; the epoch
+    # loop logs "resuming ..." only when it loads a checkpoint.
+    assert run(2) == {"epochs_done": 2, "resumed": resumes, "package": ANY}

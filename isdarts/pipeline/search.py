@@ -3,6 +3,8 @@ point), tracked in MLflow, its genotype, metrics and history written only once i
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,10 @@ from isdarts.errors import ConfigError
 from isdarts.io import atomic_write_json
 from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, run_dir
 from isdarts.pipeline.tracked import tracked_run
-from isdarts.search.loop import run_search
+from isdarts.search.loop import epoch_metrics, run_search
+from isdarts.search.methods import SUPERNETS, load
 from isdarts.tracking import standard_tags
+from isdarts.train.runtime import resolve_device
 
 
 def search(
@@ -48,11 +52,18 @@ def search(
     tags = standard_tags(seed=seed, space=space, method=method, stage=stage or "cli", profile=params.profile)
     if rate is not None:
         tags["rate"] = rate
+    logged_params = {
+        "search": dataclasses.asdict(cfg), "seed": seed, "device": str(resolve_device(params.device)),
+        "data": manifest["kind"],
+    }
     with tracked_run(f"isdarts-{space}" if rate is None else "isdarts-darts-sweep", tags) as run:
+        on_start, on_epoch = run.epoch_hooks(
+            f"{space}-{method}-seed{seed}", logged_params, partial(epoch_metrics, supernet=load(SUPERNETS[space]))
+        )
         result = run_search(
             cfg, seed, arrays, profile=params.profile, device=params.device, data_kind=manifest["kind"],
-            data_fingerprint=manifest["npz_sha256"], checkpoint_dir=checkpoint_dir, tracker=run.tracker,
-            tracker_tags=run.tags, progress=progress, extra_metrics=extra,
+            data_fingerprint=manifest["npz_sha256"], checkpoint_dir=checkpoint_dir, on_start=on_start,
+            on_epoch=on_epoch, progress=progress, extra_metrics=extra,
         )
         atomic_write_json(out_dir / "history.json", result["history"])
         atomic_write_json(out_dir / "metrics.json", result["metrics"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ from isdarts.data.downsample import reduce_cifar
 from isdarts.errors import ConfigError, GenotypeError
 from isdarts.search.base import SearchMethod
 from isdarts.search.methods import SPACES, SUPERNETS, load, method_spec
-from isdarts.train.checkpoint import code_fingerprint, fingerprint, load_checkpoint, save_checkpoint
+from isdarts.train.checkpoint import code_fingerprint, fingerprint
+from isdarts.train.epochs import EpochLoop, Record, evaluate
 from isdarts.train.runtime import (
     Stopwatch,
     check_finite,
@@ -36,8 +38,6 @@ from isdarts.train.runtime import (
     make_deterministic,
     make_generator,
     resolve_device,
-    restore_rng,
-    rng_state,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ COMMON_RESULT_MODULES = (
     "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
     "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
     "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
-    "isdarts.spaces.common", "isdarts.train.checkpoint", "isdarts.train.runtime",
+    "isdarts.spaces.common", "isdarts.train.checkpoint", "isdarts.train.epochs", "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
     "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet"),
@@ -126,25 +126,8 @@ def split_search_data(
     return SearchData(train, test, iim, True, None, kind)
 
 
-@torch.no_grad()
-def evaluate(method: SearchMethod, data: DeviceImages, batch_size: int) -> tuple[float, float]:
-    """Loss and accuracy (%) on a split, in eval mode."""
-    model = method.model
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
-    correct = torch.zeros((), dtype=torch.int64, device=data.device)
-    for x, y in data.batches(batch_size, augment=False, shuffle=False, generator=None):
-        logits = method.logits(x)
-        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double()
-        correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
-    n = len(data)
-    return loss_sum.item() / n, 100.0 * correct.item() / n
-
-
-def _epoch_metrics(record: dict[str, Any], supernet: type) -> dict[str, float]:
-    """Flatten one history record into MLflow metrics."""
+def epoch_metrics(record: dict[str, Any], supernet: type) -> dict[str, float]:
+    """Flatten one search history record into MLflow metrics (the pipeline's per-epoch tracking hook)."""
     metrics = {k: record[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s")}
     if record.get("arch_loss") is not None:
         metrics["arch_loss"] = record["arch_loss"]
@@ -195,6 +178,42 @@ def _train_epoch(method: SearchMethod, data: SearchData, cfg: SearchConfig, gens
     return step_losses, correct
 
 
+def _search_epoch(
+    method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool, seed: int
+) -> Record:
+    """One search epoch (0-based `epoch`): train, evaluate, the method's end-of-epoch work; its history record."""
+    lr = method.set_epoch(epoch)
+    clock = Stopwatch(data.train.device)
+    step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress)
+    train_seconds = clock.elapsed()
+    test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size, logits=method.logits)
+
+    def iim_batches():
+        return data.iim.batches(cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"])
+
+    end = method.end_epoch(epoch + 1, iim_batches if data.iim is not None else None)
+    record = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": step_losses.mean().item(),
+        "train_acc": 100.0 * correct.item() / len(data.train),
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "images_per_s": len(data.train) / train_seconds,
+        "epoch_seconds": clock.elapsed(),
+        "alive": method.model.alive_json(),
+        "genotype": _current_genotype(method),
+        **end,
+    }
+    log.info(
+        "%s %s seed %d epoch %d/%d  lr %.4f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s%s",
+        cfg.space, cfg.method, seed, epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"],
+        test_acc, record["images_per_s"],
+        f"  shrink step {end['shrink_step']}" if end.get("shrink_step") is not None else "",
+    )
+    return record
+
+
 def run_search(
     cfg: SearchConfig,
     seed: int,
@@ -205,16 +224,17 @@ def run_search(
     data_kind: str,
     data_fingerprint: str,
     checkpoint_dir: Path,
-    tracker: Any = None,
-    tracker_tags: dict[str, str] | None = None,
+    on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    on_epoch: Callable[[Record], None] | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
     extra_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one search; returns the genotype, metrics and history to be written.
 
-    `stop_after_epochs` ends the call early after that many epochs in total (checkpoint written), as a
-    kill would; the next call resumes.
+    `on_start`/`on_epoch` are the epoch loop's tracking hooks (`EpochLoop`; `epoch_metrics` flattens a record
+    for MLflow). `stop_after_epochs` ends the call early after that many epochs in total (checkpoint written),
+    as a kill would; the next call resumes.
     """
     dev = resolve_device(device)
     if profile == "paper" and data_kind != "full":
@@ -236,73 +256,15 @@ def run_search(
         "search": dataclasses.asdict(cfg), "seed": seed, "data": data_fingerprint, "device": dev.type,
         "code": code_fingerprint(result_modules(cfg.space)),
     }
-    key = fingerprint(settings)
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
-    state = load_checkpoint(ckpt_path, key)
-    history: list[dict[str, Any]] = []
-    elapsed, run_id, start_epoch = 0.0, None, 0
-    if state is not None:
-        method.load_state_dict(state["method"])
-        restore_rng(state["rng"], gens)
-        history, elapsed, run_id = state["history"], state["elapsed_s"], state.get("mlflow_run_id")
-        start_epoch = state["epochs_done"]
-        log.info("resuming %s %s seed %d from %s after epoch %d", cfg.space, cfg.method, seed, ckpt_path, start_epoch)
-    if tracker is not None:
-        run_id = tracker.start(
-            run_name=f"{cfg.space}-{cfg.method}-seed{seed}",
-            params={"search": dataclasses.asdict(cfg), "seed": seed, "device": str(dev), "data": data_kind},
-            tags=tracker_tags or {},
-            resume_run_id=run_id,
-        )
-
-    def iim_batches():
-        return data.iim.batches(cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"])
-
-    epochs = tqdm(
-        range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs,
-        desc=f"{cfg.space} {cfg.method} seed {seed}", unit="epoch", disable=not progress, file=sys.stderr,
-        dynamic_ncols=True,
+    loop = EpochLoop(
+        name=f"{cfg.space} {cfg.method} seed {seed}", epochs=cfg.epochs,
+        checkpoint_path=Path(checkpoint_dir) / CHECKPOINT_NAME, key=fingerprint(settings),
+        state={"method": method}, generators=gens, progress=progress, stop_after_epochs=stop_after_epochs,
+        on_start=on_start, on_epoch=on_epoch,
     )
-    for epoch in epochs:
-        lr = method.set_epoch(epoch)
-        clock = Stopwatch(dev)
-        step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress)
-        train_seconds = clock.elapsed()
-        test_loss, test_acc = evaluate(method, data.test, cfg.batch_size)
-        end = method.end_epoch(epoch + 1, iim_batches if data.iim is not None else None)
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": step_losses.mean().item(),
-            "train_acc": 100.0 * correct.item() / len(data.train),
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "images_per_s": len(data.train) / train_seconds,
-            "epoch_seconds": clock.elapsed(),
-            "alive": method.model.alive_json(),
-            "genotype": _current_genotype(method),
-            **end,
-        }
-        history.append(record)
-        elapsed += record["epoch_seconds"]
-        log.info(
-            "%s %s seed %d epoch %d/%d  lr %.4f  train loss %.4f acc %.2f  test acc %.2f  %.0f img/s%s",
-            cfg.space, cfg.method, seed, epoch + 1, cfg.epochs, lr, record["train_loss"], record["train_acc"],
-            test_acc, record["images_per_s"],
-            f"  shrink step {end['shrink_step']}" if end.get("shrink_step") is not None else "",
-        )
-        if tracker is not None:
-            tracker.log_metrics(_epoch_metrics(record, supernet), step=epoch + 1)
-        save_checkpoint(
-            ckpt_path,
-            {
-                "epochs_done": epoch + 1, "method": method.state_dict(), "rng": rng_state(gens),
-                "history": history, "elapsed_s": elapsed, "mlflow_run_id": run_id,
-            },
-            key,
-        )
-        if stop_after_epochs is not None and epoch + 1 >= stop_after_epochs and epoch + 1 < cfg.epochs:
-            return {"finished": False, "epochs_done": epoch + 1}
+    if not loop.start() or not loop.run(lambda epoch: _search_epoch(method, data, cfg, gens, epoch, progress, seed)):
+        return {"finished": False, "epochs_done": loop.epochs_done}
+    history, elapsed = loop.history, loop.elapsed_s
 
     genotype = method.genotype()
     final = history[-1]
@@ -346,6 +308,5 @@ def run_search(
         "genotype": {**genotype.to_json(), "method": cfg.method, "seed": seed},
         "metrics": metrics,
         "history": history_doc,
-        "mlflow_run_id": run_id,
     }
 
