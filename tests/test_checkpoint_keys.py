@@ -76,7 +76,7 @@ def test_search_checkpoint_survives_edits_that_do_not_decide_its_numbers(case, t
     args = [sys.executable, "-c", RUN, str(tiny_cifar_dir), str(tmp_path / "ckpt"), str(ROOT / "profiles/quick.yaml")]
 
     def run(stop_after: int) -> dict:
-        done = subprocess.run([*args, str(stop_after)], env=env, capture_output=True, text=True, timeout=300,
+        done = subprocess.run([*args, str(stop_after)], env=env, capture_output=True, text=True, timeout=600,
                               cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-3000:]
         result = json.loads(done.stdout.strip().splitlines()[-1])
