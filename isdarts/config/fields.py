@@ -74,6 +74,14 @@ def read_int_or_all(d: dict, key: str, prefix: str) -> int | None:
 
 
 
+def read_auto_bool(d: dict, key: str, prefix: str) -> str | bool:
+    """`auto`, true or false: a speed setting that `auto` decides per device."""
+    value = required(d, key, prefix)
+    if value != "auto" and not isinstance(value, bool):
+        raise fail(prefix + key, value, "auto, true or false")
+    return value
+
+
 def read_choice_int(d: dict, key: str, prefix: str, choices: tuple[int, ...]) -> int:
     value = required(d, key, prefix)
     if isinstance(value, bool) or value not in choices:

@@ -13,6 +13,7 @@ from typing import Any
 from isdarts.config.fields import (
     fail,
     no_unknown,
+    read_auto_bool,
     read_bool,
     read_choice,
     read_choice_int,
@@ -97,7 +98,7 @@ class ArchConfig:
 # Keys every method of a space shares (the `<space>.search` section); a method section may override them.
 SEARCH_KEYS = (
     "C", "N", "epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip",
-    "shuffle", "log_every", "image_size", "train_images", "test_images",
+    "shuffle", "log_every", "image_size", "train_images", "test_images", "fused_ops", "channels_last",
 )
 IMAGE_SIZES = (8, 16, 32)
 
@@ -123,6 +124,9 @@ class SearchConfig:
     image_size: int = 32
     train_images: int | None = None  # None: all
     test_images: int | None = None
+    # Speed settings: they change how the supernet is computed, not what (results agree to float rounding).
+    fused_ops: bool = True  # one call per op kind and input state instead of one per op (spaces/fused.py)
+    channels_last: str | bool = "auto"  # auto: on (measured faster on CPU and the usual choice for GPUs)
     shrink: ShrinkConfig | None = field(default_factory=ShrinkConfig)
     iim: IimConfig | None = field(default_factory=IimConfig)
     arch: ArchConfig | None = None
@@ -159,6 +163,8 @@ def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
         "image_size": lambda k: read_choice_int(d, k, p, IMAGE_SIZES),
         "train_images": lambda k: read_int_or_all(d, k, p),
         "test_images": lambda k: read_int_or_all(d, k, p),
+        "fused_ops": lambda k: read_bool(d, k, p),
+        "channels_last": lambda k: read_auto_bool(d, k, p),
     }
     return {k: parse(k) for k, parse in parsers.items() if not only_present or k in d}
 

@@ -55,14 +55,9 @@ def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("repor
         return lowest_seed_history(method_dir) or method_dir / "seed_*" / "history.json"
 
     nb201_isdarts = history("nb201", "isdarts")
-    written = []
-    if plot_nb201_iim(nb201_isdarts, nb201_iim) is not None:
-        written.append(nb201_iim)
-    if plot_darts_iim(history("darts", "search", "isdarts"), darts_iim) is not None:
-        written.append(darts_iim)
-    if plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim) is not None:
-        written.append(alpha_iim)
-    return tuple(written)
+    drawn = (plot_nb201_iim(nb201_isdarts, nb201_iim), plot_darts_iim(history("darts", "search", "isdarts"), darts_iim),
+             plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim))
+    return tuple(path for path, plot in zip((nb201_iim, darts_iim, alpha_iim), drawn, strict=True) if plot is not None)
 
 
 def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),

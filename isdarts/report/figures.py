@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -84,46 +84,46 @@ def _label(history: SearchHistory) -> str:
     return DISPLAY_LABELS.get(history.method, history.method)
 
 
-def _shrink_epochs(history: SearchHistory) -> tuple[int, ...]:
-    return tuple(r.epoch for r in history.epochs if r.shrink_step is not None)
+def _iim_plot(history: SearchHistory, title: str, matrices: Sequence[tuple[int, Matrix]],
+              panels: Mapping[str, Sequence[tuple[str, int, int]]]) -> IimPlot:
+    """What both IIM figures share: each panel's (line label, edge, op) candidates in ``panels``, drawn as the
+    finite points of matrix[edge][op] over the (epoch, matrix) pairs, under ``title``.
 
-
-def _iim_series(matrices: Sequence[tuple[int, Matrix]], edges: Sequence[str], ops: Sequence[str],
-                cells: Sequence[tuple[str, int, int]]) -> dict[str, Series]:
-    """label -> finite points of matrix[edge][op] over (epoch, matrix) pairs; a candidate with none is left out."""
-    out = {}
-    for label, e, o in cells:
-        points = [(epoch, v) for epoch, m in matrices if (v := _finite(m[e][o])) is not None]
-        if points:
-            out[label] = Series(edges[e], ops[o], tuple(p[0] for p in points), tuple(p[1] for p in points))
-    return out
+    A candidate without any finite value (pruned from the start, or `none` at +inf) is left out.
+    """
+    drawn = {}
+    for name, cells in panels.items():
+        series = {}
+        for label, e, o in cells:
+            points = [(epoch, v) for epoch, m in matrices if (v := _finite(m[e][o])) is not None]
+            if points:
+                epochs, values = zip(*points, strict=True)
+                series[label] = Series(history.edges[e], history.ops[o], epochs, values)
+        drawn[name] = MappingProxyType(series)
+    shrinks = tuple(r.epoch for r in history.epochs if r.shrink_step is not None)
+    return IimPlot(f"{title}: IIM (hooked value, larger = less important)", history.ops, MappingProxyType(drawn),
+                   shrinks)
 
 
 def nb201_iim_data(history: SearchHistory) -> IimPlot:
     """Fig. 4 / A.3 data from an NB201 history: one panel per edge, one series per op."""
-    edges, ops = history.edges, history.ops
     matrices = [(r.epoch, r.iim) for r in history.epochs if r.iim is not None]
-    panels = {edge: MappingProxyType(_iim_series(matrices, edges, ops, [(op, e, o) for o, op in enumerate(ops)]))
-              for e, edge in enumerate(edges)}
-    return IimPlot(f"NB201 {_label(history)} seed {history.seed}: IIM (hooked value, larger = less important)",
-                   ops, MappingProxyType(panels), _shrink_epochs(history))
+    panels = {edge: [(op, e, o) for o, op in enumerate(history.ops)] for e, edge in enumerate(history.edges)}
+    return _iim_plot(history, f"NB201 {_label(history)} seed {history.seed}", matrices, panels)
 
 
 def darts_iim_data(history: SearchHistory, kind: str = "normal") -> IimPlot:
     """DARTS-space IIM data for one cell kind: one panel per intermediate node, one series per (edge, op).
 
-    Edge "i<-j" feeds node i. Candidates that never had a finite value (pruned from the start,
-    or `none` at +inf) are left out.
+    Edge "i<-j" feeds node i.
     """
-    edges, ops = history.edges, history.ops
     matrices = [(r.epoch, r.iim[kind]) for r in history.epochs if isinstance(r.iim, Mapping)]
     nodes: dict[str, list[tuple[str, int, int]]] = {}
-    for e, edge in enumerate(edges):
-        nodes.setdefault(f"node {edge.split('<-')[0]}", []).extend((f"{edge} {op}", e, o) for o, op in enumerate(ops))
-    panels = {name: MappingProxyType(_iim_series(matrices, edges, ops, cells))
-              for name, cells in sorted(nodes.items(), key=lambda kv: int(kv[0].split()[1]))}
-    return IimPlot(f"DARTS space {_label(history)} seed {history.seed}, {kind} cell: IIM (hooked value, "
-                   "larger = less important)", ops, MappingProxyType(panels), _shrink_epochs(history))
+    for e, edge in enumerate(history.edges):
+        nodes.setdefault(f"node {edge.split('<-')[0]}", []).extend(
+            (f"{edge} {op}", e, o) for o, op in enumerate(history.ops))
+    panels = dict(sorted(nodes.items(), key=lambda kv: int(kv[0].split()[1])))
+    return _iim_plot(history, f"DARTS space {_label(history)} seed {history.seed}, {kind} cell", matrices, panels)
 
 
 def softmax(logits: Sequence[float]) -> tuple[float, ...]:
@@ -177,22 +177,23 @@ def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where:
 # ---------------------------------------------------------------- drawing
 
 
-def _grid(n: int) -> tuple[int, int]:
-    cols = 3 if n > 4 else 2
-    return math.ceil(n / cols), cols
-
-
 _LINESTYLES = ("-", "--", "-.", ":")
 
 
-def _figure(rows: int, cols: int, panel_height: float) -> Figure:
+def _panels(n: int, panel_height: float) -> tuple[Figure, Sequence[Any]]:
+    """A figure of n panels, 2 or 3 to a row, and its n axes; the grid's places left over are hidden."""
+    cols = 3 if n > 4 else 2
+    rows = math.ceil(n / cols)
     # Fixed margins (in inches) rather than constrained layout: the solver took most of the drawing time.
     width, height = 5.0 * cols, panel_height * rows + 0.4
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.75 / height, top=1 - 0.55 / height,
                         wspace=0.3, hspace=0.45)
-    return fig
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
 def draw_iim(plot: IimPlot) -> Figure:
@@ -200,10 +201,8 @@ def draw_iim(plot: IimPlot) -> Figure:
 
     An op keeps its colour in every panel; within a panel, a node's edges differ by line style.
     """
-    rows, cols = _grid(len(plot.panels))
-    fig = _figure(rows, cols, 3.8)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (name, series) in zip(axes, plot.panels.items(), strict=False):
+    fig, axes = _panels(len(plot.panels), 3.8)
+    for ax, (name, series) in zip(axes, plot.panels.items(), strict=True):
         edges = list(dict.fromkeys(s.edge for s in series.values()))
         for label, s in series.items():
             ax.plot(s.epochs, s.values, marker="o", markersize=2.5, linewidth=1.0, label=label,
@@ -225,21 +224,16 @@ def draw_iim(plot: IimPlot) -> Figure:
             ax.legend(fontsize=5 if len(series) > 8 else 7, ncol=2 if len(series) > 8 else 1)
         else:
             ax.text(0.5, 0.5, "no finite IIM values", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-    for ax in axes[len(plot.panels):]:
-        ax.set_visible(False)
     fig.suptitle(plot.title + ("; dotted: shrink steps" if plot.shrink_epochs else ""), fontsize=10)
     return fig
 
 
 def draw_alpha_vs_iim(plot: AlphaVsIimPlot) -> Figure:
     """Grouped bars per edge: softmax(α) beside normalised IS-DARTS importance, one pair per op."""
-    edges = list(plot.alpha)
-    rows, cols = _grid(len(edges))
-    fig = _figure(rows, cols, 3.6)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    fig, axes = _panels(len(plot.alpha), 3.6)
     width = 0.4
     xs = range(len(plot.ops))
-    for ax, edge in zip(axes, edges, strict=False):
+    for ax, edge in zip(axes, plot.alpha, strict=True):
         ax.bar([x - width / 2 for x in xs], plot.alpha[edge], width,
                label=f"{plot.alpha_label} (epoch {plot.alpha_epoch})")
         ax.bar([x + width / 2 for x in xs], plot.importance[edge], width,
@@ -248,8 +242,6 @@ def draw_alpha_vs_iim(plot: AlphaVsIimPlot) -> Figure:
         ax.set_title(f"edge {edge}", fontsize=9)
         ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
-    for ax in axes[len(edges):]:
-        ax.set_visible(False)
     axes[0].legend(fontsize=7)
     fig.suptitle("DARTS α (softmax) vs IS-DARTS importance (1 / IIM hooked value, normalised per edge)", fontsize=10)
     return fig
@@ -279,7 +271,11 @@ def _load_history(path: Path, out_path: Path) -> SearchHistory | None:
     return SearchHistory.read(Path(path))
 
 
-def _plot_iim(plot: IimPlot, out_path: Path) -> IimPlot | None:
+def _plot_iim(history_path: Path, out_path: Path, data: Callable[[SearchHistory], IimPlot]) -> IimPlot | None:
+    history = _load_history(history_path, out_path)
+    if history is None:
+        return None
+    plot = data(history)
     if not any(plot.panels.values()):
         _skip(out_path, "the history holds no finite IIM value")
         return None
@@ -289,14 +285,12 @@ def _plot_iim(plot: IimPlot, out_path: Path) -> IimPlot | None:
 
 def plot_nb201_iim(history_path: Path, out_path: Path) -> IimPlot | None:
     """nb201_iim_over_epochs.png from an NB201 IS-DARTS history; None (skipped) without data."""
-    history = _load_history(history_path, out_path)
-    return None if history is None else _plot_iim(nb201_iim_data(history), out_path)
+    return _plot_iim(history_path, out_path, nb201_iim_data)
 
 
 def plot_darts_iim(history_path: Path, out_path: Path, kind: str = "normal") -> IimPlot | None:
     """darts_iim_over_epochs.png from a DARTS-space IS-DARTS search history; None (skipped) without data."""
-    history = _load_history(history_path, out_path)
-    return None if history is None else _plot_iim(darts_iim_data(history, kind), out_path)
+    return _plot_iim(history_path, out_path, lambda history: darts_iim_data(history, kind))
 
 
 def plot_alpha_vs_iim(darts_history_path: Path, isdarts_history_path: Path, out_path: Path) -> AlphaVsIimPlot | None:

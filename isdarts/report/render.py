@@ -55,6 +55,11 @@ def fmt_mean_std(mean: float | None, std: float | None, digits: int = 2, n: int 
     return fmt_num(mean, digits) if std is None else f"{fmt_num(mean, digits)}±{fmt_num(std, digits)}"
 
 
+def fmt_summary(summary: Summary, digits: int = 2) -> str:
+    """A column summarised over our seeds, as fmt_mean_std prints it (a single run says n=1)."""
+    return fmt_mean_std(summary.mean, summary.std, digits, n=summary.n)
+
+
 def fmt_csv_num(value: float | None) -> str:
     """A number for CSV: rounded to 4 decimals (stable text), empty for None."""
     return "" if value is None else repr(round(float(value), 4))
@@ -106,6 +111,17 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return buf.getvalue()
 
 
+def padded(columns: Sequence[str], **cells: str) -> list[str]:
+    """A sparse CSV row (a paper or reference row) in ``columns`` order from its cells named by column; the rest empty.
+
+    Named cells cannot shift into the wrong column as a list padded with runs of "" can; a name the
+    table has no column for is a ValueError.
+    """
+    if unknown := set(cells) - set(columns):
+        raise ValueError(f"no such CSV columns: {', '.join(sorted(unknown))}")
+    return [cells.get(column, "") for column in columns]
+
+
 def runs_text(seeds: Sequence[int]) -> str:
     """"2 runs (seeds 0, 1)": how a reproduced row's note counts its runs."""
     s = "" if len(seeds) == 1 else "s"
@@ -122,6 +138,12 @@ def differs_text(mismatches: Sequence[str], paper_settings: bool | None = None) 
     if mismatches:
         return f" Differs from the paper in: {'; '.join(mismatches)}."
     return " Matches the paper's settings." if paper_settings else ""
+
+
+def devices_text(runs: Iterable[Any]) -> str:
+    """" on <device>, <device>" for the runs that recorded a device name; empty when none did."""
+    devices = sorted({run.device_name for run in runs if run.device_name})
+    return f" on {', '.join(devices)}" if devices else ""
 
 
 def unique(items: Iterable[str]) -> list[str]:
@@ -191,8 +213,7 @@ class JudgedCell:
 
     def markdown(self, digits: int = 2) -> str:
         """"mean±std marker", the way every reproduced cell is printed."""
-        s = self.summary
-        return f"{fmt_mean_std(s.mean, s.std, digits, n=s.n)} {self.verdict.marker}"
+        return f"{fmt_summary(self.summary, digits)} {self.verdict.marker}"
 
     def csv(self) -> list[str]:
         """mean, std and verdict text: three CSV cells."""
@@ -212,6 +233,13 @@ def verdict_legend(tolerance: float) -> str:
     tol, m = f"±{tolerance:.1f}", VERDICT_MARKERS
     return (f"{m['pass']} within {tol} of paper · {m['fail']} outside {tol} · "
             f"{m['not_comparable']} not comparable (not the paper profile) · {m['no_paper']} no paper number")
+
+
+def verdict_rule(what: str, tolerance: float, difference: str = "our mean − paper mean",
+                 judged: str = "paper-profile runs with the paper's settings") -> str:
+    """The "Verdict:" sentence: when a reproduced ``what`` passes, and which runs are judged at all."""
+    return (f"a reproduced {what} passes when |{difference}| ≤ {tolerance:.1f} percentage point, and is judged only "
+            f"for {judged}.")
 
 
 def one_tolerance(tolerances: Mapping[str, float], table: str) -> float:
@@ -350,6 +378,11 @@ class DartsRow:
     profile = property(lambda self: self.runs[0].profile)
     paper_settings = property(lambda self: self.runs[0].paper_settings)
     seeds = property(lambda self: tuple(run.seed for run in self.runs))
+
+    @property
+    def judged(self) -> bool:
+        """Whether the row's errors are compared with the paper's at all."""
+        return comparable(self.profile, self.paper_settings)
 
     def darts_note(self, body: str) -> str:
         """The row's note: its setting, runs, ``body`` (what was trained on what), search cost, mismatches."""

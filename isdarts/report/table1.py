@@ -2,8 +2,8 @@
 
 Reads the `lookup` stage's result files (one per method), summarises each method over its seeds,
 judges every cell against the paper's number, and adds reference rows from the NB201 benchmark
-table (the all-skip collapse cell and the per-column optimum). ``AccuracyRow`` is shared with
-Table A.1, which prints the same benchmark numbers for the ablated methods.
+table (the all-skip collapse cell and the per-column optimum). ``AccuracyRow`` and ``given_csv``
+are shared with Table A.1, which prints the same benchmark numbers for the ablated methods.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from isdarts.benchmark.nb201 import ACCURACY_KEYS, ACCURACY_LABELS, Nb201Table, 
 from isdarts.errors import ReportError
 from isdarts.records import Nb201Result
 from isdarts.report import render
-from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, Table1Row, table1_row
+from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell, Table1Row, table1_row
 from isdarts.report.render import MISSING, JudgedCell, fmt_csv_num, fmt_mean_std, fmt_num
 
 # Reproduced methods, in the order their rows are printed (input order must not matter).
@@ -33,11 +33,17 @@ ALL_SKIP_ARCH = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~
 
 ACCURACY_COLUMNS = tuple(f"{key}_{part}" for key in ACCURACY_KEYS for part in ("mean", "std", "verdict"))
 CSV_COLUMNS: tuple[str, ...] = ("source", "method", "profile", "n_runs", "cost", "cost_unit", *ACCURACY_COLUMNS)
+ACCURACY_HEADER = ("Source", "Method", "Profile", "Runs", "Search cost", *(ACCURACY_LABELS[k] for k in ACCURACY_KEYS))
 ACCURACY_ALIGN = "lllrr" + "r" * len(ACCURACY_KEYS)
 
 
-def accuracy_header() -> list[str]:
-    return ["Source", "Method", "Profile", "Runs", "Search cost", *(ACCURACY_LABELS[k] for k in ACCURACY_KEYS)]
+def given_csv(cells: Mapping[str, PaperCell | float]) -> dict[str, str]:
+    """The accuracy cells, by CSV column, of a row printed as given (the paper's, or the NB201 table's): no verdict.
+
+    A bare number is a single value without a std (Table A.1's paper rows, the reference rows).
+    """
+    given = {k: c if isinstance(c, PaperCell) else PaperCell(c) for k, c in cells.items()}
+    return {f"{k}_{part}": fmt_csv_num(getattr(given[k], part)) for k in ACCURACY_KEYS for part in ("mean", "std")}
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,7 @@ class AccuracyRow:
         return render.summarize([run.search_hours for run in self.runs]).mean
 
     def note(self, with_device: bool) -> str:
-        devices = sorted({run.device_name for run in self.runs if run.device_name}) if with_device else []
-        device = f" on {', '.join(devices)}" if devices else ""
+        device = render.devices_text(self.runs) if with_device else ""
         return (f"- **{self.label}**: {render.setting_text(self.profile, self.paper_settings)}, "
                 f"{render.runs_text(self.seeds)}, search cost measured in {self.cost_unit}{device}. "
                 f"{self.result.profile_note}")
@@ -132,9 +137,8 @@ class Table1Report:
             "per run, in the unit it was measured in.",
             notes=[row.note(with_device=True) for row in self.reproduced], empty="No reproduced runs were given.",
             unjudged=[(r.label, r.profile) for r in self.reproduced if not r.paper_settings],
-            verdict=f"a reproduced cell passes when |our mean − paper mean| ≤ {tol:.1f} percentage point, and is "
-            "judged only for runs with the paper's settings.",
-            tolerance=tol, table=render.markdown_table(accuracy_header(), rows, ACCURACY_ALIGN),
+            verdict=render.verdict_rule("cell", tol, judged="runs with the paper's settings"),
+            tolerance=tol, table=render.markdown_table(ACCURACY_HEADER, rows, ACCURACY_ALIGN),
             tail=[*render.misses(c for row in self.reproduced for c in row.misses()),
                   f"Reference rows are read from the NB201 benchmark table: the all-skip cell is `{ALL_SKIP_ARCH}`; "
                   "the optimum row takes each column's maximum over all cells (the best cell differs between "
@@ -142,12 +146,11 @@ class Table1Report:
         )
 
     def csv(self) -> str:
-        rows = [["paper", p.method, "paper", "", fmt_csv_num(p.cost_hours), TABLE1_COST_UNIT,
-                 *(v for k in ACCURACY_KEYS for v in (fmt_csv_num(p.cells[k].mean), fmt_csv_num(p.cells[k].std), ""))]
+        rows = [render.padded(CSV_COLUMNS, source="paper", method=p.method, profile="paper",
+                              cost=fmt_csv_num(p.cost_hours), cost_unit=TABLE1_COST_UNIT, **given_csv(p.cells))
                 for p in self.paper_rows]
         rows += [row.csv_row(with_seeds=False) for row in self.reproduced]
-        rows += [["reference", ref.label, "", "", "", "", *(v for k in ACCURACY_KEYS
-                                                             for v in (fmt_csv_num(ref.accuracies[k]), "", ""))]
+        rows += [render.padded(CSV_COLUMNS, source="reference", method=ref.label, **given_csv(ref.accuracies))
                  for ref in self.references]
         return render.csv_text(CSV_COLUMNS, rows)
 

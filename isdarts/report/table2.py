@@ -44,12 +44,10 @@ class RetrainRow(DartsRow):
     params_m: Summary
 
     def note(self) -> list[str]:
-        devices = sorted({run.device_name for run in self.runs if run.device_name})
         data = ", ".join(render.unique(f"{r.train_images} training / {r.test_images} test images at {r.image_size} px"
                                        for r in self.runs))
         epochs = ", ".join(render.unique(str(r.epochs) for r in self.runs))
-        device = f" on {', '.join(devices)}" if devices else ""
-        return [self.darts_note(f"retrained {epochs} epochs on {data}{device}"),
+        return [self.darts_note(f"retrained {epochs} epochs on {data}{render.devices_text(self.runs)}"),
                 *(f"  - seed {r.seed}: final error {fmt_num(r.final_test_error)} %, best {fmt_num(r.best_test_error)} "
                   f"% (epoch {r.best_epoch}), {fmt_num(r.params_m)} M params, genotype `{r.genotype}`"
                   for r in self.runs)]
@@ -71,7 +69,7 @@ class Table2Report:
                  MISSING, fmt_mean_std(p.params_m.mean, p.params_m.std),
                  render.paper_cost(p.cost_gpu_days, TABLE2_COST_UNIT), p.method] for p in self.paper_rows]
         rows += [r.md_row(r.profile, r.test_error.markdown(), r.best_error.markdown(),
-                          fmt_mean_std(r.params_m.mean, r.params_m.std, n=r.params_m.n)) for r in self.reproduced]
+                          render.fmt_summary(r.params_m)) for r in self.reproduced]
         header = ["Source", "Architecture", "Profile", "Runs", "Test err (%)", "Best-epoch err (%)", "Params (M)",
                   "Search cost", "Method"]
         return render.page(
@@ -83,20 +81,19 @@ class Table2Report:
             "log reports the best epoch, so the paper's number may be a best-epoch one); params mean±std; "
             "search cost = mean search hours / 24, in the unit it was measured in.",
             notes=[line for row in self.reproduced for line in row.note()], empty=render.no_runs_line(self.source),
-            unjudged=[(r.label, r.profile) for r in self.reproduced if not render.comparable(r.profile,
-                                                                                              r.paper_settings)],
-            verdict=f"a reproduced error passes when |our mean − paper mean| ≤ {self.tolerance:.1f} percentage point, "
-            "and is judged only for paper-profile runs with the paper's settings.",
-            tolerance=self.tolerance, table=render.markdown_table(header, rows, "lllrrrrrl"),
+            unjudged=[(r.label, r.profile) for r in self.reproduced if not r.judged],
+            verdict=render.verdict_rule("error", self.tolerance), tolerance=self.tolerance,
+            table=render.markdown_table(header, rows, "lllrrrrrl"),
             tail=render.misses((f"{r.label} ({r.profile}), {name}", cell) for r in self.reproduced
                                for name, cell in (("final error", r.test_error), ("best-epoch error", r.best_error))),
         )
 
     def csv(self) -> str:
-        rows = [["paper", p.architecture, "paper", "", "", fmt_csv_num(p.test_error.mean),
-                 fmt_csv_num(p.test_error.std), "", "", "", "", fmt_csv_num(p.params_m.mean),
-                 fmt_csv_num(p.params_m.std), fmt_csv_num(p.cost_gpu_days), TABLE2_COST_UNIT, p.method]
-                for p in self.paper_rows]
+        rows = [render.padded(CSV_COLUMNS, source="paper", architecture=p.architecture, profile="paper",
+                              test_error_mean=fmt_csv_num(p.test_error.mean),
+                              test_error_std=fmt_csv_num(p.test_error.std), params_m_mean=fmt_csv_num(p.params_m.mean),
+                              params_m_std=fmt_csv_num(p.params_m.std), cost=fmt_csv_num(p.cost_gpu_days),
+                              cost_unit=TABLE2_COST_UNIT, method=p.method) for p in self.paper_rows]
         rows += [["ours", r.label, r.profile, str(len(r.runs)), " ".join(map(str, r.seeds)), *r.test_error.csv(),
                   *r.best_error.csv(), fmt_csv_num(r.params_m.mean), fmt_csv_num(r.params_m.std),
                   render.fmt_csv_sig(r.cost_days), r.cost_unit or "", "gradient"] for r in self.reproduced]

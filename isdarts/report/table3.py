@@ -17,7 +17,7 @@ from isdarts.errors import ReportError
 from isdarts.records import ImagenetMetrics
 from isdarts.report import render
 from isdarts.report.paper import CLAIMS, TABLE3, TABLE3_COST_UNIT, Table3Row
-from isdarts.report.render import MISSING, DartsRow, JudgedCell, Summary, fmt_csv_num, fmt_mean_std, fmt_num
+from isdarts.report.render import MISSING, DartsRow, JudgedCell, Summary, fmt_csv_num, fmt_num, fmt_summary
 
 # |our mean − paper mean| allowed, in percentage points of error: the paper's CIFAR-searched
 # gradient rows span ~3 pp of top-1, so 1 pp still separates IS-DARTS from DARTS (C).
@@ -84,9 +84,8 @@ class Table3Report:
                  fmt_num(p.params_m), MISSING, render.paper_cost(p.cost_gpu_days, TABLE3_COST_UNIT), p.method]
                 for p in self.paper_rows]
         rows += [r.md_row(f"{r.profile}, tiny data" if r.tiny else r.profile, r.top1_error.markdown(),
-                          r.top5_error.markdown(), fmt_mean_std(r.params_m.mean, r.params_m.std, n=r.params_m.n),
-                          f"{fmt_mean_std(r.madds_m.mean, r.madds_m.std, 1, n=r.madds_m.n)} @{r.madds_input}")
-                 for r in self.reproduced]
+                          r.top5_error.markdown(), fmt_summary(r.params_m),
+                          f"{fmt_summary(r.madds_m, 1)} @{r.madds_input}") for r in self.reproduced]
         header = ["Source", "Architecture", "Profile", "Runs", "Top-1 err (%)", "Top-5 err (%)", "Params (M)",
                   "MAdds (M)", "Search cost", "Method"]
         return render.page(
@@ -103,17 +102,18 @@ class Table3Report:
                       "not on ImageNet; these errors check the pipeline and say nothing about ImageNet.**", ""]
             if tiny else [],
             unjudged=[(r.label, r.profile) for r in self.reproduced if not r.judged],
-            verdict=f"a reproduced error passes when |our mean − paper mean| ≤ {tol:.1f} percentage point, and is "
-            "judged only for paper-profile runs with the paper's settings on ImageNet.",
+            verdict=render.verdict_rule(
+                "error", tol, judged="paper-profile runs with the paper's settings on ImageNet"),
             tolerance=tol, table=render.markdown_table(header, rows, "lllrrrrrrl"),
             tail=render.misses((f"{r.label} ({r.profile}), {name}", cell) for r in self.reproduced
                                for name, cell in (("top-1 error", r.top1_error), ("top-5 error", r.top5_error))),
         )
 
     def csv(self) -> str:
-        rows = [["paper", p.architecture, "paper", "", "", "", fmt_csv_num(p.top1_error), "", "",
-                 fmt_csv_num(p.top5_error), "", "", fmt_csv_num(p.params_m), "", "", "", "",
-                 fmt_csv_num(p.cost_gpu_days), TABLE3_COST_UNIT, p.method] for p in self.paper_rows]
+        rows = [render.padded(CSV_COLUMNS, source="paper", architecture=p.architecture, profile="paper",
+                              top1_error_mean=fmt_csv_num(p.top1_error), top5_error_mean=fmt_csv_num(p.top5_error),
+                              params_m_mean=fmt_csv_num(p.params_m), cost=fmt_csv_num(p.cost_gpu_days),
+                              cost_unit=TABLE3_COST_UNIT, method=p.method) for p in self.paper_rows]
         rows += [["ours", r.label, r.profile, str(r.tiny).lower(), str(len(r.runs)), " ".join(map(str, r.seeds)),
                   *r.top1_error.csv(), *r.top5_error.csv(), fmt_csv_num(r.params_m.mean), fmt_csv_num(r.params_m.std),
                   fmt_csv_num(r.madds_m.mean), fmt_csv_num(r.madds_m.std), str(r.madds_input),

@@ -14,27 +14,18 @@ from types import MappingProxyType
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS
 from isdarts.errors import ReportError
-from isdarts.report import render
+from isdarts.report import render, table1
 from isdarts.report.paper import TABLE_A1, AblationRow
-from isdarts.report.render import MISSING, fmt_csv_num, fmt_num
-from isdarts.report.table1 import (
-    ACCURACY_ALIGN,
-    ACCURACY_COLUMNS,
-    TOLERANCES,
-    AccuracyRow,
-    accuracy_header,
-    accuracy_row,
-    read_result,
-)
+from isdarts.report.render import MISSING, fmt_num
 
 # The ablation's methods in the paper's row order; IS-DARTS is read from the same file as Table 1's.
 LABELS: Mapping[str, str] = MappingProxyType({"isdarts": "IS-DARTS", "idarts": "I-DARTS", "sdarts": "S-DARTS"})
 
 # The same ±1 pp of accuracy Table 1 uses: the same benchmark numbers, so the same yardstick.
-TOLERANCE: float = TOLERANCES[ACCURACY_KEYS[0]]
+TOLERANCE: float = table1.TOLERANCES[ACCURACY_KEYS[0]]
 
 CSV_COLUMNS: tuple[str, ...] = ("source", "method", "profile", "n_runs", "seeds", "cost", "cost_unit",
-                                *ACCURACY_COLUMNS)
+                                *table1.ACCURACY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +33,7 @@ class TableA1Report:
     """Everything Table A.1 prints; ``source`` is the results folder the files were looked for in."""
 
     paper_rows: tuple[AblationRow, ...]
-    reproduced: tuple[AccuracyRow, ...]
+    reproduced: tuple[table1.AccuracyRow, ...]
     source: Path
     tolerance: float
     stem = "table_a1"
@@ -65,17 +56,16 @@ class TableA1Report:
             notes=notes, empty=render.no_runs_line(self.source) + f" (looked for {looked_for})",
             unjudged=[(r.label, r.profile) for r in self.reproduced if not render.comparable(r.profile,
                                                                                               r.paper_settings)],
-            verdict=f"a reproduced cell passes when |our mean − paper number| ≤ {self.tolerance:.1f} percentage "
-            "point, and is judged only for paper-profile runs with the paper's settings.",
+            verdict=render.verdict_rule("cell", self.tolerance, difference="our mean − paper number"),
             tolerance=self.tolerance,
-            table=render.markdown_table(accuracy_header(), rows + [r.md_row() for r in self.reproduced],
-                                        ACCURACY_ALIGN),
+            table=render.markdown_table(table1.ACCURACY_HEADER, rows + [r.md_row() for r in self.reproduced],
+                                        table1.ACCURACY_ALIGN),
             tail=render.misses(c for row in self.reproduced for c in row.misses()),
         )
 
     def csv(self) -> str:
-        rows = [["paper", p.method, "paper", "", "", "", "",
-                 *(v for k in ACCURACY_KEYS for v in (fmt_csv_num(p.accuracies[k]), "", ""))] for p in self.paper_rows]
+        rows = [render.padded(CSV_COLUMNS, source="paper", method=p.method, profile="paper",
+                              **table1.given_csv(p.accuracies)) for p in self.paper_rows]
         return render.csv_text(CSV_COLUMNS, rows + [row.csv_row(with_seeds=True) for row in self.reproduced])
 
 
@@ -86,9 +76,9 @@ def build_table_a1(results_dir: Path = Path("results")) -> TableA1Report:
     for method, label in LABELS.items():
         path = results_dir / f"nb201_{method}.json"
         if path.is_file():
-            result = read_result(path, LABELS)
+            result = table1.read_result(path, LABELS)
             if result.method != method:
                 raise ReportError(f"{path}: key 'method' is {result.method!r} but the file is named for {method!r}")
             paper = next((row.accuracies for row in TABLE_A1 if row.method == label), None)
-            rows.append(accuracy_row(result, label, paper, TOLERANCE))
+            rows.append(table1.accuracy_row(result, label, paper, TOLERANCE))
     return TableA1Report(TABLE_A1, tuple(rows), results_dir, TOLERANCE)

@@ -45,13 +45,15 @@ class SweepRun:
     test_error: JudgedCell
     best_error: JudgedCell
 
+    label = property(lambda self: f"rate {self.run.rate_label}")
+
     @property
     def cost(self) -> tuple[float | None, str | None]:
         return render.search_cost_days([self.run], self.rate_name)
 
     def note(self) -> str:
         r = self.run
-        return (f"- **rate {r.rate_label}** (`{self.rate_name}`): {render.setting_text(r.profile, r.paper_settings)}, "
+        return (f"- **{self.label}** (`{self.rate_name}`): {render.setting_text(r.profile, r.paper_settings)}, "
                 f"seed {r.seed}, {r.steps} shrink steps, interval {_interval(r.interval)}, anchor `{r.anchor}`; "
                 f"retrained {r.epochs} epochs on {r.train_images} training / {r.test_images} test images; "
                 f"genotype `{r.genotype}`.{render.differs_text(r.paper_mismatches)}")
@@ -96,34 +98,31 @@ class TableA2Report:
             "Reproduced: one search and one retrain per rate; final-epoch test error, with the best epoch's error "
             "below it (the official code's log reports the best epoch).",
             notes=notes, empty=render.no_runs_line(self.source),
-            unjudged=[(f"rate {s.run.rate_label}", s.run.profile) for s in runs
-                      if not render.comparable(s.run.profile, s.run.paper_settings)],
-            verdict=f"a reproduced error passes when |ours − paper| ≤ {self.tolerance:.1f} percentage point, and is "
-            "judged only for paper-profile runs with the paper's settings.",
+            unjudged=[(s.label, s.run.profile) for s in runs if not render.comparable(s.run.profile,
+                                                                                       s.run.paper_settings)],
+            verdict=render.verdict_rule("error", self.tolerance, difference="ours − paper"),
             tolerance=self.tolerance,
             table=render.markdown_table(["shrink rate", *(p.label for p, _ in cols)], rows, "l" + "r" * len(cols)),
-            tail=render.misses((f"rate {s.run.rate_label}, {name}", cell) for s in runs
+            tail=render.misses((f"{s.label}, {name}", cell) for s in runs
                                for name, cell in (("final error", s.test_error), ("best-epoch error", s.best_error))),
         )
 
     def csv(self) -> str:
-        rows = [["paper", "", fmt_csv_num(p.rate), p.label, "paper", "", str(p.steps), _csv_interval(p.interval_epochs),
-                 fmt_csv_num(p.test_error), "", "", "", "", "", ""] for p in self.paper_rows]
+        rows = [render.padded(CSV_COLUMNS, source="paper", rate=fmt_csv_num(p.rate), rate_label=p.label,
+                              profile="paper", steps=str(p.steps), interval=_interval(p.interval_epochs, none=""),
+                              test_error=fmt_csv_num(p.test_error)) for p in self.paper_rows]
         for s in self.reproduced.values():
             r, (days, unit) = s.run, s.cost
             rows.append(["ours", s.rate_name, fmt_csv_num(r.rate), r.rate_label, r.profile, str(r.seed), str(r.steps),
-                         _csv_interval(r.interval), fmt_csv_num(r.final_test_error), s.test_error.verdict.text,
+                         _interval(r.interval, none=""), fmt_csv_num(r.final_test_error), s.test_error.verdict.text,
                          fmt_csv_num(r.best_test_error), s.best_error.verdict.text, fmt_csv_num(r.params_m),
                          render.fmt_csv_sig(days), unit or ""])
         return render.csv_text(CSV_COLUMNS, rows)
 
 
-def _interval(value: int | None) -> str:
-    return "/" if value is None else str(value)
-
-
-def _csv_interval(value: int | None) -> str:
-    return "" if value is None else str(value)
+def _interval(value: int | None, none: str = "/") -> str:
+    """A shrink interval in epochs; ``none`` (the paper's "/") when the rate never shrinks."""
+    return none if value is None else str(value)
 
 
 def _single(cell: JudgedCell) -> str:

@@ -9,54 +9,92 @@ largest is pruned first (the paper's IIM is its inverse).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Hashable, Sequence
 
 import torch
 from torch import nn
 
 from isdarts.search.base import Batches
+from isdarts.spaces.common import Candidate, OpProbe
 from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet
 from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 
 def iim_per_sample(x: torch.Tensor) -> torch.Tensor:
-    """The hooked IIM value of each sample of an op output (B, C, H, W), as float32 of shape (B,).
+    """The hooked IIM value of each sample of op outputs, as float32: (B, C, H, W) -> (B,), or for k
+    stacked outputs (B, k, C, H, W) -> (B, k), one reduction for all k.
 
     Summing (X - mu)^2 over channels gives sigma^2 (C - 1) exactly, so the channel mean of F is
     3 (C - 1) / (C sigma^4): computed that way we never build the full F tensor. A zero-variance pixel
     gives 1/0 = +inf, the same as the code's NaN -> inf.
     """
-    if x.dim() != 4:
-        raise ValueError(f"IIM expects a (B, C, H, W) op output, got shape {tuple(x.shape)}")
-    channels = x.shape[1]
+    if x.dim() not in (4, 5):
+        raise ValueError(f"IIM expects (B, C, H, W) or stacked (B, k, C, H, W) op outputs, got {tuple(x.shape)}")
+    channel_dim = x.dim() - 3
+    channels = x.shape[channel_dim]
     x = x.float()
     # Two passes (centre, then square) so that channels which agree give exactly zero variance.
-    centred = x - x.mean(dim=1, keepdim=True)
-    var = centred.square().sum(dim=1) / (channels - 1)
+    centred = x - x.mean(dim=channel_dim, keepdim=True)
+    var = centred.square().sum(dim=channel_dim) / (channels - 1)
     per_pixel = (3.0 * (channels - 1) / channels) / var.square()
     # A non-finite input gives NaN variance; like the code's 0/0, count it as the least important.
     per_pixel = per_pixel.masked_fill(per_pixel.isnan(), float("inf"))
-    return per_pixel.mean(dim=(1, 2))
+    return per_pixel.mean(dim=(-2, -1))
 
 
 class IimAccumulator:
     """Running sample-weighted mean of the IIM per (cell, edge, op), kept on the device.
 
-    Used as the supernet's op probe; nothing is copied to the host until `per_cell()` is read.
+    The supernet's op probe (`isdarts.spaces.common.OpProbe`); cells are numbered 0..num_cells-1. Stacked
+    outputs are reduced in one call and scattered by index, and nothing is copied to the host until
+    `per_cell()` is read.
     """
 
     def __init__(self, num_cells: int, num_edges: int, num_ops: int, device: torch.device) -> None:
         self.sums = torch.zeros(num_cells, num_edges, num_ops, dtype=torch.float64, device=device)
         self.counts = torch.zeros(num_cells, num_edges, num_ops, dtype=torch.float64, device=device)
+        self._index: dict[tuple[int, tuple[Candidate, ...]], torch.Tensor] = {}
 
-    def __call__(self, cell: int, edge: int, op: int, out: torch.Tensor) -> None:
-        values = iim_per_sample(out)
-        self.sums[cell, edge, op] += values.sum(dtype=torch.float64)
-        self.counts[cell, edge, op] += values.shape[0]
+    def outputs(self, cell: Hashable, candidates: Sequence[Candidate], stacked: torch.Tensor) -> None:
+        values = iim_per_sample(stacked).sum(dim=0, dtype=torch.float64)  # (k,) or (1,) for a shared output
+        self._add(cell, candidates, values.expand(len(candidates)), stacked.shape[0])
+
+    def zeros(self, cell: Hashable, candidates: Sequence[Candidate], batch: int) -> None:
+        # Exact zeros have zero variance everywhere: +inf, as `iim_per_sample` gives for them.
+        self._add(cell, candidates, self.sums.new_full((len(candidates),), float("inf")), batch)
+
+    def _add(self, cell: Hashable, candidates: Sequence[Candidate], sums: torch.Tensor, batch: int) -> None:
+        index = self._flat_index(int(cell), tuple(candidates))
+        self.sums.view(-1).index_add_(0, index, sums)
+        self.counts.view(-1).index_add_(0, index, sums.new_full(sums.shape, float(batch)))
+
+    def _flat_index(self, cell: int, candidates: tuple[Candidate, ...]) -> torch.Tensor:
+        """Flat (cell, edge, op) positions, built once per candidate list: a mask state has few of them."""
+        key = (cell, candidates)
+        if key not in self._index:
+            _, edges, ops = self.sums.shape
+            flat = [(cell * edges + e) * ops + o for e, o in candidates]
+            self._index[key] = torch.tensor(flat, dtype=torch.long, device=self.sums.device)
+        return self._index[key]
 
     def per_cell(self) -> torch.Tensor:
         """(cells, edges, ops) mean IIM; NaN where an op was never measured (masked out)."""
         return self.sums / self.counts
+
+
+class _PerKindProbe:
+    """The DARTS-space probe: cells are named (kind, index); each kind has its own accumulator."""
+
+    def __init__(self, accs: dict[str, IimAccumulator]) -> None:
+        self.accs = accs
+
+    def outputs(self, cell: Hashable, candidates: Sequence[Candidate], stacked: torch.Tensor) -> None:
+        kind, index = cell
+        self.accs[kind].outputs(index, candidates, stacked)
+
+    def zeros(self, cell: Hashable, candidates: Sequence[Candidate], batch: int) -> None:
+        kind, index = cell
+        self.accs[kind].zeros(index, candidates, batch)
 
 
 def aggregate_cells(per_cell: torch.Tensor) -> torch.Tensor:
@@ -65,7 +103,7 @@ def aggregate_cells(per_cell: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_probe_pass(model: nn.Module, batches: Batches, probe: Callable) -> int:
+def run_probe_pass(model: nn.Module, batches: Batches, probe: OpProbe) -> int:
     """Forward every batch with `probe` on each op output; returns the number of samples seen.
 
     Runs in eval mode (spec §8): cell BNs, built without running stats, still normalise with batch
@@ -102,11 +140,7 @@ def measure_iim_darts(model: DartsSupernet, batches: Batches) -> dict[str, torch
     """
     device = model.normal_mask.device
     accs = {kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device) for kind in CELL_KINDS}
-
-    def probe(kind: str, cell: int, edge: int, op: int, out: torch.Tensor) -> None:
-        accs[kind](cell, edge, op, out)
-
-    run_probe_pass(model, batches, probe)
+    run_probe_pass(model, batches, _PerKindProbe(accs))
     return {
         kind: aggregate_cells(acc.per_cell()).masked_fill(model.get_mask(kind) == 0, float("nan"))
         for kind, acc in accs.items()

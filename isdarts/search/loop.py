@@ -70,8 +70,11 @@ def build_method(
     if cfg.space not in SPACES:
         raise ConfigError(f"unknown search space {cfg.space!r}; expected one of {', '.join(SPACES)}")
     method_class = method_spec(cfg.method).method_class(cfg.space)
-    model = load(SUPERNETS[cfg.space])(cfg.C, cfg.N, num_classes, affine=False, track=False).to(device)
-    return method_class(model, cfg, generator)
+    model = load(SUPERNETS[cfg.space])(cfg.C, cfg.N, num_classes, affine=False, track=False, fused=cfg.fused_ops)
+    # `auto` is on: channels-last convs measured faster on this project's CPU (BENCHMARKS.md), and they are
+    # the layout GPU conv kernels prefer. The input batches follow the stem's weights into channels-last.
+    memory_format = torch.contiguous_format if cfg.channels_last is False else torch.channels_last
+    return method_class(model.to(device, memory_format=memory_format), cfg, generator)
 
 
 @dataclass

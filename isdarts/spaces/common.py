@@ -1,12 +1,15 @@
-"""What both search spaces share: the ReLU-Conv-BN and zero ops, and the one loop that mixes a cell's live ops.
+"""What both search spaces share: the ReLU-Conv-BN and zero ops, the op probe, and the loops that mix a
+cell's live ops.
 
-Both supernets compute a cell node by node through `mix_cell`, so a change to how live ops are run (e.g.
-fusing them) is made once for NB201 and the DARTS space alike.
+Both supernets compute a cell through `mix_cell` (every op its own call: the reference) or
+`mix_cell_fused` (the ops of one kind on all edges that leave a state as one call, see spaces/fused.py),
+so how live ops are run is decided once for NB201 and the DARTS space alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -15,8 +18,19 @@ from torch import nn
 NodeInputs = tuple[tuple[int, int], ...]
 Alive = tuple[tuple[int, ...], ...]
 Candidate = tuple[int, int]  # (edge index, op index)
-# Called with (edge index, op index, op output) for every op a cell computes; the IIM hooks in here.
-EdgeProbe = Callable[[int, int, torch.Tensor], None]
+# Runs one op kind on the edges that leave one state: (state j, op, edges) -> (B, len(edges), C, H, W), or
+# (B, 1, C, H, W) when all those edges share one output (skip, pools: they have no weights).
+GroupRunner = Callable[[int, int, Sequence[int]], torch.Tensor]
+
+
+class OpProbe(Protocol):
+    """Sees every candidate-op output a cell computes (the IIM measures them); `cell` names the cell."""
+
+    def outputs(self, cell: Hashable, candidates: Sequence[Candidate], stacked: torch.Tensor) -> None:
+        """`stacked` is (B, k, C, H, W) for the k candidates, or (B, 1, C, H, W) when they share one output."""
+
+    def zeros(self, cell: Hashable, candidates: Sequence[Candidate], batch: int) -> None:
+        """The candidates are `none` ops: exact zeros, never computed."""
 
 
 class ReLUConvBN(nn.Sequential):
@@ -63,32 +77,91 @@ def mix_cell(
     states: list[torch.Tensor],
     alive: Alive,
     weights: torch.Tensor | None,
-    probe: EdgeProbe | None,
+    probe: OpProbe | None,
+    cell: Hashable,
     none_op: int,
     empty: Callable[[], torch.Tensor],
 ) -> list[torch.Tensor]:
     """Append each node's mix of its live ops to `states` (the cell inputs) and return the list.
 
-    `edges[e][o]` is op o of edge e. With `weights` (edges, ops) each op output is scaled by its weight;
-    without, the node is the plain sum times 1/|O| of all ops, not of the survivors (IS-DARTS, spec §3.1).
-    Masked ops are never run, and `none` (exact zeros) only when a probe needs its output. A node with no
-    computed op takes `empty()`.
+    `edges[e][o]` is op o of edge e, each run as its own call: the reference the fused path is tested
+    against. With `weights` (edges, ops) each op output is scaled by its weight; without, the node is the
+    plain sum times 1/|O| of all ops, not of the survivors (IS-DARTS, spec §3.1). Masked ops and `none`
+    (exact zeros) are never run. A node with no computed op takes `empty()`.
     """
     scale = 1.0 / len(edges[0])
     for _, inputs in node_inputs:
         total: torch.Tensor | None = None
         for j, edge in inputs:
             for op in alive[edge]:
-                if op == none_op and probe is None:
+                if op == none_op:
+                    if probe is not None:
+                        probe.zeros(cell, [(edge, op)], states[j].shape[0])
                     continue
                 out = edges[edge][op](states[j])
                 if probe is not None:
-                    probe(edge, op, out)
+                    probe.outputs(cell, [(edge, op)], out.unsqueeze(1))
                 out = out * weights[edge, op] if weights is not None else out
                 total = out if total is None else total + out
-        if total is None:
-            total = empty()
-        elif weights is None:
-            total = total * scale
-        states.append(total)
+        states.append(_finish_node(total, weights, scale, empty))
     return states
+
+
+def mix_cell_fused(
+    run_group: GroupRunner,
+    node_inputs: Sequence[tuple[int, NodeInputs]],
+    states: list[torch.Tensor],
+    alive: Alive,
+    weights: torch.Tensor | None,
+    probe: OpProbe | None,
+    cell: Hashable,
+    none_op: int,
+    num_ops: int,
+    empty: Callable[[], torch.Tensor],
+) -> list[torch.Tensor]:
+    """`mix_cell` with each op kind run once per input state for all the edges that leave it.
+
+    States are visited in order; when state j is reached every node before it is complete, so its
+    outgoing ops can run. Each node still adds its terms in the reference order (input j, then op), and
+    weighting happens after the split, so values and gradients are those of the unfused cell.
+    """
+    num_inputs = len(states)
+    totals: list[torch.Tensor | None] = [None] * len(node_inputs)
+    scale = 1.0 / num_ops
+    for j in range(num_inputs + len(node_inputs) - 1):
+        if j >= num_inputs:
+            states.append(_finish_node(totals[j - num_inputs], weights, scale, empty))
+        leaving = [(node, edge) for node, (_, inputs) in enumerate(node_inputs) for jj, edge in inputs if jj == j]
+        by_op: dict[int, list[int]] = {}
+        for _, edge in leaving:
+            for op in alive[edge]:
+                by_op.setdefault(op, []).append(edge)
+        outputs: dict[tuple[int, int], torch.Tensor] = {}  # (edge, op) -> its output
+        for op, op_edges in sorted(by_op.items()):
+            if op == none_op:
+                if probe is not None:
+                    probe.zeros(cell, [(e, op) for e in op_edges], states[j].shape[0])
+                continue
+            stacked = run_group(j, op, op_edges)
+            if probe is not None:
+                probe.outputs(cell, [(e, op) for e in op_edges], stacked)
+            # One unbind, not k slices: its backward stacks the k gradients in one allocation.
+            pieces = stacked.unbind(1)
+            outputs.update(((e, op), pieces[0 if len(pieces) == 1 else i]) for i, e in enumerate(op_edges))
+        for node, edge in leaving:
+            for op in alive[edge]:
+                if op == none_op:
+                    continue
+                term = outputs[edge, op]
+                term = term * weights[edge, op] if weights is not None else term
+                totals[node] = term if totals[node] is None else totals[node] + term
+    states.append(_finish_node(totals[-1], weights, scale, empty))
+    return states
+
+
+def _finish_node(
+    total: torch.Tensor | None, weights: torch.Tensor | None, scale: float, empty: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    if total is None:
+        return empty()
+    return total * scale if weights is None else total

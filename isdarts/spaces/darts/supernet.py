@@ -2,22 +2,46 @@
 
 8 cells [N, N, R, N, N, R, N, N] at C=16; every cell holds all 8 ops on each of its 14 edges. Normal and
 reduction cells each share one (14, 8) binary mask, kept as buffers so checkpoints carry them. Ops the
-mask removes are never computed, and `none` (exact zeros) only runs when a probe (the IIM) asks for it.
+mask removes are never computed, and `none` (exact zeros) never: a probe (the IIM) is told it is zeros.
+
+With `fused=True` (the default) a cell runs, per input state, each op kind once for all the edges that
+leave it: one ReLU, one depthwise and one grouped pointwise conv (and one BN) per separable unit kind, one
+FactorizedReduce conv pair, one shared pool and skip; `fused=False` runs every op as its own module, the
+reference the fused path is tested against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from isdarts.errors import GenotypeError
-from isdarts.spaces.common import Alive, Candidate, NodeInputs, ReLUConvBN, alive_ops, alive_per_node, mix_cell
+from isdarts.spaces.common import (
+    Alive,
+    Candidate,
+    GroupRunner,
+    NodeInputs,
+    OpProbe,
+    ReLUConvBN,
+    alive_ops,
+    alive_per_node,
+    mix_cell,
+    mix_cell_fused,
+)
 from isdarts.spaces.darts.genotype import DARTS_DEFAULT_CONCAT, DARTS_NUM_NODES, INPUTS_PER_NODE, Cell, DartsGenotype
-from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, FactorizedReduce, make_search_op
+from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, DilConv, FactorizedReduce, make_search_op
+from isdarts.spaces.fused import (
+    avg_pool_3x3,
+    batch_norm_stacked,
+    conv_shared,
+    conv_stacked,
+    repeat_blocks,
+    split_blocks,
+)
 
 __all__ = [
     "CELL_KINDS",
@@ -33,9 +57,6 @@ __all__ = [
     "derive_darts_genotype",
 ]
 
-# Called with (cell kind "normal"|"reduce", index of the cell among its kind, edge, op, op output).
-OpProbe = Callable[[str, int, int, int, torch.Tensor], None]
-
 CELL_KINDS: tuple[str, str] = ("normal", "reduce")
 # Edge "i<-j": intermediate node i reads state j (0 = s0, 1 = s1, j >= 2 = node j-2); indexed in sorted key
 # order, which (single digits) is node-major with j ascending.
@@ -43,6 +64,10 @@ DARTS_EDGES: tuple[str, ...] = tuple(sorted(f"{i}<-{j}" for i in range(DARTS_NUM
 NUM_EDGES = len(DARTS_EDGES)
 NUM_OPS = len(DARTS_SEARCH_OPS)
 NONE_OP = DARTS_SEARCH_OPS.index("none")
+SKIP_OP = DARTS_SEARCH_OPS.index("skip_connect")
+AVG_POOL_OP = DARTS_SEARCH_OPS.index("avg_pool_3x3")
+_SEP_OPS = frozenset(DARTS_SEARCH_OPS.index(name) for name in ("dua_sepc_3x3", "dua_sepc_5x5"))
+_DIL_OPS = frozenset(DARTS_SEARCH_OPS.index(name) for name in ("dil_sepc_3x3", "dil_sepc_5x5"))
 _EDGE_INPUT: tuple[int, ...] = tuple(int(key.split("<-")[1]) for key in DARTS_EDGES)
 # (node i, [(input state j, edge index)]) in the order the cell computes them.
 _NODE_INPUTS: tuple[tuple[int, NodeInputs], ...] = tuple(
@@ -94,8 +119,12 @@ class DartsSearchCell(nn.Module):
         reduction_prev: bool,
         affine: bool,
         track: bool,
+        fused: bool = True,
     ) -> None:
         super().__init__()
+        if fused and track:
+            raise ValueError("fused cells need BNs without running statistics (track=False); pass fused=False")
+        self.fused = fused
         self.reduction = reduction
         self.kind = "reduce" if reduction else "normal"
         if reduction_prev:
@@ -121,21 +150,71 @@ class DartsSearchCell(nn.Module):
         probe: OpProbe | None = None,
         cell_index: int = 0,
     ) -> torch.Tensor:
+        """The concat of the 4 nodes; `probe` sees this cell's ops as cell (kind, cell_index)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        edge_probe = None if probe is None else partial(probe, self.kind, cell_index)
         stride = 2 if self.reduction else 1
 
-        def empty() -> torch.Tensor:  # only `none` left on a node: its output is zeros of the node's shape
+        def empty() -> torch.Tensor:  # no computed op on a node: its output is zeros of the node's shape
             return torch.zeros_like(states[0][:, :, ::stride, ::stride])
 
-        mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, edge_probe, NONE_OP, empty)
+        cell = (self.kind, cell_index)
+        if self.fused:
+            mix_cell_fused(
+                self._group_runner(states), _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, NUM_OPS, empty
+            )
+        else:
+            mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, empty)
         return torch.cat(states[2:], dim=1)
+
+    def _group_runner(self, states: list[torch.Tensor]) -> GroupRunner:
+        relu: dict[int, torch.Tensor] = {}  # one ReLU per input state, shared by all its conv ops
+
+        def relu_of(j: int) -> torch.Tensor:
+            if j not in relu:
+                relu[j] = torch.relu(states[j])
+            return relu[j]
+
+        def run_group(j: int, op: int, edges: Sequence[int]) -> torch.Tensor:
+            ops = [self.edges[e][op] for e in edges]
+            if op in _SEP_OPS:
+                first = _separable_units(repeat_blocks(relu_of(j), len(edges)), [unit[0] for unit in ops])
+                return split_blocks(_separable_units(torch.relu(first), [unit[1] for unit in ops]), len(edges))
+            if op in _DIL_OPS:
+                return split_blocks(_separable_units(repeat_blocks(relu_of(j), len(edges)), ops), len(edges))
+            if op == SKIP_OP and isinstance(ops[0], FactorizedReduce):
+                return _factorized_reduce(relu_of(j), ops)
+            # Identity and pools have no weights: one output shared by every edge leaving j.
+            if op == AVG_POOL_OP:
+                return avg_pool_3x3(states[j], ops[0].stride).unsqueeze(1)
+            return ops[0](states[j]).unsqueeze(1)
+
+        return run_group
+
+
+def _separable_units(x: torch.Tensor, units: Sequence[DilConv]) -> torch.Tensor:
+    """k DilConv units after their ReLU, unit i on channel block i of x: depthwise, pointwise, BN as one each."""
+    y = conv_stacked(x, [unit[1] for unit in units])
+    y = conv_stacked(y, [unit[2] for unit in units])
+    return batch_norm_stacked(y, [unit[3] for unit in units])
+
+
+def _factorized_reduce(relu: torch.Tensor, units: Sequence[FactorizedReduce]) -> torch.Tensor:
+    """k FactorizedReduce skips of one (ReLU'd) input: each of the two strided convs once for all k."""
+    k = len(units)
+    shifted = F.pad(relu, (0, 1, 0, 1))[:, :, 1:, 1:]
+    first = split_blocks(conv_shared(relu, [unit.conv_1 for unit in units]), k)
+    second = split_blocks(conv_shared(shifted, [unit.conv_2 for unit in units]), k)
+    # Per edge its own [conv_1, conv_2] channels, as FactorizedReduce concatenates them, then one BN; kept in
+    # the input's memory format, so that a channels-last network stays channels-last.
+    fmt = torch.channels_last if relu.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    y = torch.cat([first, second], dim=2).flatten(1, 2).contiguous(memory_format=fmt)
+    return split_blocks(batch_norm_stacked(y, [unit.bn for unit in units]), k)
 
 
 class DartsSupernet(nn.Module):
     """DARTS-space search network with `normal_mask` and `reduce_mask` buffers, (14, 8) float 0/1 each.
 
-    forward(x, weights, probe) returns (pooled features, logits).
+    forward(x, weights, probe) returns (pooled features, logits). `fused` picks the fused cells (see above).
     """
 
     # What a search records about the space: edge and op names, and one mask per cell kind.
@@ -152,6 +231,7 @@ class DartsSupernet(nn.Module):
         *,
         affine: bool = False,
         track: bool = False,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
@@ -173,6 +253,7 @@ class DartsSupernet(nn.Module):
                     reduction_prev=reduction_prev,
                     affine=affine,
                     track=track,
+                    fused=fused,
                 )
             )
             c_prev_prev, c_prev, reduction_prev = c_prev, DARTS_NUM_NODES * c, reduction

@@ -3,27 +3,30 @@
 All searchable cells share one op-mixing encoding. IS-DARTS passes none (uniform 1/|O| on the ops that
 its binary mask keeps); DARTS-style methods pass a (6, 5) weight matrix, or one per cell. Ops that the
 mask removes are never computed: a pruned op costs nothing.
+
+With `fused=True` (the default) a cell runs, per input node, one ReLU, one 1x1 and one 3x3 convolution
+for the live convs of all edges leaving it (each with one BN) and one shared avg-pool; `fused=False` runs
+every op as its own module, the reference the fused path is tested against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from isdarts.spaces.common import Alive, Candidate, alive_ops, mix_cell
+from isdarts.spaces.common import Alive, Candidate, OpProbe, alive_ops, mix_cell, mix_cell_fused
+from isdarts.spaces.fused import avg_pool_3x3, batch_norm_stacked, conv_shared, split_blocks
 from isdarts.spaces.nb201.genotype import NB201_EDGES, NB201_OPS, Nb201Genotype
 from isdarts.spaces.nb201.ops import ResNetBasicBlock, make_nb201_op
-
-# Called with (cell index, edge index, op index, op output) for every op computed; the IIM uses it.
-OpProbe = Callable[[int, int, int, torch.Tensor], None]
 
 NUM_EDGES = len(NB201_EDGES)
 NUM_OPS = len(NB201_OPS)
 NONE_OP = NB201_OPS.index("none")
+_CONV_OPS = frozenset(NB201_OPS.index(name) for name in ("nor_conv_1x1", "nor_conv_3x3"))
+_POOL_OP = NB201_OPS.index("avg_pool_3x3")
 # (node i, [(input j, edge index)]) in the order the cell computes them.
 _NODE_INPUTS = tuple(
     (i, tuple((j, NB201_EDGES.index(f"{i}<-{j}")) for j in range(i))) for i in range(1, 4)
@@ -43,10 +46,13 @@ def derive_nb201_genotype(weights: torch.Tensor) -> Nb201Genotype:
 
 
 class Nb201SearchCell(nn.Module):
-    """A 4-node DAG whose 6 edges each hold all 5 candidate ops."""
+    """A 4-node DAG whose 6 edges each hold all 5 candidate ops; `probe` sees ops as cell `cell_index`."""
 
-    def __init__(self, channels: int, *, affine: bool, track: bool) -> None:
+    def __init__(self, channels: int, *, affine: bool, track: bool, fused: bool = True) -> None:
         super().__init__()
+        if fused and track:
+            raise ValueError("fused cells need BNs without running statistics (track=False); pass fused=False")
+        self.fused = fused
         self.edges = nn.ModuleList(
             nn.ModuleList(make_nb201_op(op, channels, affine=affine, track=track) for op in NB201_OPS)
             for _ in NB201_EDGES
@@ -60,17 +66,34 @@ class Nb201SearchCell(nn.Module):
         probe: OpProbe | None = None,
         cell_index: int = 0,
     ) -> torch.Tensor:
-        edge_probe = None if probe is None else partial(probe, cell_index)
-        nodes = mix_cell(
-            self.edges, _NODE_INPUTS, [x], alive, weights, edge_probe, NONE_OP, lambda: torch.zeros_like(x)
-        )
-        return nodes[-1]
+        def empty() -> torch.Tensor:
+            return torch.zeros_like(x)
+
+        if not self.fused:
+            return mix_cell(self.edges, _NODE_INPUTS, [x], alive, weights, probe, cell_index, NONE_OP, empty)[-1]
+        states = [x]
+        relu: dict[int, torch.Tensor] = {}  # one ReLU per input node, shared by its 1x1 and 3x3 convs
+
+        def run_group(j: int, op: int, edges: Sequence[int]) -> torch.Tensor:
+            # Skip and avg-pool have no weights: one output shared by every edge leaving j.
+            if op == _POOL_OP:
+                return avg_pool_3x3(states[j], 1).unsqueeze(1)
+            if op not in _CONV_OPS:
+                return states[j].unsqueeze(1)
+            if j not in relu:
+                relu[j] = torch.relu(states[j])
+            units = [self.edges[e][op] for e in edges]
+            y = conv_shared(relu[j], [unit[1] for unit in units])
+            return split_blocks(batch_norm_stacked(y, [unit[2] for unit in units]), len(edges))
+
+        mix_cell_fused(run_group, _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, NUM_OPS, empty)
+        return states[-1]
 
 
 class Nb201Supernet(nn.Module):
     """NB201 macro network with a shared (6, 5) binary op mask registered as a buffer.
 
-    forward(x, weights, probe) returns (pooled features, logits).
+    forward(x, weights, probe) returns (pooled features, logits). `fused` picks the fused cells (see above).
     """
 
     # What a search records about the space: edge and op names, and no per-kind masks.
@@ -80,7 +103,7 @@ class Nb201Supernet(nn.Module):
 
     def __init__(
         self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, *, affine: bool = False,
-        track: bool = False,
+        track: bool = False, fused: bool = True,
     ) -> None:
         super().__init__()
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
@@ -93,7 +116,9 @@ class Nb201Supernet(nn.Module):
             if stage > 0:
                 layers.append(ResNetBasicBlock(c, 2 * c, stride=2))
                 c *= 2
-            layers.extend(Nb201SearchCell(c, affine=affine, track=track) for _ in range(cells_per_stage))
+            layers.extend(
+                Nb201SearchCell(c, affine=affine, track=track, fused=fused) for _ in range(cells_per_stage)
+            )
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
