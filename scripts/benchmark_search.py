@@ -1,109 +1,200 @@
-"""Search throughput of the NB201 supernet before and after shrinking, and the IIM pass's cost.
+"""Supernet search speed, this checkout against a baseline commit, measured side by side in one run.
 
-Prints one line per measurement. Timing follows the airbench habit: warm-up steps first, device
-synchronised around the timed region, median over repeats. Uses the real CIFAR-10 subset when present
-(batches of real images), else synthetic images of the same shape.
+For each space the script runs the baseline's supernet (default: commit 9bd8fc1, before fused ops) and this
+checkout's in alternating subprocesses, so both see the same machine load, and prints images/s of a full
+training step (forward, backward, SGD step: IS-DARTS's weight step) with every op alive and after shrinking
+to a single path, plus the IIM pass against a no-grad forward over the same images. Inputs are random
+CIFAR-shaped tensors (speed does not depend on pixel values). Medians over timed steps after warm-up, the
+device synchronised around each step.
 
-    python scripts/benchmark_search.py --device auto --C 16 --N 5 --batch 64 --steps 10
+    python scripts/benchmark_search.py --space nb201 --C 16 --N 5 --batch 64 --threads 2
+    python scripts/benchmark_search.py --space darts --C 16 --N 2 --batch 64 --threads 2
+
+Needs only torch (no mlflow or dvc), so it also runs on the GPU machine with PYTHONPATH=. .
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 
-import torch
-
-from isdarts.config import SearchConfig
-from isdarts.data.cifar import load_cifar10, locate_cifar10
-from isdarts.data.device_loader import DeviceImages
-from isdarts.search.iim import measure_iim
-from isdarts.search.isdarts import IsDartsNb201
-from isdarts.spaces.nb201.genotype import Nb201Genotype
-from isdarts.spaces.nb201.supernet import Nb201Supernet
-from isdarts.train.runtime import describe_device, resolve_device, synchronize
-
-SUBSET = Path(__file__).resolve().parents[1].parent / "shared/data/cifar10-subset"
-# The single path left after shrinking: the NB201 optimum cell (any single path costs about the same).
-FINAL_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ROOT = Path(__file__).resolve().parents[1]
+# NB201: the NB201 optimum cell; DARTS space: two inputs per node (any single path costs about the same).
+NB201_FINAL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
 
-def images(device: torch.device, n: int) -> DeviceImages:
-    if (SUBSET / "cifar-10-batches-py").is_dir():
-        arrays = load_cifar10(locate_cifar10(None, download=False, subset_fallback=SUBSET))
-        return DeviceImages(arrays.train_x[:n], arrays.train_y[:n], device)
-    gen = torch.Generator().manual_seed(0)
-    return DeviceImages(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen),
-                        torch.randint(0, 10, (n,), generator=gen), device)
+def baseline_tree(rev: str, into: Path) -> Path:
+    """The baseline's isdarts package, extracted from git into `into` (nothing in the checkout changes)."""
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "isdarts"], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as archive:
+        archive.extractall(into, filter="data")
+    return into
 
 
-def time_train(method: IsDartsNb201, data: DeviceImages, batch: int, steps: int, warmup: int) -> float:
-    """Median seconds per training step."""
-    gen = torch.Generator(device=data.y.device).manual_seed(0)
-    batches = list(data.batches(batch, augment=True, shuffle=False, generator=gen, drop_last=True))
+def run_worker(tree: Path, args: argparse.Namespace, variant: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--worker", variant, *sys.argv[1:]]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=tree).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------- worker (runs inside one tree)
+def build(space: str, variant: str, args: argparse.Namespace):
+    """The supernet of the tree on PYTHONPATH: the baseline's flat layout or this checkout's."""
+    import torch
+
+    if space == "nb201":
+        try:
+            from isdarts.spaces.nb201.supernet import Nb201Supernet as Net
+        except ImportError:  # the baseline's flat layout
+            from isdarts.spaces.nb201_supernet import Nb201Supernet as Net
+    else:
+        try:
+            from isdarts.spaces.darts.supernet import DartsSupernet as Net
+        except ImportError:
+            from isdarts.spaces.darts_supernet import DartsSupernet as Net
+    torch.manual_seed(0)
+    kwargs = {} if variant == "baseline" else {"fused": variant != "unfused"}
+    model = Net(args.C, args.N, **kwargs).to(args.device_obj)
+    if variant == "fused+cl":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def single_path(model, space: str) -> None:
+    import torch
+
+    if space == "nb201":
+        try:
+            from isdarts.spaces.nb201.genotype import Nb201Genotype
+        except ImportError:
+            from isdarts.spaces.nb201_genotype import Nb201Genotype
+        mask = torch.zeros(6, 5)
+        for e, op in enumerate(Nb201Genotype.from_arch_str(NB201_FINAL).op_indices()):
+            mask[e, op] = 1
+        model.set_mask(mask)
+        return
+    for kind in ("normal", "reduce"):  # per node: skip from its first input, sep_conv_3x3 from its second
+        mask = torch.zeros(14, 8)
+        row = 0
+        for node in range(4):
+            mask[row, 1] = 1
+            mask[row + 1, 2] = 1
+            row += 2 + node
+        model.set_mask(kind, mask)
+
+
+def timed(fn, steps: int, warmup: int, device) -> float:
+    from isdarts.train.runtime import synchronize
+
     times = []
     for i in range(warmup + steps):
-        x, y = batches[i % len(batches)]
-        synchronize(x.device)
+        synchronize(device)
         start = time.perf_counter()
-        method.train_step(x, y)
-        synchronize(x.device)
+        fn(i)
+        synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def time_iim(model: Nb201Supernet, data: DeviceImages, batch: int, n_batches: int) -> float:
-    """Seconds per image of the IIM measurement pass (forward with the probe, no grad)."""
-    gen = torch.Generator(device=data.y.device).manual_seed(1)
-    batches = list(data.batches(batch, augment=True, shuffle=False, generator=gen, drop_last=True))[:n_batches]
-    measure_iim(model, batches[:1])  # warm-up
-    synchronize(batches[0][0].device)
-    start = time.perf_counter()
-    measure_iim(model, batches)
-    synchronize(batches[0][0].device)
-    return (time.perf_counter() - start) / (len(batches) * batch)
+def worker(variant: str, args: argparse.Namespace) -> dict:
+    import torch
+
+    from isdarts.train.runtime import resolve_device
+
+    torch.set_num_threads(args.threads)
+    args.device_obj = device = resolve_device(args.device)
+    size = 32
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randn(args.batch, 3, size, size, generator=gen).to(device),
+         torch.randint(0, 10, (args.batch,), generator=gen).to(device))
+        for _ in range(4)
+    ]
+    model = build(args.space, variant, args)
+    opt = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, nesterov=True, weight_decay=3e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train(i: int) -> None:
+        x, y = batches[i % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x)[1], y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+
+    result = {"full": timed(train, args.steps, args.warmup, device)}
+    if args.space == "nb201":
+        from isdarts.search.iim import measure_iim as measure
+    else:
+        try:
+            from isdarts.search.iim import measure_iim_darts as measure
+        except ImportError:
+            measure = None
+    if measure is not None:
+        def iim(i: int) -> None:
+            measure(model, [batches[i % len(batches)]])
+
+        def forward(i: int) -> None:
+            with torch.no_grad():
+                model.eval()
+                model(batches[i % len(batches)][0])
+                model.train()
+
+        result["iim"] = timed(iim, max(2, args.steps // 2), 1, device)
+        result["forward"] = timed(forward, max(2, args.steps // 2), 1, device)
+    single_path(model, args.space)
+    result["single"] = timed(train, args.steps, args.warmup, device)
+    return result
 
 
+# ----------------------------------------------------------------- driver
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--space", choices=("nb201", "darts"), default="nb201")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--C", type=int, default=16)
-    parser.add_argument("--N", type=int, default=5)
+    parser.add_argument("--N", type=int, default=None, help="cells per stage (default: 5 on NB201, 2 on DARTS)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and new")
+    parser.add_argument("--baseline", default="9bd8fc1", help="git revision to compare against")
+    parser.add_argument("--variants", default="baseline,unfused,fused,fused+cl")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    device = resolve_device(args.device)
-    torch.manual_seed(0)
-    data = images(device, args.batch * max(4, args.steps // 2))
-    cfg = SearchConfig(C=args.C, N=args.N, batch_size=args.batch)
-    model = Nb201Supernet(args.C, args.N).to(device)
-    method = IsDartsNb201(model, cfg)
-    print(f"device: {describe_device(device)}; torch {torch.__version__}; NB201 supernet C={args.C} N={args.N}, "
-          f"batch {args.batch}, {args.steps} timed steps after {args.warmup} warm-up")
-
-    full_step = time_train(method, data, args.batch, args.steps, args.warmup)
-    print(f"all 5 ops alive      : {args.batch / full_step:8.1f} images/s ({full_step * 1000:.0f} ms/step)")
-    iim_per_image = time_iim(model, data, args.batch, n_batches=max(2, args.steps // 2))
-    train_per_image = full_step / args.batch
-    print(f"IIM pass             : {1 / iim_per_image:8.1f} images/s")
-    print(f"IIM share of an epoch: {iim_per_image / (iim_per_image + train_per_image):8.1%} "
-          "(code setting: IIM over all training images once after a shrink epoch)")
-    for n_samples in (200, 1024):
-        share = n_samples * iim_per_image / (n_samples * iim_per_image + 50_000 * train_per_image)
-        print(f"IIM share, {n_samples:>4} samples : {share:8.2%} of a 50k-image epoch")
-
-    mask = torch.zeros(6, 5)
-    for e, op in enumerate(Nb201Genotype.from_arch_str(FINAL_CELL).op_indices()):
-        mask[e, op] = 1
-    model.set_mask(mask)
-    single = time_train(method, data, args.batch, args.steps, args.warmup)
-    print(f"after shrinking (1/edge): {args.batch / single:6.1f} images/s ({single * 1000:.0f} ms/step), "
-          f"{full_step / single:.2f}x faster")
+    args.N = args.N or (5 if args.space == "nb201" else 2)
+    if args.worker:
+        print(json.dumps(worker(args.worker, args)))
+        return
+    variants = args.variants.split(",")
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        old = baseline_tree(args.baseline, Path(tmp)) if "baseline" in variants else None
+        for _ in range(args.rounds):
+            for v in variants:
+                runs[v].append(run_worker(old if v == "baseline" else ROOT, args, v))
+    print(f"{args.space} supernet C={args.C} N={args.N}, batch {args.batch}, {args.threads} threads, "
+          f"device {args.device}; medians of {args.steps} steps, best of {args.rounds} alternating rounds")
+    print(f"{'variant':<12}{'full img/s':>12}{'vs base':>9}{'single img/s':>14}{'vs base':>9}"
+          f"{'IIM/forward':>13}")
+    best = {v: {k: min(r[k] for r in rs) for k in rs[0]} for v, rs in runs.items()}
+    base = best.get("baseline")
+    for v, b in best.items():
+        full, single = args.batch / b["full"], args.batch / b["single"]
+        ratio = (f"{base['full'] / b['full']:.2f}x", f"{base['single'] / b['single']:.2f}x") if base else ("", "")
+        iim = f"{b['iim'] / b['forward']:>12.2f}x" if "iim" in b else f"{'-':>13}"
+        print(f"{v:<12}{full:>12.1f}{ratio[0]:>9}{single:>14.1f}{ratio[1]:>9}{iim}")
 
 
 if __name__ == "__main__":

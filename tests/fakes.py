@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,18 @@ def write_fake_cifar10(root: Path, *, n_per_batch: int = 100, n_test: int = 100,
     }
     _dump(meta, folder / META_FILE)
     return folder
+
+
+class RecordingProbe:
+    """An op probe that records which (cell, edge, op) outputs it was shown, and which as exact zeros."""
+
+    def __init__(self) -> None:
+        self.outputs_seen: Counter = Counter()
+        self.zeros_seen: Counter = Counter()
+
+    def outputs(self, cell, candidates, stacked) -> None:
+        assert stacked.shape[1] in (1, len(candidates))
+        self.outputs_seen.update((cell, e, o) for e, o in candidates)
+
+    def zeros(self, cell, candidates, batch) -> None:
+        self.zeros_seen.update((cell, e, o) for e, o in candidates)

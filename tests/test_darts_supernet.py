@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
+from fakes import RecordingProbe
 
 from isdarts.errors import GenotypeError
 from isdarts.search.shrink import shrink_step
@@ -51,8 +52,9 @@ def test_macro_structure_and_output_shapes():
     assert features.shape == (2, 4 * 16) and logits.shape == (2, 10)
 
 
-def test_masked_ops_are_never_computed_and_none_only_with_a_probe():
-    model = tiny()
+@pytest.mark.parametrize("fused", [True, False])
+def test_masked_ops_are_never_computed_and_none_never_run(fused):
+    model = DartsSupernet(channels=4, cells_per_stage=1, fused=fused)
     calls = count_op_calls(model)
     normal = torch.ones(NUM_EDGES, NUM_OPS)
     normal[:, 2] = 0  # no dua_sepc_3x3 anywhere in normal cells
@@ -62,24 +64,24 @@ def test_masked_ops_are_never_computed_and_none_only_with_a_probe():
     reduce[:, 3] = 0
     model.set_mask("reduce", reduce)
     model(X)
-    assert not any(k == "normal" and o == 2 for k, _, _, o in calls)
-    assert not any(k == "normal" and (e, o) == (5, 7) for k, _, e, o in calls)
-    assert not any(k == "reduce" and o == 3 for k, _, _, o in calls)
-    assert not any(o == NONE_OP for *_, o in calls)
-    # 3 normal cells * (14 edges * 6 ops - 1) + 2 reduce cells * 14 edges * 6 ops
-    assert sum(calls.values()) == 3 * (14 * 6 - 1) + 2 * 14 * 6
-    calls.clear()
-    probed: Counter = Counter()
-    model(X, probe=lambda kind, index, edge, op, out: probed.update([(kind, index, edge, op)]))
-    assert probed == calls  # the probe sees exactly the ops that ran ...
-    assert sum(1 for *_, o in calls if o == NONE_OP) == 5 * 14  # ... `none` included
-    assert {(k, i) for k, i, _, _ in probed} == {
-        ("normal", 0),
-        ("normal", 1),
-        ("normal", 2),
-        ("reduce", 0),
-        ("reduce", 1),
+    if not fused:  # the reference runs each op module
+        assert not any(k == "normal" and o == 2 for k, _, _, o in calls)
+        assert not any(k == "normal" and (e, o) == (5, 7) for k, _, e, o in calls)
+        assert not any(k == "reduce" and o == 3 for k, _, _, o in calls)
+        assert not any(o == NONE_OP for *_, o in calls)
+        # 3 normal cells * (14 edges * 6 ops - 1) + 2 reduce cells * 14 edges * 6 ops
+        assert sum(calls.values()) == 3 * (14 * 6 - 1) + 2 * 14 * 6
+    probe = RecordingProbe()
+    model(X, probe=probe)
+    alive = {
+        ((kind, i), e, o)
+        for kind, n, mask in (("normal", 3, normal), ("reduce", 2, reduce))
+        for i in range(n) for e in range(NUM_EDGES) for o in range(NUM_OPS) if mask[e, o]
     }
+    # The probe is shown exactly the alive ops of every cell, each once, and `none` only as zeros.
+    assert set(probe.outputs_seen) == {k for k in alive if k[2] != NONE_OP}
+    assert set(probe.outputs_seen.values()) == {1}
+    assert set(probe.zeros_seen) == {k for k in alive if k[2] == NONE_OP}
 
 
 def test_uniform_mixing_is_one_eighth_of_the_alive_ops():

@@ -54,11 +54,32 @@ def test_accumulator_is_the_sample_weighted_mean_over_batches():
     acc = IimAccumulator(num_cells=2, num_edges=1, num_ops=2, device=torch.device("cpu"))
     batches = [torch.randn(b, 6, 3, 3) for b in (4, 1, 7)]
     for x in batches:
-        acc(1, 0, 1, x)
+        acc.outputs(1, [(0, 1)], x.unsqueeze(1))
     expected = torch.cat([reference_iim(x) for x in batches]).mean()
     table = acc.per_cell()
     torch.testing.assert_close(table[1, 0, 1], expected, rtol=1e-5, atol=0)
     assert torch.isnan(table[0, 0, 0])  # never measured
+
+
+def test_stacked_and_shared_outputs_and_zeros_are_scattered_to_their_candidates():
+    acc = IimAccumulator(num_cells=1, num_edges=3, num_ops=2, device=torch.device("cpu"))
+    stacked = torch.randn(5, 2, 6, 3, 3)
+    acc.outputs(0, [(0, 1), (2, 1)], stacked)  # two ops' outputs in one tensor
+    acc.outputs(0, [(1, 1), (2, 0)], stacked[:, :1])  # one output shared by two candidates
+    acc.zeros(0, [(0, 0)], batch=5)
+    table = acc.per_cell()[0]
+    torch.testing.assert_close(table[0, 1], reference_iim(stacked[:, 0]).mean(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(table[2, 1], reference_iim(stacked[:, 1]).mean(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(table[1, 1], table[2, 0])
+    torch.testing.assert_close(table[1, 1], reference_iim(stacked[:, 0]).mean(), rtol=1e-5, atol=0)
+    assert math.isinf(table[0, 0]) and torch.isnan(table[1, 0])
+    assert torch.equal(acc.counts[0], torch.tensor([[5.0, 5.0], [0.0, 5.0], [5.0, 5.0]], dtype=torch.float64))
+
+
+def test_stacked_iim_is_the_iim_of_each_output():
+    stacked = torch.randn(3, 4, 8, 2, 2)
+    one_by_one = torch.stack([iim_per_sample(stacked[:, i]) for i in range(4)], dim=1)
+    torch.testing.assert_close(iim_per_sample(stacked), one_by_one)
 
 
 def test_aggregation_is_a_plain_mean_over_cells_and_inf_dominates():

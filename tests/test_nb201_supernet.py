@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
+from fakes import RecordingProbe
 
 from isdarts.spaces.nb201.genotype import NB201_OPS
 from isdarts.spaces.nb201.supernet import Nb201SearchCell, Nb201Supernet
@@ -29,22 +30,26 @@ def test_macro_structure_and_output_shapes():
     assert conv.bias is not None and not bn.affine and not bn.track_running_stats  # AutoDL search cell
 
 
-def test_masked_ops_are_never_computed_and_none_only_for_the_iim():
-    model = Nb201Supernet(channels=4, cells_per_stage=1)
+@pytest.mark.parametrize("fused", [True, False])
+def test_masked_ops_are_never_computed_and_none_never_run(fused):
+    model = Nb201Supernet(channels=4, cells_per_stage=1, fused=fused)
     calls = count_op_calls(model)
     mask = torch.ones(6, 5)
     mask[:, 3] = 0  # drop every 3x3 conv
     mask[1, 2] = 0
     model.set_mask(mask)
     model(torch.randn(2, 3, 32, 32))
-    assert not any(o == 3 for (_, _, o) in calls)
-    assert not any((e, o) == (1, 2) for (_, e, o) in calls)
-    assert not any(o == 0 for (_, _, o) in calls)  # `none` adds zeros: skipped in training
-    # one call per alive non-none op per edge per cell: 3 cells * (6 edges * 3 ops - 1)
-    assert sum(calls.values()) == 3 * (6 * 3 - 1)
-    calls.clear()
-    model(torch.randn(2, 3, 32, 32), probe=lambda *a: None)
-    assert sum(1 for (_, _, o) in calls if o == 0) == 3 * 6  # the IIM pass does run `none`
+    if not fused:  # the reference runs each op module: one call per alive non-none op per edge per cell
+        assert not any(o == 3 for (_, _, o) in calls)
+        assert not any((e, o) == (1, 2) for (_, e, o) in calls)
+        assert not any(o == 0 for (_, _, o) in calls)  # `none` adds zeros: never run
+        assert sum(calls.values()) == 3 * (6 * 3 - 1)
+    probe = RecordingProbe()
+    model(torch.randn(2, 3, 32, 32), probe=probe)
+    alive = {(c, e, o) for c in range(3) for e in range(6) for o in range(5) if mask[e, o]}
+    # The probe is shown exactly the alive ops, each once, and `none` only as zeros (the IIM scores it +inf).
+    assert set(probe.outputs_seen) == {k for k in alive if k[2] != 0} and set(probe.outputs_seen.values()) == {1}
+    assert set(probe.zeros_seen) == {k for k in alive if k[2] == 0}
 
 
 def test_uniform_mixing_equals_explicit_weights_of_one_over_five():
