@@ -54,7 +54,8 @@ def smooth(model: nn.Module) -> nn.Module:
     Both are kinks: a unit crossing zero, or a 3x3 window whose argmax changes, adds a jump in grad_alpha L
     that the central difference divides by 2R. With only the ReLUs swapped, the max pools alone put the
     difference off by ~80% of the gradient on this net; with both swapped it agrees to ~4e-5. That is a
-    property of kinked nets, not of the method, which never looks inside the ops.
+    property of kinked nets, not of the method, which never looks inside the ops. Swapped modules only act
+    in the per-op reference cells (the fused cells apply ReLU themselves), so smoothed models use those.
     """
     for module in list(model.modules()):
         for name, child in module.named_children():
@@ -68,7 +69,7 @@ def smooth(model: nn.Module) -> nn.Module:
 def tiny_model(seed: int = 0, *, smoothed: bool = False, channels: int = 2) -> DartsSupernet:
     """[N, R, N, R, N]: 3 normal and 2 reduction cells, float64."""
     torch.manual_seed(seed)
-    model = DartsSupernet(channels=channels, cells_per_stage=1)
+    model = DartsSupernet(channels=channels, cells_per_stage=1, fused=not smoothed)
     return (smooth(model) if smoothed else model).double()
 
 
