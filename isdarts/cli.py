@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -19,6 +22,7 @@ from isdarts.errors import (
     DataError,
     GenotypeError,
     NonFiniteLossError,
+    OutputWriteError,
     ReportError,
 )
 from isdarts.pipeline.imagenet import prepare_imagenet, transfer
@@ -30,6 +34,7 @@ from isdarts.pipeline.search import search
 from isdarts.spaces.darts.genotype import load_named_genotype, named_genotypes
 from isdarts.spaces.nb201.genotype import Nb201Genotype
 from isdarts.tracking import disable_telemetry
+from isdarts.tracking_backlog import BACKLOG_NAME, replay
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 3
@@ -41,6 +46,9 @@ def _setup() -> None:
     # MLflow and alembic are chatty at INFO; their warnings still show.
     for noisy in ("alembic", "mlflow", "urllib3", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A failing store (disk full, locked) makes MLflow log the whole SQLAlchemy traceback; the tracker's own
+    # warning already names the error and says the run goes on without tracking.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def run_guarded(action: Callable[[], object]) -> int:
@@ -50,13 +58,36 @@ def run_guarded(action: Callable[[], object]) -> int:
     except (ConfigError, DataError, BenchmarkError, GenotypeError, ReportError, FileNotFoundError) as exc:
         print(f"isdarts: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (CheckpointError, NonFiniteLossError, ValueError) as exc:
+    except (CheckpointError, NonFiniteLossError, OutputWriteError, ValueError) as exc:
         print(f"isdarts: error: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         print("isdarts: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or an environment failure: one line for the user, the traceback in a file
+        log_path = _write_traceback(exc)
+        print(
+            f"isdarts: error: unexpected {type(exc).__name__}: {exc} (full traceback in {log_path}; "
+            "outputs of this step were not written, and a re-run resumes from the last checkpoint)",
+            file=sys.stderr,
+        )
+        return EXIT_RUN_FAILED
     return 0
+
+
+def _write_traceback(exc: BaseException) -> Path:
+    """Save the traceback of an unexpected failure under $ISDARTS_LOG_DIR (default logs/); returns its path."""
+    log_dir = Path(os.environ.get("ISDARTS_LOG_DIR", "logs"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = log_dir / f"isdarts-error-{stamp}-{os.getpid()}.log"
+    text = f"isdarts {' '.join(sys.argv)}\n" + "".join(traceback.format_exception(exc))
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError:  # the log folder itself is unwritable: the traceback goes to stderr instead
+        print(text, file=sys.stderr)
+        return Path("<stderr>")
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     _run_args(transfer_cmd, "runs/darts/imagenet/<method>/seed_N")
 
     sub.add_parser("report", help="rebuild the paper's tables and figures in reports/ from the stage outputs")
+
+    sync_cmd = sub.add_parser(
+        "tracking-sync", help=f"send what MLflow missed during an outage ({BACKLOG_NAME} files) to the store"
+    )
+    sync_cmd.add_argument("backlogs", nargs="+", type=Path, help=f"{BACKLOG_NAME} files, e.g. runs/**/{BACKLOG_NAME}")
+    sync_cmd.add_argument("--tracking-uri", default=None, help="store to send to (default: the one that failed)")
     return parser
 
 
@@ -147,11 +184,20 @@ def _lookup(arch: str) -> None:
         print(f"  {label:<15} {accuracies[key]:6.2f}")
 
 
+def _sync(backlogs: list[Path], tracking_uri: str | None) -> None:
+    for path in backlogs:
+        if not path.is_file():
+            raise FileNotFoundError(f"backlog file {path} not found")
+        print(f"{path}: sent to MLflow run {replay(path, tracking_uri)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup()
     if args.command == "lookup":
         return run_guarded(lambda: _lookup(args.arch))
+    if args.command == "tracking-sync":
+        return run_guarded(lambda: _sync(args.backlogs, args.tracking_uri))
 
     def action() -> None:
         params = load_params(args.params)

@@ -34,3 +34,7 @@ class BenchmarkError(RuntimeError):
 
 class ReportError(ValueError):
     """A stage output the report cannot use; the message names the file and the offending key."""
+
+
+class OutputWriteError(OSError):
+    """An output or checkpoint could not be written (disk full, I/O error); the previous version is intact."""

@@ -11,19 +11,35 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from isdarts.errors import OutputWriteError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`.
+
+    A failure on the way (disk full, I/O error, a kill) leaves the previous `path` as it was; an OSError
+    becomes an OutputWriteError naming the file, as the OS message alone ("No space left on device") does not.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            error = OutputWriteError(
+                f"could not write {path}: {exc.strerror or exc}; the previous version of it is intact. "
+                "Free disk space or fix the folder's permissions, then re-run (it resumes)"
+            )
+            error.errno = exc.errno
+            raise error from exc
         raise
 
 

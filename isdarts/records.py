@@ -4,12 +4,15 @@ Each record is a frozen dataclass whose fields are the file's keys; ``from_json`
 presence and type from the annotations (and a record's own cross-key rules) and raises ReportError
 naming the file and the offending key, so readers never re-check. ``to_json`` gives back the file's
 dict exactly: numbers keep their JSON type, and keys no field names are kept verbatim in ``extra``,
-so a writer may add a key before this module learns of it. A leaf module: stdlib and errors only.
+so a writer may add a key before this module learns of it. ``DartsRun.collect`` reads every finished
+run of a stage folder (``<method>/seed_<s>/metrics.json``) and checks each record against the folder
+it lies in. A leaf module: stdlib and errors only.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import types
 from collections.abc import Mapping
@@ -23,10 +26,12 @@ __all__ = [
     "METHODS", "Accuracies", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch", "ImagenetHistory",
     "ImagenetManifest", "ImagenetMetrics", "Nb201Genotype", "Nb201Result", "Nb201Run", "Nb201Summary", "Record",
     "RetrainEpoch", "RetrainHistory", "RetrainMetrics", "SearchEpoch", "SearchHistory", "SearchMetrics",
-    "ShrinkSchedule", "SweepRetrainMetrics", "At", "read_json",
+    "ShrinkSchedule", "SweepRetrainMetrics", "At", "finished", "read_json", "seed_dirs", "subdirs",
 ]
 
+log = logging.getLogger(__name__)
 R = TypeVar("R", bound="Record")
+D = TypeVar("D", bound="DartsRun")
 
 Method = Literal["isdarts", "darts1", "darts2", "lambda_darts", "idarts", "sdarts"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -429,6 +434,28 @@ class DartsRun(Record):
         if self.search_hours is not None and self.search_cost_unit is None:
             raise at.error(f"key 'search_cost_unit' is null but 'search_hours' is {self.search_hours}")
 
+    @classmethod
+    def collect(cls: type[D], root: Path) -> list[D]:
+        """Every ``<method>/seed_<s>/metrics.json`` under root, in (method, seed) order; unfinished runs skipped.
+
+        A record whose method or seed disagrees with its folder is a ReportError: it would be averaged
+        into the wrong row.
+        """
+        runs = []
+        for method_dir in subdirs(root):
+            for seed, seed_dir in seed_dirs(method_dir):
+                path = seed_dir / "metrics.json"
+                if not finished(path):
+                    continue
+                run = cls.read(path)
+                if run.method != method_dir.name:
+                    raise ReportError(f"{path}: key 'method' is {run.method!r} but the file lies under "
+                                      f"{method_dir.name!r}")
+                if run.seed != seed:
+                    raise ReportError(f"{path}: key 'seed' is {run.seed} but the file lies under seed_{seed}")
+                runs.append(run)
+        return runs
+
 
 @dataclass(frozen=True, kw_only=True)
 class RetrainMetrics(DartsRun):
@@ -536,3 +563,25 @@ class ImagenetHistory(Record):
 
     epochs: tuple[ImagenetEpoch, ...]
 
+
+# ---------------------------------------------------------------- where records lie
+
+
+def seed_dirs(parent: Path) -> list[tuple[int, Path]]:
+    """(seed, folder) for each ``seed_<int>`` folder under parent, by seed; other names are not runs."""
+    parent = Path(parent)
+    children = parent.iterdir() if parent.is_dir() else ()
+    return sorted((int(c.name[5:]), c) for c in children
+                  if c.is_dir() and c.name.startswith("seed_") and c.name[5:].isdigit())
+
+
+def subdirs(parent: Path) -> list[Path]:
+    """The folders under parent, by name (none when parent is absent)."""
+    return sorted(p for p in Path(parent).iterdir() if p.is_dir()) if Path(parent).is_dir() else []
+
+
+def finished(metrics: Path) -> bool:
+    """Whether a run folder holds its metrics; an unfinished run is left out with a warning, not an error."""
+    if not metrics.is_file():
+        log.warning("%s: no %s (run not finished?); left out of the report", metrics.parent, metrics.name)
+    return metrics.is_file()

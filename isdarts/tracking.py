@@ -20,9 +20,12 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from isdarts.tracking_backlog import Backlog
+
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+RUN_KEY_TAG = "isdarts.run_key"  # what a run computes: a re-run after a kill finds its run by it
 
 # DVC runs `exp run --temp` and queued experiments in a throwaway copy of the repo under
 # `<repo>/.dvc/tmp/exps/` (dvc/repo/experiments/utils.py: EXEC_TMP_DIR = "exps", under repo.tmp_dir).
@@ -197,6 +200,9 @@ class Tracker:
         self.run_id: str | None = None
         self._open = False
         self._client: Any = None
+        # What the store did not take once tracking failed (None while it works); see tracking_backlog.
+        self.backlog: Backlog | None = None
+        self._intent: dict[str, Any] = {}
 
     standard_tags = staticmethod(standard_tags)
 
@@ -215,7 +221,14 @@ class Tracker:
             detail = f"{type(exc).__name__}: {exc}"
             if len(detail) > 500:  # SQL errors quote whole statements
                 detail = detail[:500] + "..."
-            self._warn(f"MLflow tracking disabled after failing to {action}: {detail}; the search goes on")
+            self._warn(
+                f"MLflow tracking disabled after failing to {action}: {detail}; the search goes on, and what "
+                "it logs from now on is kept in a file beside its outputs"
+            )
+            self.backlog = Backlog(
+                self.tracking_uri, self.experiment, detail, run_id=self.run_id if self._open else None,
+                **self._intent,
+            )
             if self._open and self._client is not None:
                 # Best effort, so the UI does not show a run RUNNING forever.
                 with contextlib.suppress(Exception):
@@ -235,23 +248,49 @@ class Tracker:
         params: Mapping[str, Any] | None = None,
         tags: Mapping[str, Any] | None = None,
         resume_run_id: str | None = None,
+        run_key: str | None = None,
     ) -> str | None:
         """Open a new run, or reopen ``resume_run_id`` (a search resumed from its checkpoint).
 
-        Returns the run id, or None if tracking is off or failed. Params are flattened with dots;
-        on resume, params the run already has are not logged again (MLflow params are immutable).
+        ``run_key`` names what the run computes (stage and settings). Without a run id to resume, an
+        unfinished run of the same key is adopted: a process killed before its first checkpoint leaves
+        its run RUNNING, and the re-run continues that run instead of opening another beside it. Any
+        other unfinished run of the key is closed as KILLED, so one training is one run however often
+        it was killed. Returns the run id, or None if tracking is off or failed. Params are flattened
+        with dots; on resume, params the run already has are not logged again (MLflow params are immutable).
         """
         if not self.enabled:
             return None
+        flat_params = {_key(k): v for k, v in flatten_params(params or {}).items()}
+        all_tags = {_key(k): str(v) for k, v in {**(tags or {}), **({RUN_KEY_TAG: run_key} if run_key else {})}.items()}
+        self._intent = {"run_name": run_name, "params": flat_params, "tags": all_tags}
         with self._guard(f"start run {run_name!r} in experiment {self.experiment!r}"):
             client = self._connect()
+            experiment_id = self._experiment_id(client)
+            unfinished = self._unfinished_runs(client, experiment_id, run_key) if run_key else []
+            resume_run_id = resume_run_id or next(iter(unfinished), None)
             run = self._reopen(client, resume_run_id) if resume_run_id else None
             if run is None:
-                run = client.create_run(self._experiment_id(client), run_name=run_name)
+                # The key goes in with the run itself: a kill right after creating it must not leave a run
+                # that the next attempt cannot find.
+                key_tag = {RUN_KEY_TAG: run_key} if run_key else None
+                run = client.create_run(experiment_id, run_name=run_name, tags=key_tag)
             self.run_id, self._open = run.info.run_id, True
-            self._log_params(client, run, flatten_params(params or {}))
-            self.set_tags(dict(tags or {}))
+            for orphan in unfinished:
+                if orphan != self.run_id:
+                    client.set_terminated(orphan, "KILLED")
+            self._log_params(client, run, flat_params)
+            self.set_tags(all_tags)
         return self.run_id if self.active else None
+
+    def _unfinished_runs(self, client: Any, experiment_id: str, run_key: str) -> list[str]:
+        """Ids of the RUNNING runs tagged with ``run_key``, newest first."""
+        runs = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+        )
+        return [run.info.run_id for run in runs]
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -311,6 +350,8 @@ class Tracker:
 
     def end(self, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED; later calls are no-ops."""
+        if self.backlog is not None and self.backlog.status is None:
+            self.backlog.status = status if status in TERMINAL_STATUSES else "FAILED"
         if not self.active:
             return
         if status not in TERMINAL_STATUSES:
@@ -337,36 +378,40 @@ class Tracker:
         NaN and +-inf go to MLflow as they are (its SQL store keeps NaN and clamps inf to the
         largest float); values that are not numbers at all are skipped with a warning.
         """
-        if not self.active:
+        if not self.active and self.backlog is None:
             return
-        from mlflow.entities import Metric  # mlflow loads only once tracking starts (module docstring)
+        numbers, skipped = [], []
+        timestamp, step = int(time.time() * 1000), int(step)
+        for name, value in metrics.items():
+            try:
+                numbers.append((_key(name), float(value), timestamp, step))  # numpy and 0-d torch scalars too
+            except Exception:  # None, strings, multi-element tensors: not a metric
+                skipped.append(str(name))
+        if self.active:
+            from mlflow.entities import Metric  # mlflow loads only once tracking starts (module docstring)
 
-        batch, skipped = [], []
-        with self._guard(f"log {len(metrics)} metrics at step {step}"):
-            timestamp, step = int(time.time() * 1000), int(step)
-            for name, value in metrics.items():
-                try:
-                    number = float(value)  # numpy and 0-d torch scalars too
-                except Exception:  # None, strings, multi-element tensors: not a metric
-                    skipped.append(str(name))
-                    continue
-                batch.append(Metric(_key(name), number, timestamp, step))
-            for chunk in _chunks(batch, _MAX_METRICS_PER_BATCH):
-                self._client.log_batch(self.run_id, metrics=chunk)
+            with self._guard(f"log {len(metrics)} metrics at step {step}"):
+                for chunk in _chunks([Metric(*m) for m in numbers], _MAX_METRICS_PER_BATCH):
+                    self._client.log_batch(self.run_id, metrics=chunk)
+                numbers = []
+        if self.backlog is not None:
+            self.backlog.metrics.extend(numbers)
         if skipped:
             # No step in the text, so Python's default filter shows it once, not every epoch.
             self._warn(f"skipped non-numeric metrics {sorted(skipped)}")
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags (values become strings)."""
-        if not self.active:
-            return
-        from mlflow.entities import RunTag  # mlflow loads only once tracking starts (module docstring)
+        tags = {_key(k): str(v) for k, v in tags.items()}
+        if self.active:
+            from mlflow.entities import RunTag  # mlflow loads only once tracking starts (module docstring)
 
-        batch = [RunTag(_key(k), str(v)) for k, v in tags.items()]
-        with self._guard(f"set tags {sorted(tags)}"):
-            for chunk in _chunks(batch, _MAX_PARAMS_TAGS_PER_BATCH):
-                self._client.log_batch(self.run_id, tags=chunk)
+            with self._guard(f"set tags {sorted(tags)}"):
+                for chunk in _chunks([RunTag(k, v) for k, v in tags.items()], _MAX_PARAMS_TAGS_PER_BATCH):
+                    self._client.log_batch(self.run_id, tags=chunk)
+                return
+        if self.backlog is not None:
+            self.backlog.tags.update(tags)
 
     def log_artifact(self, path: PathArg, artifact_path: str | None = None) -> None:
         """Copy a file (or a directory's contents) into the run's artifacts."""

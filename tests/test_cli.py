@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from isdarts.cli import EXIT_BAD_INPUT, main
+from isdarts.cli import EXIT_BAD_INPUT, EXIT_RUN_FAILED, main
 
 ROOT = Path(__file__).resolve().parents[1]
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -80,3 +80,33 @@ def test_retrain_with_an_unknown_named_genotype_lists_the_shipped_ones(tmp_path,
     assert "DARTS_V9" in err and "DARTS_V2" in err
     assert main(["retrain", "--seed", "0", "--genotype", "missing.json"]) == EXIT_BAD_INPUT
     assert "genotype file missing.json not found" in capsys.readouterr().err
+
+
+def test_a_mapping_where_a_method_name_belongs_is_one_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
+    raw["nb201"]["methods"][1] = {"name": "darts1"}  # used to raise TypeError: unhashable type: 'dict'
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--seed", "0"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("isdarts: error: params.yaml: nb201.methods = {'name': 'darts1'} is not allowed")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unexpected_failure_is_one_line_with_the_log_holding_the_traceback(tmp_path, capsys, monkeypatch):
+    """Any exception isdarts does not raise on purpose (a bug, an environment failure) still ends in one line
+    and a non-zero exit; the traceback goes to a log file the line names."""
+    shutil.copy(ROOT / "profiles/quick.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ISDARTS_LOG_DIR", str(tmp_path / "logs"))
+
+    def broken(params):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("isdarts.cli.prepare_data", broken)
+    assert main(["prepare-data"]) == EXIT_RUN_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("isdarts: error: unexpected KeyError: 'a bug'") and len(err.strip().splitlines()) == 1
+    (log,) = (tmp_path / "logs").glob("isdarts-error-*.log")
+    assert str(log) in err
+    assert "Traceback" in log.read_text() and "in broken" in log.read_text()

@@ -61,7 +61,7 @@ def test_params_yaml_is_a_valid_profile():
         (("darts", "search", "image_size"), 12, "image_size = 12 .* one of 8, 16, 32"),
         (("darts", "retrain", "drop_path_prob"), 1.5, r"darts.retrain: .*drop_path_prob must be in \[0, 1\)"),
         (("darts", "imagenet", "bn"), "magic", "darts.imagenet: .*bn must be one of"),
-        (("darts", "sweep", "rates"), ["r7"], "distinct names from r1"),
+        (("darts", "sweep", "rates"), ["r7"], "'r7' is not allowed; expected rate names from r1"),
         (("darts", "sweep", "schedules", "r0_05", "steps"), 30, "darts.sweep.schedules.r0_05.shrink.steps/interval"),
         (("device",), "tpu", "device = 'tpu' .* auto, cpu, cuda or cuda:N"),
         (("profile",), "fast", "profile = 'fast'"),

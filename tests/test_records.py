@@ -130,3 +130,35 @@ def test_records_is_a_leaf():
     imports = {line.split()[1] for line in source.splitlines() if line.startswith(("import ", "from "))}
     assert {name for name in imports if name.startswith("isdarts")} == {"isdarts.errors"}
     assert not {"torch", "mlflow", "numpy"} & {name.split(".")[0] for name in imports}
+
+
+def _put_run(root: Path, method: str, seed_dir: str, **changes) -> Path:
+    data = {**_retrain(), "method": method, "seed": int(seed_dir[5:]) if seed_dir[5:].isdigit() else 0, **changes}
+    path = root / method / seed_dir / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_collect_reads_finished_runs_in_method_and_seed_order(tmp_path, caplog):
+    for method, seed_dir in [("isdarts", "seed_10"), ("darts2", "seed_1"), ("isdarts", "seed_2"), ("isdarts", "x_3")]:
+        _put_run(tmp_path, method, seed_dir)
+    (tmp_path / "isdarts" / "seed_5").mkdir()  # started, not finished
+    (tmp_path / "notes.txt").write_text("not a method folder", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="isdarts.records"):
+        runs = records.RetrainMetrics.collect(tmp_path)
+    assert [(r.method, r.seed) for r in runs] == [("darts2", 1), ("isdarts", 2), ("isdarts", 10)]
+    assert "seed_5: no metrics.json (run not finished?)" in caplog.text
+    assert records.RetrainMetrics.collect(tmp_path / "absent") == []
+    assert [seed for seed, _ in records.seed_dirs(tmp_path / "isdarts")] == [2, 5, 10]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "darts1"}, r"seed_0[/\\]metrics\.json: key 'method' is 'darts1' but the file lies under 'isdarts'"),
+    ({"seed": 4}, r"seed_0[/\\]metrics\.json: key 'seed' is 4 but the file lies under seed_0"),
+])
+def test_collect_rejects_a_record_in_the_wrong_folder(tmp_path, changes, message):
+    path = _put_run(tmp_path, "isdarts", "seed_0")
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **changes}), encoding="utf-8")
+    with pytest.raises(ReportError, match=message):
+        records.RetrainMetrics.collect(tmp_path)

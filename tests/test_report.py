@@ -14,7 +14,7 @@ import pytest
 from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
 from isdarts.report import ReportError, build_table1, paper, write_table
 from isdarts.report.render import fmt_mean_std, fmt_num, judge, markdown_table
-from isdarts.report.table1 import ALL_SKIP_ARCH, CSV_COLUMNS, TOLERANCES
+from isdarts.report.table1 import ALL_SKIP_ARCH, CSV_COLUMNS, TOLERANCE, references
 
 # Real NB201 cells: the C100-test optimum (the paper's IS-DARTS row), a good one and a weaker one.
 OPTIMUM_ARCH = (
@@ -97,8 +97,44 @@ def test_other_paper_tables_and_claims():
     assert (paper.CLAIMS.c100_search_cifar100_valid, paper.CLAIMS.c100_search_cifar100_test) == (70.71, 71.11)
 
 
+A2_COLUMNS = ["label", "rate", "steps", "interval_epochs", "test_error"]
+
+
+@pytest.mark.parametrize("columns, row, message", [
+    (A2_COLUMNS, [0.5, 0.5, 2, 18, 2.87], r"table_a2\.rows\[0\]\.label: 0\.5 is not str"),  # an unquoted label
+    (A2_COLUMNS, ["0.5", 0.5, 2.0, 18, 2.87], r"\.steps: 2\.0 is not int"),
+    (A2_COLUMNS, ["0.5", 0.5, 2, True, 2.87], r"\.interval_epochs: True is not int or NoneType"),
+    (A2_COLUMNS, ["0.5", "0.5", 2, 18, 2.87], r"\.rate: '0\.5' is not float"),
+    (A2_COLUMNS, ["0.5", 0.5, 2, 18], r"table_a2\.rows\[0\] does not hold one value per column"),
+    ([*A2_COLUMNS[:-1], "test_err"], ["0.5", 0.5, 2, 18, 2.87], r"rows\[0\] has keys .*'test_err'.*; expected"),
+])
+def test_paper_numbers_are_checked_on_loading(columns, row, message):
+    good = paper._table({"table_a2": {"columns": A2_COLUMNS, "rows": [["0.5", 0.5, 2, 18, 2.87]]}}, "table_a2",
+                        paper.ShrinkRateRow)
+    assert good == (paper.ShrinkRateRow("0.5", 0.5, 2, 18, 2.87),)
+    with pytest.raises(ReportError, match=r"paper_numbers\.yaml: .*" + message):
+        paper._table({"table_a2": {"columns": columns, "rows": [row]}}, "table_a2", paper.ShrinkRateRow)
+
+
+def test_paper_cells_and_accuracy_columns_load_as_typed_rows():
+    columns = ["architecture", "test_error", "params_m", "cost_gpu_days", "method"]
+    rows = paper._table({"t": {"columns": columns, "rows": [["X", [2.5, 0.1], 3.3, None, "RL"]]}}, "t",
+                        paper.Table2Row)
+    assert rows == (paper.Table2Row("X", paper.PaperCell(2.5, 0.1), paper.PaperCell(3.3), None, "RL"),)
+    with pytest.raises(ReportError, match=r"t\.rows\[0\]\.test_error: \[2\.5, 0\.1, 0\.2\] is not float"):
+        paper._table({"t": {"columns": columns, "rows": [["X", [2.5, 0.1, 0.2], 3.3, None, "RL"]]}}, "t",
+                     paper.Table2Row)
+    accuracies = dict(zip(ACCURACY_KEYS, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], strict=True))
+    row = paper._build(paper.AblationRow, {"method": "M", **accuracies}, "table_a1.rows[0]")
+    assert row.method == "M" and dict(row.accuracies) == accuracies
+    with pytest.raises(TypeError):
+        row.accuracies["cifar10_valid"] = 0.0  # read-only, like every paper row
+    with pytest.raises(ReportError, match=r"claims has keys .*'typo'"):
+        paper._build(paper.PaperClaims, {**{f: 1.0 for f in paper.PaperClaims.__dataclass_fields__}, "typo": 1.0},
+                     "claims")
+
 def test_paper_rows_rendered_in_markdown(tmp_path, bench):
-    md = build_table1([], bench).markdown()
+    md = build_table1([], bench).markdown
     assert "| paper | ENAS | paper | – | 3.70 GPU-hours (RTX 3090) | 37.51±3.19 | 53.89±0.58 |" in md
     assert "| paper | DSNAS | paper | – | – | 89.66±0.29 |" in md
     assert "| paper | IS-DARTS | paper | – | 2.00 GPU-hours (RTX 3090) | 91.55±0.00 | 94.36±0.00 |" in md
@@ -127,7 +163,7 @@ def test_single_run_says_n1(tmp_path, bench):
     report = build_table1([_write(tmp_path, "d", _result("darts1", [_run(bench, 0, ALL_SKIP_ARCH)]))], bench)
     row = _row(report, "darts1")
     assert row.cells["cifar10_test"].summary.std is None
-    assert "54.30±0.00 (n=1) ~" in report.markdown()
+    assert "54.30±0.00 (n=1) ~" in report.markdown
 
 
 # ---------------------------------------------------------------- verdicts
@@ -142,7 +178,7 @@ def test_paper_profile_within_and_outside_tolerance(tmp_path, bench):
     assert cells["cifar10_test"].verdict.text == "within ±1.0 of paper"
     assert cells["cifar100_test"].verdict.status == "fail"
     assert cells["cifar100_test"].verdict.text == "differs by -3.22 (outside ±1.0)"
-    md = report.markdown()
+    md = report.markdown
     assert "93.66±0.00 ✓" in md and "70.29±0.00 ✗" in md
     assert "- IS-DARTS, C100 test: differs by -3.22 (outside ±1.0)" in md
     assert "not paper-scale" not in md  # no quick rows, so no warning
@@ -161,7 +197,7 @@ def test_quick_profile_is_never_a_pass(tmp_path, bench):
     for cell in _row(report, "isdarts").cells.values():
         assert cell.verdict.status == "not_comparable"
         assert cell.verdict.text == "not comparable (quick profile)"
-    md = report.markdown()
+    md = report.markdown
     assert "**The reproduced numbers for IS-DARTS come from the quick profile: they are not paper-scale" in md
     assert "0.05 CPU-hours" in md  # CPU time stays CPU time
 
@@ -177,7 +213,7 @@ def test_judge_boundaries():
     assert judge(95.37, 94.36, 1.0, comparable=True).text == "differs by +1.01 (outside ±1.0)"
     assert judge(90.0, 94.36, 1.0, comparable=False, profile="smoke").text == "not comparable (smoke profile)"
     assert judge(90.0, None, 1.0, comparable=True).status == "no_paper"
-    assert TOLERANCES == {k: 1.0 for k in ACCURACY_KEYS}
+    assert TOLERANCE == 1.0
 
 
 # ---------------------------------------------------------------- reference rows
@@ -185,12 +221,12 @@ def test_judge_boundaries():
 
 def test_reference_rows_match_the_benchmark(tmp_path, bench):
     report = build_table1([], bench)
-    skip, best = report.references
-    assert skip.accuracies == bench.lookup(ALL_SKIP_ARCH).accuracies()
-    assert fmt_num(skip.accuracies["cifar10_test"]) == "54.30"
-    assert fmt_num(best.accuracies["cifar100_test"]) == "73.51"
-    assert best.accuracies == {k: max(getattr(r, k) for r in bench) for k in ACCURACY_KEYS}
-    md = report.markdown()
+    skip, best = references(bench).values()
+    assert skip == bench.lookup(ALL_SKIP_ARCH).accuracies()
+    assert fmt_num(skip["cifar10_test"]) == "54.30"
+    assert fmt_num(best["cifar100_test"]) == "73.51"
+    assert best == {k: max(getattr(r, k) for r in bench) for k in ACCURACY_KEYS}
+    md = report.markdown
     assert "| reference | all-skip cell (DARTS collapse) | NB201 table | – | – | 39.77 | 54.30 |" in md
 
 

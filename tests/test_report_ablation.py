@@ -86,7 +86,7 @@ def test_a1_rows_beside_paper(results):
     cell = sdarts.cells["cifar10_test"]
     assert cell.summary.mean == pytest.approx(62.0) and cell.summary.std == pytest.approx(statistics.stdev([61, 63]))
     assert cell.paper == 70.92 and cell.verdict.text == "not comparable (quick profile)"
-    md = report.markdown()
+    md = report.markdown
     assert "| paper | S-DARTS | paper | – | – | 68.29 | 70.92 | 38.57 | 38.97 | 18.87 | 18.41 |" in md
     assert "| ours | S-DARTS | quick | 2 | 0.20 CPU-hours | 61.00±1.41 ~ | 62.00±1.41 ~ |" in md
     assert "| ours | IS-DARTS | quick | 1 | 0.05 CPU-hours | 91.55±0.00 (n=1) ~ |" in md
@@ -112,7 +112,7 @@ def test_a1_csv_and_absent(results, tmp_path):
     assert [(r["source"], r["method"]) for r in rows] == [
         ("paper", "IS-DARTS"), ("paper", "I-DARTS"), ("paper", "S-DARTS"), ("ours", "IS-DARTS"), ("ours", "S-DARTS")]
     assert rows[-1]["cifar10_test_mean"] == "62.0" and rows[-1]["seeds"] == "1 0"
-    md = build_table_a1(tmp_path / "empty").markdown()
+    md = build_table_a1(tmp_path / "empty").markdown
     assert "No reproduced runs found under" in md and "run `dvc repro`" in md
     assert "| paper | IS-DARTS | paper | – | – | 91.55 | 94.36 |" in md
 
@@ -146,9 +146,9 @@ def sweep(tmp_path: Path) -> Path:
 
 def test_a2_ordered_by_rate(sweep):
     report = build_table_a2(sweep)
-    assert list(report.reproduced) == ["r1", "r0_5", "r0_25", "r0_143", "r0_05"]
-    assert [r.paper.label for r in report.reproduced.values()] == ["1 (I-DARTS)", "0.5", "0.25", "0.143", "0.05"]
-    md = report.markdown()
+    assert [r.rate_name for r in report.reproduced] == ["r1", "r0_5", "r0_25", "r0_143", "r0_05"]
+    assert [r.paper.label for r in report.reproduced] == ["1 (I-DARTS)", "0.5", "0.25", "0.143", "0.05"]
+    md = report.markdown
     assert "| shrink rate | 1 (I-DARTS) | 0.5 | 0.25 | 0.143 | 0.1 | 0.05 |" in md
     assert "| steps S (paper) | 1 | 2 | 4 | 7 | 10 | 20 |" in md
     assert "| interval epoch (paper) | / | 18 | 6 | 3 | 2 | 1 |" in md
@@ -166,9 +166,10 @@ def test_a2_paper_profile_judged(tmp_path):
     put(tmp_path, "r0_25/retrain/metrics.json", sweep_metrics("r0_25", 2.6, 2.4, profile="paper"))
     put(tmp_path, "r0_05/retrain/metrics.json", sweep_metrics("r0_05", 2.5, 2.4, profile="paper"))
     report = build_table_a2(tmp_path)
-    assert report.reproduced["r0_25"].test_error.verdict.status == "pass"  # 2.60 vs 2.51
-    assert report.reproduced["r0_05"].test_error.verdict.text == "differs by -0.45 (outside ±0.3)"
-    assert "- rate 0.05, final error: differs by -0.45 (outside ±0.3)" in report.markdown()
+    by_rate = {r.rate_name: r for r in report.reproduced}
+    assert by_rate["r0_25"].test_error.verdict.status == "pass"  # 2.60 vs 2.51
+    assert by_rate["r0_05"].test_error.verdict.text == "differs by -0.45 (outside ±0.3)"
+    assert "- rate 0.05, final error: differs by -0.45 (outside ±0.3)" in report.markdown
 
 
 def test_a2_csv(sweep, tmp_path):
@@ -184,7 +185,7 @@ def test_a2_csv(sweep, tmp_path):
 
 
 def test_a2_absent(tmp_path):
-    md = build_table_a2(tmp_path / "nothing").markdown()
+    md = build_table_a2(tmp_path / "nothing").markdown
     assert f"No reproduced runs found under `{tmp_path / 'nothing'}`; run `dvc repro`" in md
     assert "| test error % (paper) | 2.98 | 2.87 |" in md
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from isdarts.report import ReportError, build_all, build_table2, build_table3, write_table
-from isdarts.report.render import days_unit, fmt_sig
+from isdarts.report.render import cost, days_unit
 from isdarts.report.table2 import CSV_COLUMNS as T2_COLUMNS
 from isdarts.report.table3 import CSV_COLUMNS as T3_COLUMNS
 
@@ -100,7 +100,7 @@ def test_table2_mean_std_params_and_cpu_days(retrain_dir):
     assert row.cost_days == pytest.approx(0.036 / 24) and row.cost_unit == "CPU-days"
     assert row.paper is not None and row.paper.architecture == "IS-DARTS"
     assert row.test_error.verdict.text == "not comparable (quick profile)"
-    md = report.markdown()
+    md = report.markdown
     assert "| ours | IS-DARTS | quick | 2 | 8.50±0.71 ~ | 8.00±0.71 ~ | 3.80±0.14 | 0.0015 CPU-days | gradient |" in md
     assert "| paper | IS-DARTS | paper | – | 2.56±0.04 | – | 4.25±0.22 | 0.42 GPU-days | gradient |" in md
     # Paper rows first, ours after, in method order.
@@ -112,7 +112,7 @@ def test_table2_mean_std_params_and_cpu_days(retrain_dir):
 def test_table2_single_run_and_missing_search_cost(retrain_dir):
     row = _ours(build_table2(retrain_dir), "darts2")
     assert row.cost_days is None and row.test_error.summary.std is None
-    md = build_table2(retrain_dir).markdown()
+    md = build_table2(retrain_dir).markdown
     assert "| ours | DARTS (2nd) | quick | 1 | 7.00±0.00 (n=1) ~ | 6.00±0.00 (n=1) ~ | 3.50±0.00 (n=1) | – |" in md
     assert "search cost not recorded for every seed" in md
 
@@ -125,7 +125,7 @@ def test_table2_paper_profile_is_judged(tmp_path):
     row = _ours(build_table2(root), "isdarts")
     assert row.test_error.verdict.status == "pass"  # 2.65 vs 2.56
     assert row.cost_days == pytest.approx(0.42) and row.cost_unit == "GPU-days (H100)"
-    assert "0.42 GPU-days (H100)" in build_table2(root).markdown()
+    assert "0.42 GPU-days (H100)" in build_table2(root).markdown
 
 
 def test_custom_profile_is_never_a_pass(tmp_path):
@@ -150,7 +150,11 @@ def test_table2_csv(retrain_dir, tmp_path):
 def test_days_unit_and_cost_format():
     assert days_unit("GPU-hours (NVIDIA H100)") == "GPU-days (NVIDIA H100)"
     assert days_unit("CPU-hours") == "CPU-days"
-    assert (fmt_sig(0.0015), fmt_sig(0.42), fmt_sig(1.23456), fmt_sig(None)) == ("0.0015", "0.42", "1.23", "–")
+    assert [cost(v, "CPU-days").md for v in (0.0015, 0.42, 1.23456)] == ["0.0015 CPU-days", "0.42 CPU-days",
+                                                                        "1.23 CPU-days"]
+    assert cost(None, None) == cost(None, None, "paper") and cost(None, None).md == "–"
+    assert cost(1.23456, "CPU-days").csv == ("1.23456", "CPU-days") and cost(2000, "GPU-days", "paper").md == (
+        "2000 GPU-days")
 
 
 def test_table2_profiles_are_separate_rows(tmp_path):
@@ -209,7 +213,7 @@ def test_table3_rows_madds_and_tiny_note(tmp_path):
     assert row.top1_error.summary.mean == pytest.approx(81.0) and row.top5_error.summary.mean == pytest.approx(42.0)
     assert row.paper.architecture == "IS-DARTS (C)"
     assert row.cost_days == pytest.approx(2.0) and row.cost_unit == "GPU-days (NVIDIA H100)"
-    md = report.markdown()
+    md = report.markdown
     assert ("| ours | IS-DARTS (C) | quick, tiny data | 2 | 81.00±1.41 ~ | 42.00±2.83 ~ | 4.70±0.00 | 574.2±0.0 @224 "
             "| 2 GPU-days (NVIDIA H100) | gradient |") in md
     assert "MAdds counted at 224×224" in md

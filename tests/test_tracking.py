@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -107,6 +108,32 @@ def test_resume_continues_the_same_run(store: str, client) -> None:
     assert run.data.tags["isdarts.resume_count"] == "2"
     assert _history(client, run_id, "acc") == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
     assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_unfinished_run_of_the_same_key_is_adopted_not_duplicated(store: str, client) -> None:
+    """A process killed before its first checkpoint leaves its run RUNNING with no id saved anywhere; the
+    re-run finds it by its key and continues it, and an older orphan of the key is closed as KILLED."""
+    experiment_id = client.get_experiment_by_name("adopt") or client.create_experiment("adopt")
+    experiment_id = getattr(experiment_id, "experiment_id", experiment_id)
+    orphans = []
+    for _ in range(2):  # runs left RUNNING by kills before any checkpoint (start times order them)
+        orphans.append(client.create_run(experiment_id, run_name="search", tags={"isdarts.run_key": "k1"}).info.run_id)
+        time.sleep(0.01)
+    other_key = Tracker("adopt", tracking_uri=store).start("search", params={"seed": 1}, run_key="k2")
+
+    rerun = Tracker("adopt", tracking_uri=store)
+    run_id = rerun.start("search", params={"seed": 0}, run_key="k1")
+    assert run_id == orphans[1]  # the newest unfinished run of the key is continued
+    rerun.end()
+    assert client.get_run(orphans[0]).info.status == "KILLED"
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert client.get_run(run_id).data.tags["isdarts.run_key"] == "k1"
+    assert client.get_run(other_key).info.status == "RUNNING"  # another key's run is left alone
+
+    # A finished run is never adopted: the next training of the key is a new run.
+    again = Tracker("adopt", tracking_uri=store)
+    assert again.start("search", params={"seed": 0}, run_key="k1") not in orphans
+    again.end()
 
 
 def test_resume_of_unknown_run_starts_a_new_one(store: str) -> None:
@@ -274,3 +301,57 @@ def test_disable_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.delenv("DVC_TEST", raising=False)
     assert is_enabled() is False
+
+
+def test_store_lost_mid_run_keeps_what_it_missed_and_replays_it_into_the_same_run(tmp_path: Path) -> None:
+    """The store becomes read-only mid-run (its file moved away under the open connection): the run goes on,
+    the missed metrics and the run's end are kept in a backlog file, and replaying it once the store is back
+    puts them into the same run."""
+    from mlflow import MlflowClient
+
+    from isdarts.tracking_backlog import replay
+
+    db, away = tmp_path / "mlflow.db", tmp_path / "moved.db"
+    tracker = Tracker("outage", tracking_uri=f"sqlite:///{db}")
+    run_id = tracker.start("search", params={"seed": 0}, run_key="k")
+    tracker.log_metrics({"acc": 0.1}, step=1)
+    db.rename(away)
+    db.mkdir()  # a folder where the database was: every later write fails
+    with pytest.warns(TrackingWarning, match="kept in a file"):
+        tracker.log_metrics({"acc": 0.2}, step=2)
+    tracker.log_metrics({"acc": 0.3, "loss": 1.5}, step=3)
+    tracker.set_tags({"genotype": "|skip~0|"})
+    tracker.end()
+    backlog = tracker.backlog.write(tmp_path / "mlflow_backlog.json")
+
+    db.rmdir()
+    away.rename(db)  # the store answers again
+    assert replay(backlog) == run_id
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["genotype"] == "|skip~0|"
+    assert _history(client, run_id, "acc") == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert _history(client, run_id, "loss") == [(3, 1.5)]
+    assert not backlog.exists()
+
+
+def test_store_unreachable_from_the_start_is_replayed_as_a_new_run(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from isdarts.tracking_backlog import replay
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    tracker = Tracker("offline", tracking_uri=f"sqlite:///{blocker}/mlflow.db")
+    with pytest.warns(TrackingWarning, match="disabled"):
+        assert tracker.start("search", params={"search": {"lr": 0.025}}, tags={"seed": 0}, run_key="k") is None
+    tracker.log_metrics({"acc": 0.5}, step=1)
+    tracker.end("FINISHED")
+    backlog = tracker.backlog.write(tmp_path / "backlog.json")
+
+    good = f"sqlite:///{tmp_path / 'good.db'}"
+    run_id = replay(backlog, tracking_uri=good)
+    run = MlflowClient(tracking_uri=good).get_run(run_id)
+    assert run.info.run_name == "search" and run.info.status == "FINISHED"
+    assert run.data.params == {"search.lr": "0.025"} and run.data.tags["seed"] == "0"
+    assert run.data.tags["isdarts.run_key"] == "k" and run.data.metrics == {"acc": 0.5}

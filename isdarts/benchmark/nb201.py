@@ -16,10 +16,13 @@ from importlib import resources
 from pathlib import Path
 
 from isdarts.errors import BenchmarkError, GenotypeError
+from isdarts.io import file_digest
 from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 NB201_NUM_ARCHS = 15_625
 TABLE_FILENAME = "nb201_acc200.csv"
+# The shipped table's digest (data/PROVENANCE.md): an edited accuracy still parses, so only this catches it.
+SHIPPED_SHA256 = "6ef7fc2b6c34dc72a18f3c3c882a94fabbd8e4c0b33728462d7d26708b4bcaf4"
 
 # Column names of the shipped CSV, in file order; the converter writes exactly these.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -99,6 +102,8 @@ class Nb201Table:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_table_path()
+        if path is None:
+            _check_shipped(self.path)
         self._records = _read_table(self.path)
         self._by_arch = {rec.arch_str: rec for rec in self._records}
 
@@ -138,6 +143,18 @@ class Nb201Table:
         if key not in ACCURACY_KEYS:
             raise KeyError(f"unknown accuracy key {key!r}; choose one of {', '.join(ACCURACY_KEYS)}")
         return max(self._records, key=lambda rec: getattr(rec, key))
+
+
+def _check_shipped(path: Path) -> None:
+    """Refuse a shipped table whose bytes differ from the ones published with the package."""
+    if not path.is_file():
+        raise BenchmarkError(f"NB201 table not found at {path}. {_FIX}")
+    digest = file_digest(path)
+    if digest != SHIPPED_SHA256:
+        raise BenchmarkError(
+            f"NB201 table {path} has sha256 {digest}, not the shipped table's {SHIPPED_SHA256} "
+            f"(data/PROVENANCE.md): it was edited or damaged, so its accuracies cannot be trusted. {_FIX}"
+        )
 
 
 def _read_table(path: Path) -> tuple[Nb201Record, ...]:

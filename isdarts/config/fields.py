@@ -55,13 +55,40 @@ def required(d: dict, key: str, prefix: str) -> Any:
 
 
 def no_unknown(d: dict, prefix: str, known: set[str]) -> None:
-    unknown = sorted(set(d) - known)
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"params.yaml: {prefix.rstrip('.') or 'the file'} must be a mapping with keys "
+            f"{', '.join(sorted(known))}; got {d!r}"
+        )
+    unknown = sorted(set(map(str, d)) - known)
     if unknown:
         raise ConfigError(
             f"params.yaml: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
             f"allowed under {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}"
         )
 
+
+
+def read_names(d: dict, key: str, prefix: str, allowed: tuple[str, ...], what: str = "names") -> tuple[str, ...]:
+    """A non-empty list of distinct names from `allowed`, checked before hashing so a nested mapping is refused."""
+    value = required(d, key, prefix)
+    choices = f"{what} from " + ", ".join(allowed)
+    if not isinstance(value, list) or not value:
+        raise fail(prefix + key, value, f"a non-empty list of distinct {choices}")
+    for name in value:
+        if not isinstance(name, str) or name not in allowed:
+            raise fail(prefix + key, name, choices)
+    if len(set(value)) != len(value):
+        raise fail(prefix + key, value, f"a list of distinct {choices} (each once)")
+    return tuple(value)
+
+
+def read_text(d: dict, key: str, prefix: str) -> str:
+    """A non-blank string (a label that a table prints)."""
+    value = required(d, key, prefix)
+    if not isinstance(value, str) or not value.strip():
+        raise fail(prefix + key, value, "a non-empty string")
+    return value
 
 
 def read_int_or_all(d: dict, key: str, prefix: str) -> int | None:

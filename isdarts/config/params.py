@@ -21,6 +21,8 @@ from isdarts.config.fields import (
     read_float,
     read_int,
     read_int_or_all,
+    read_names,
+    read_text,
     required,
 )
 from isdarts.config.paper import paper_mismatches
@@ -94,12 +96,7 @@ def _seeds(value: Any, key: str) -> tuple[int, ...]:
 def _space_runs(space: str, d: dict, extra_keys: set[str]) -> SpaceRuns:
     p = f"{space}."
     no_unknown(d, p, {"methods", "seeds", "search", "options"} | extra_keys)
-    methods = required(d, "methods", p)
-    if not isinstance(methods, list) or not methods or len(set(methods)) != len(methods):
-        raise fail(p + "methods", methods, "a non-empty list of distinct method names: " + ", ".join(METHODS))
-    for m in methods:
-        if m not in METHOD_OPTIONS:
-            raise fail(p + "methods", m, "method names from " + ", ".join(METHODS))
+    methods = read_names(d, "methods", p, tuple(m for m in METHODS if m in METHOD_OPTIONS), "method names")
     options = required(d, "options", p)
     if not isinstance(options, dict):
         raise ConfigError(f"params.yaml: {p}options must be a mapping of method -> options")
@@ -158,15 +155,13 @@ def _sweep(d: dict, prefix: str) -> SweepParams:
         if not isinstance(s, dict):
             raise ConfigError(f"params.yaml: {sp.rstrip('.')} must be a mapping")
         no_unknown(s, sp, {"rate", "label", "steps", "interval", "anchor"})
-        label = required(s, "label", sp)
-        if not isinstance(label, str):
-            raise fail(sp + "label", label, "a string")
+        label = read_text(s, "label", sp)
         shrink = ShrinkConfig.from_dict({k: s[k] for k in ("steps", "interval", "anchor") if k in s}, sp)
-        schedules[str(name)] = RateSchedule(str(name), read_float(s, "rate", sp, allow_equal=False), label, shrink)
-    rates = required(d, "rates", prefix)
-    bad = not isinstance(rates, list) or not rates or len(set(rates)) != len(rates)
-    if bad or any(r not in schedules for r in rates):
-        raise fail(prefix + "rates", rates, "a non-empty list of distinct names from " + ", ".join(schedules))
+        rate = read_float(s, "rate", sp, allow_equal=False)
+        if rate > 1:
+            raise fail(sp + "rate", rate, "a shrink rate in (0, 1] (1 = all operations in one step, I-DARTS)")
+        schedules[str(name)] = RateSchedule(str(name), rate, label, shrink)
+    rates = read_names(d, "rates", prefix, tuple(schedules), "rate names")
     return SweepParams(
         read_int(d, "epochs", prefix, minimum=2), read_int_or_all(d, "train_images", prefix),
         read_int(d, "seed", prefix, minimum=0), tuple(rates), schedules,

@@ -98,7 +98,8 @@ class ArchConfig:
 # Keys every method of a space shares (the `<space>.search` section); a method section may override them.
 SEARCH_KEYS = (
     "C", "N", "epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip",
-    "shuffle", "log_every", "image_size", "train_images", "test_images", "fused_ops", "channels_last",
+    "shuffle", "log_every", "image_size", "train_images", "test_images", "fused_ops", "channels_last", "amp",
+    "compile", "cudnn_benchmark",
 )
 IMAGE_SIZES = (8, 16, 32)
 
@@ -126,7 +127,12 @@ class SearchConfig:
     test_images: int | None = None
     # Speed settings: they change how the supernet is computed, not what (results agree to float rounding).
     fused_ops: bool = True  # one call per op kind and input state instead of one per op (spaces/fused.py)
-    channels_last: str | bool = "auto"  # auto: on (measured faster on CPU and the usual choice for GPUs)
+    # The GPU fast path, `auto`, true or false each; isdarts.search.speed says what `auto` picks per space and
+    # device (on CPU `auto` changes nothing but the memory format).
+    channels_last: str | bool = "auto"  # auto: on for the DARTS space and on CUDA; off for NB201 on CPU
+    amp: str | bool = "auto"  # bf16 autocast of the weight and α steps; auto: on for CUDA
+    compile: str | bool = "auto"  # torch.compile of the supernet's training forward; auto: on for CUDA
+    cudnn_benchmark: str | bool = "auto"  # cuDNN picks conv kernels by timing them; auto: on for CUDA
     shrink: ShrinkConfig | None = field(default_factory=ShrinkConfig)
     iim: IimConfig | None = field(default_factory=IimConfig)
     arch: ArchConfig | None = None
@@ -165,6 +171,9 @@ def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
         "test_images": lambda k: read_int_or_all(d, k, p),
         "fused_ops": lambda k: read_bool(d, k, p),
         "channels_last": lambda k: read_auto_bool(d, k, p),
+        "amp": lambda k: read_auto_bool(d, k, p),
+        "compile": lambda k: read_auto_bool(d, k, p),
+        "cudnn_benchmark": lambda k: read_auto_bool(d, k, p),
     }
     return {k: parse(k) for k, parse in parsers.items() if not only_present or k in d}
 

@@ -7,14 +7,27 @@ hooks open (or, after a kill, reopen) the run whose id travels in the checkpoint
 
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from isdarts.tracking import Tracker
+from isdarts.tracking import Tracker, TrackingWarning, flatten_params
+from isdarts.tracking_backlog import BACKLOG_NAME
 
 RUN_ID_KEY = "mlflow_run_id"  # where the run id travels in a checkpoint's `extra`
+
+
+def run_key(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
+    """What a run computes (its name, DVC stage and experiment, settings) as a short hash: the MLflow run of
+    a training killed before its first checkpoint is found again by it. The experiment name keeps two
+    queued DVC experiments of one stage apart."""
+    where = [tags.get("dvc.stage"), tags.get("dvc.exp_name")]
+    identity = json.dumps([run_name, where, flatten_params(params)], sort_keys=True)
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 class TrackedRun:
@@ -22,6 +35,7 @@ class TrackedRun:
 
     def __init__(self, tracker: Tracker, tags: dict[str, str]) -> None:
         self.tracker, self.tags = tracker, tags
+        self.out_dir: Path | None = None  # where the outputs went, once `finish` has run
 
     def epoch_hooks(
         self, run_name: str, params: Mapping[str, Any], logged: tuple[str, ...] | Callable[[dict], Mapping[str, Any]]
@@ -29,9 +43,12 @@ class TrackedRun:
         """The trainers' (on_start, on_epoch): open or reopen the run, then log each epoch record's `logged`
         keys (or what `logged(record)` returns) at step = the record's epoch."""
         metrics_of = logged if callable(logged) else lambda record: {k: record[k] for k in logged}
+        key = run_key(run_name, self.tags, params)
 
         def on_start(extra: dict[str, Any]) -> dict[str, Any]:
-            run_id = self.tracker.start(run_name, params=params, tags=self.tags, resume_run_id=extra.get(RUN_ID_KEY))
+            run_id = self.tracker.start(
+                run_name, params=params, tags=self.tags, resume_run_id=extra.get(RUN_ID_KEY), run_key=key
+            )
             return {**extra, RUN_ID_KEY: run_id}
 
         def on_epoch(record: dict[str, Any]) -> None:
@@ -54,6 +71,20 @@ class TrackedRun:
         if tags:
             self.tracker.set_tags(tags)
         self.tracker.log_artifact(artifact)
+        self.out_dir = Path(artifact).parent
+
+    def keep_backlog(self) -> Path | None:
+        """After a finished run whose store failed: write what MLflow did not take beside the outputs."""
+        backlog = self.tracker.backlog
+        if backlog is None or self.out_dir is None:
+            return None
+        path = backlog.write(self.out_dir / BACKLOG_NAME)
+        warnings.warn(
+            f"MLflow ({backlog.tracking_uri}) did not take {len(backlog.metrics)} metric values and the run's "
+            f"end; they are kept in {path}. Send them with `isdarts tracking-sync {path}` once the store answers.",
+            TrackingWarning, stacklevel=2,
+        )
+        return path
 
 
 @contextmanager
@@ -62,5 +93,8 @@ def tracked_run(experiment: str, tags: dict[str, str], *, enabled: bool = True) 
 
     `enabled=False` tracks nothing (tests; every rank but 0 of a DDP run).
     """
-    with Tracker(experiment=experiment, enabled=enabled) as tracker:
-        yield TrackedRun(tracker, tags)
+    tracker = Tracker(experiment=experiment, enabled=enabled)
+    run = TrackedRun(tracker, tags)
+    with tracker:
+        yield run
+    run.keep_backlog()

@@ -7,14 +7,12 @@ table and figure; matplotlib is imported only when figures are drawn.
 
 from isdarts.errors import ReportError
 from isdarts.report.build import build_all, build_figures
-from isdarts.report.render import write_table
-from isdarts.report.table1 import Table1Report, build_table1
-from isdarts.report.table2 import Table2Report, build_table2
-from isdarts.report.table3 import Table3Report, build_table3
-from isdarts.report.table_a1 import TableA1Report, build_table_a1
-from isdarts.report.table_a2 import TableA2Report, build_table_a2
+from isdarts.report.render import Report, write_table
+from isdarts.report.table1 import build_table1
+from isdarts.report.table2 import build_table2
+from isdarts.report.table3 import build_table3
+from isdarts.report.table_a1 import build_table_a1
+from isdarts.report.table_a2 import build_table_a2
 
-__all__ = [
-    "ReportError", "Table1Report", "Table2Report", "Table3Report", "TableA1Report", "TableA2Report", "build_all",
-    "build_figures", "build_table1", "build_table2", "build_table3", "build_table_a1", "build_table_a2", "write_table",
-]
+__all__ = ["Report", "ReportError", "build_all", "build_figures", "build_table1", "build_table2", "build_table3",
+           "build_table_a1", "build_table_a2", "write_table"]

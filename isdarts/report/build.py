@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 
 from isdarts.errors import ReportError
-from isdarts.report.render import seed_dirs, write_table
+from isdarts.records import seed_dirs
+from isdarts.report.render import write_table
 from isdarts.report.table1 import METHOD_LABELS as TABLE1_METHODS
 from isdarts.report.table1 import build_table1
 from isdarts.report.table2 import build_table2
@@ -19,11 +20,10 @@ from isdarts.report.table3 import build_table3
 from isdarts.report.table_a1 import build_table_a1
 from isdarts.report.table_a2 import build_table_a2
 
-__all__ = ["FIGURE_NAMES", "TABLE_STEMS", "build_all", "build_figures", "lowest_seed_history"]
+__all__ = ["FIGURE_NAMES", "build_all", "build_figures", "lowest_seed_history"]
 
 log = logging.getLogger(__name__)
 
-TABLE_STEMS: tuple[str, ...] = ("table1", "table2", "table3", "table_a1", "table_a2")
 FIGURE_NAMES: tuple[str, ...] = ("nb201_iim_over_epochs.png", "darts_iim_over_epochs.png", "nb201_alpha_vs_iim.png")
 
 

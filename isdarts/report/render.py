@@ -1,27 +1,24 @@
-"""What every paper table shares: number formatting, statistics and verdicts, the page layout, writing.
+"""The one renderer every paper table uses: number formatting, statistics and verdicts, cells and columns, the page.
 
-Every report must be byte-identical for identical inputs (CI diffs the rebuilt markdown against the
-committed one), so formatting is fixed-precision and nothing here reads the clock.
+A table is data: a tuple of ``Column``s and a list of rows, each row a mapping from column key to
+``Cell`` (its markdown text and its CSV values). ``table_md`` and ``table_csv`` render any table, so
+a table module only says which numbers go in which column. Every report must be byte-identical for
+identical inputs (CI diffs the rebuilt markdown against the committed one), so formatting is
+fixed-precision and nothing here reads the clock.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import logging
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from isdarts.errors import ReportError
 from isdarts.io import atomic_write_text
-from isdarts.records import DartsRun, Record
-
-log = logging.getLogger(__name__)
-R = TypeVar("R", bound=Record)
 
 MISSING = "–"  # the paper's own mark for "no number"
 
@@ -55,71 +52,14 @@ def fmt_mean_std(mean: float | None, std: float | None, digits: int = 2, n: int 
     return fmt_num(mean, digits) if std is None else f"{fmt_num(mean, digits)}±{fmt_num(std, digits)}"
 
 
-def fmt_summary(summary: Summary, digits: int = 2) -> str:
-    """A column summarised over our seeds, as fmt_mean_std prints it (a single run says n=1)."""
-    return fmt_mean_std(summary.mean, summary.std, digits, n=summary.n)
-
-
 def fmt_csv_num(value: float | None) -> str:
     """A number for CSV: rounded to 4 decimals (stable text), empty for None."""
     return "" if value is None else repr(round(float(value), 4))
 
 
-def fmt_csv_sig(value: float | None) -> str:
-    """A measured cost for CSV: 6 significant digits (quick runs cost ~0.001 days), empty for None."""
-    return "" if value is None else f"{value:.6g}"
-
-
-def fmt_sig(value: float | None, digits: int = 3) -> str:
-    """``digits`` significant digits, for measured costs that range from 0.001 CPU-days to hundreds."""
-    return MISSING if value is None else f"{value:.{digits}g}"
-
-
-def fmt_cost(value: float | None, unit: str | None, fmt: Callable[[float], str] = fmt_sig) -> str:
-    """"<cost> <unit>", or "–" without a cost; paper costs print as transcribed (``fmt=lambda v: f"{v:g}"``)."""
-    return MISSING if value is None else f"{fmt(value)} {unit}"
-
-
-def paper_cost(value: float | None, unit: str) -> str:
-    """A paper cost as transcribed (2000, 0.17, 1.5): shortest text, no padding zeros."""
-    return fmt_cost(value, unit, lambda v: f"{v:g}")
-
-
 def days_unit(hours_unit: str) -> str:
     """The unit a cost in ``hours_unit`` is in after dividing by 24; the measured device stays named."""
     return hours_unit.replace("hours", "days", 1) if "hours" in hours_unit else f"days of {hours_unit}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str | None = None) -> str:
-    """A GitHub markdown table; ``align`` holds "l", "r" or "c" per column (default: left)."""
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"row has {len(row)} cells, header has {len(header)}: {row!r}")
-    rule = {"l": "---", "r": "---:", "c": ":---:"}
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule[a] for a in align or "l" * len(header)) + "|"]
-    # Pipes inside a cell (NB201 arch strings) would split the column.
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """CSV with "\\n" line ends, so the file is the same on every OS."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def padded(columns: Sequence[str], **cells: str) -> list[str]:
-    """A sparse CSV row (a paper or reference row) in ``columns`` order from its cells named by column; the rest empty.
-
-    Named cells cannot shift into the wrong column as a list padded with runs of "" can; a name the
-    table has no column for is a ValueError.
-    """
-    if unknown := set(cells) - set(columns):
-        raise ValueError(f"no such CSV columns: {', '.join(sorted(unknown))}")
-    return [cells.get(column, "") for column in columns]
 
 
 def runs_text(seeds: Sequence[int]) -> str:
@@ -144,11 +84,6 @@ def devices_text(runs: Iterable[Any]) -> str:
     """" on <device>, <device>" for the runs that recorded a device name; empty when none did."""
     devices = sorted({run.device_name for run in runs if run.device_name})
     return f" on {', '.join(devices)}" if devices else ""
-
-
-def unique(items: Iterable[str]) -> list[str]:
-    """Items without repeats, first occurrence first (stable text for notes gathered over seeds)."""
-    return list(dict.fromkeys(items))
 
 
 # ---------------------------------------------------------------- statistics and verdicts
@@ -211,13 +146,11 @@ class JudgedCell:
     paper: float | None
     verdict: Verdict
 
-    def markdown(self, digits: int = 2) -> str:
-        """"mean±std marker", the way every reproduced cell is printed."""
-        return f"{fmt_summary(self.summary, digits)} {self.verdict.marker}"
-
-    def csv(self) -> list[str]:
-        """mean, std and verdict text: three CSV cells."""
-        return [fmt_csv_num(self.summary.mean), fmt_csv_num(self.summary.std), self.verdict.text]
+    @property
+    def cell(self) -> Cell:
+        """"mean±std marker" in markdown; mean, std and verdict text in CSV."""
+        ours = spread(self.summary)
+        return Cell(f"{ours.md} {self.verdict.marker}", (*ours.csv, self.verdict.text))
 
 
 def judged_cell(values: Sequence[float], paper: float | None, tolerance: float, *, profile: str,
@@ -228,29 +161,119 @@ def judged_cell(values: Sequence[float], paper: float | None, tolerance: float, 
     return JudgedCell(summary, paper, judge(summary.mean, paper, tolerance, comparable=ok, profile=profile))
 
 
-def verdict_legend(tolerance: float) -> str:
-    """One line explaining the markers."""
-    tol, m = f"±{tolerance:.1f}", VERDICT_MARKERS
-    return (f"{m['pass']} within {tol} of paper · {m['fail']} outside {tol} · "
-            f"{m['not_comparable']} not comparable (not the paper profile) · {m['no_paper']} no paper number")
+# ---------------------------------------------------------------- cells, columns, tables
 
 
-def verdict_rule(what: str, tolerance: float, difference: str = "our mean − paper mean",
-                 judged: str = "paper-profile runs with the paper's settings") -> str:
-    """The "Verdict:" sentence: when a reproduced ``what`` passes, and which runs are judged at all."""
-    return (f"a reproduced {what} passes when |{difference}| ≤ {tolerance:.1f} percentage point, and is judged only "
-            f"for {judged}.")
+@dataclass(frozen=True)
+class Cell:
+    """One cell in both renderings: its markdown text and its CSV values.
+
+    A column may span several CSV columns (mean, std, verdict); values a cell leaves off the end are
+    empty, so a paper number without a std or verdict still lands in the mean column.
+    """
+
+    md: str = MISSING
+    csv: tuple[str, ...] = ()
 
 
-def one_tolerance(tolerances: Mapping[str, float], table: str) -> float:
-    """The single tolerance a table's text states; loud if its columns stop agreeing."""
-    values = set(tolerances.values())
-    if len(values) != 1:
-        raise ValueError(f"{table} expects one tolerance for all columns, got {sorted(values)}")
-    return values.pop()
+Row = Mapping[str, "Cell | str"]  # column key -> cell; a str is the same text in both renderings
 
 
-# ---------------------------------------------------------------- the page
+def number(mean: float | None, std: float | None = None) -> Cell:
+    """A number printed as given, without a verdict (the paper's, the NB201 table's, one run's): "mean±std"."""
+    return Cell(fmt_mean_std(mean, std), (fmt_csv_num(mean),) if std is None else (fmt_csv_num(mean),
+                                                                                     fmt_csv_num(std)))
+
+
+def spread(summary: Summary, digits: int = 2) -> Cell:
+    """A column summarised over our seeds (a single run says n=1): mean±std, then mean and std in CSV."""
+    text = fmt_mean_std(summary.mean, summary.std, digits, n=summary.n)
+    return Cell(text, (fmt_csv_num(summary.mean), fmt_csv_num(summary.std)))
+
+
+# How a cost prints (markdown, CSV): a measured one to 3 significant digits (6 in CSV), since quick runs
+# cost ~0.001 days and paper-scale ones hundreds; NB201 hours to 2 decimals; the paper's as transcribed.
+COST_FORMATS: Mapping[str, tuple[Callable[[float], str], Callable[[float], str]]] = MappingProxyType({
+    "measured": (lambda v: f"{v:.3g}", lambda v: f"{v:.6g}"), "hours": (fmt_num, fmt_csv_num),
+    "paper": (lambda v: f"{v:g}", fmt_csv_num),
+})
+
+
+def cost(value: float | None, unit: str | None, style: str = "measured") -> Cell:
+    """"<cost> <unit>" (or "–" without a cost) in markdown; the cost and its unit in CSV."""
+    md, csv = COST_FORMATS[style]
+    return Cell(MISSING, ("", unit or "")) if value is None else Cell(f"{md(value)} {unit}", (csv(value), unit or ""))
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: ``header`` in markdown (None: CSV only), ``csv`` its CSV columns (none: markdown only)."""
+
+    key: str
+    header: str | None
+    csv: tuple[str, ...]
+    align: str = "l"  # "l", "r" or "c"
+
+
+JUDGED = ("mean", "std", "verdict")  # the CSV parts of a judged column
+SPREAD = ("mean", "std")
+
+
+def col(key: str, header: str | None = None, align: str = "l", parts: Sequence[str] = ()) -> Column:
+    """A column keyed ``key``; with ``parts`` its CSV columns are ``<key>_<part>`` (see JUDGED), else ``key``."""
+    return Column(key, header, tuple(f"{key}_{part}" for part in parts) or (key,), align)
+
+
+COST = Column("cost", "Search cost", ("cost", "cost_unit"), "r")
+
+
+def cell(row: Row, key: str) -> Cell:
+    """The row's cell under ``key``; a column the row has no cell for prints "–" and empty CSV values."""
+    value = row.get(key, Cell())
+    return Cell(value, (value,)) if isinstance(value, str) else value
+
+
+def csv_header(columns: Sequence[Column]) -> tuple[str, ...]:
+    return tuple(name for column in columns for name in column.csv)
+
+
+def table_md(columns: Sequence[Column], rows: Sequence[Row]) -> str:
+    """The markdown table of ``rows``; a row may hold cells the table does not print (Table 1 has no seeds)."""
+    shown = [column for column in columns if column.header is not None]
+    return markdown_table([c.header or "" for c in shown], [[cell(row, c.key).md for c in shown] for row in rows],
+                          "".join(c.align for c in shown))
+
+
+def table_csv(columns: Sequence[Column], rows: Sequence[Row]) -> str:
+    """The CSV of ``rows``, each column's values padded with empty ones to its width; "\\n" line ends, so the
+    file is the same on every OS."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(csv_header(columns))
+    for row in rows:
+        values = []
+        for column in columns:
+            given = cell(row, column.key).csv
+            if len(given) > len(column.csv):
+                raise ValueError(f"column {column.key!r} has {len(column.csv)} CSV columns, its cell {given!r}")
+            values += [*given, *[""] * (len(column.csv) - len(given))]
+        writer.writerow(values)
+    return buf.getvalue()
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table; ``align`` holds "l", "r" or "c" per column (default: left)."""
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"row has {len(row)} cells, header has {len(header)}: {row!r}")
+    rule = {"l": "---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule[a] for a in align or "l" * len(header)) + "|"]
+    # Pipes inside a cell (NB201 arch strings) would split the column.
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the page and the report
 
 
 def no_runs_line(path: Path) -> str:
@@ -258,141 +281,51 @@ def no_runs_line(path: Path) -> str:
     return f"**No reproduced runs found under `{path}`; run `dvc repro`.** Only the paper's rows are shown."
 
 
-def misses(cells: Iterable[tuple[str, JudgedCell]]) -> list[str]:
-    """The "Cells outside the tolerance" list for (name, cell) pairs; empty when every cell passes."""
-    lines = [f"- {name}: {cell.verdict.text}" for name, cell in cells if cell.verdict.status == "fail"]
-    return ["Cells outside the tolerance:", "", *lines, ""] if lines else []
-
-
-def page(title: str, intro: str, *, notes: Sequence[str], empty: str, unjudged: Sequence[tuple[str, str]],
-         verdict: str, tolerance: float, table: str, warnings: Sequence[str] = (), tail: Sequence[str] = ()) -> str:
-    """The layout every table shares: title, the paper's setting, our runs' notes (or ``empty``), warnings,
-    the verdict rule, the table and ``tail``. ``unjudged`` holds (label, profile) of rows not paper-scale."""
-    out = [f"# {title}", "", intro, "", *(["Reproduced:", "", *notes] if notes else [empty]), "", *warnings]
-    if unjudged:
-        out += [f"**The reproduced numbers for {', '.join(label for label, _ in unjudged)} come from the "
-                f"{', '.join(sorted({profile for _, profile in unjudged}))} profile: they are not paper-scale numbers "
-                "and are not compared with the paper.**", ""]
-    out += [f"Verdict: {verdict}", "", "Legend: " + verdict_legend(tolerance), "", table, *tail]
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-# ---------------------------------------------------------------- reading and writing
-
-
-class Table(Protocol):
-    """A built table: its file stem and both renderings."""
+@dataclass(frozen=True)
+class Report:
+    """A built table, rendered: its file stem, both files' text, and the reproduced rows behind the numbers."""
 
     stem: str
+    reproduced: tuple[Any, ...]
+    markdown: str
+    csv: str
 
-    def markdown(self) -> str: ...
 
-    def csv(self) -> str: ...
+def report(stem: str, columns: Sequence[Column], rows: Sequence[Row], reproduced: Sequence[Any], title: str,
+           intro: str, *, notes: Sequence[str], empty: str, tolerance: float, what: str,
+           difference: str = "our mean − paper mean", judged: str = "paper-profile runs with the paper's settings",
+           warnings: Sequence[str] = (), tail: Sequence[str] = (), unjudged: Sequence[Any] | None = None,
+           table: str | None = None) -> Report:
+    """``rows`` under ``columns`` as CSV and, on the page every table shares, as markdown (``table``: another
+    markdown layout). The page: title, the paper's setting, our runs' notes (or ``empty``), warnings, which
+    rows are not paper-scale, the verdict rule (when a reproduced ``what`` passes, which runs are ``judged``
+    at all) and legend, the table, the cells outside the tolerance and ``tail``.
+
+    ``reproduced`` rows have a label, a profile, ``judged`` and ``misses()`` ((name, JudgedCell) pairs);
+    ``unjudged`` (default: the rows not judged) are the ones said not to be paper-scale.
+    """
+    out = [f"# {title}", "", intro, "", *(["Reproduced:", "", *notes] if notes else [empty]), "", *warnings]
+    unjudged = [row for row in reproduced if not row.judged] if unjudged is None else unjudged
+    if unjudged:
+        out += [f"**The reproduced numbers for {', '.join(row.label for row in unjudged)} come from the "
+                f"{', '.join(sorted({row.profile for row in unjudged}))} profile: they are not paper-scale numbers "
+                "and are not compared with the paper.**", ""]
+    tol, m = f"±{tolerance:.1f}", VERDICT_MARKERS
+    legend = (f"{m['pass']} within {tol} of paper · {m['fail']} outside {tol} · "
+              f"{m['not_comparable']} not comparable (not the paper profile) · {m['no_paper']} no paper number")
+    verdict = (f"a reproduced {what} passes when |{difference}| ≤ {tolerance:.1f} percentage point, and is judged "
+               f"only for {judged}.")
+    out += [f"Verdict: {verdict}", "", f"Legend: {legend}", "", table or table_md(columns, rows)]
+    misses = [f"- {name}: {c.verdict.text}" for row in reproduced for name, c in row.misses()
+              if c.verdict.status == "fail"]
+    out += ["Cells outside the tolerance:", "", *misses, ""] if misses else []
+    markdown = "\n".join([*out, *tail]).rstrip("\n") + "\n"
+    return Report(stem, tuple(reproduced), markdown, table_csv(columns, rows))
 
 
-def write_table(table: Table, out_dir: Path) -> tuple[Path, Path]:
+def write_table(table: Report, out_dir: Path) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.csv`` atomically into out_dir; returns both paths."""
     md, csv_path = Path(out_dir) / f"{table.stem}.md", Path(out_dir) / f"{table.stem}.csv"
-    atomic_write_text(md, table.markdown())
-    atomic_write_text(csv_path, table.csv())
+    atomic_write_text(md, table.markdown)
+    atomic_write_text(csv_path, table.csv)
     return md, csv_path
-
-
-def seed_dirs(parent: Path) -> list[tuple[int, Path]]:
-    """(seed, folder) for each ``seed_<int>`` folder under parent, by seed; other names are not runs."""
-    parent = Path(parent)
-    children = parent.iterdir() if parent.is_dir() else ()
-    return sorted((int(c.name[5:]), c) for c in children
-                  if c.is_dir() and c.name.startswith("seed_") and c.name[5:].isdigit())
-
-
-def subdirs(parent: Path) -> list[Path]:
-    """The folders under parent, by name (none when parent is absent)."""
-    return sorted(p for p in Path(parent).iterdir() if p.is_dir()) if Path(parent).is_dir() else []
-
-
-def finished(metrics: Path) -> bool:
-    """Whether a run folder holds its metrics; an unfinished run is left out with a warning, not an error."""
-    if not metrics.is_file():
-        log.warning("%s: no %s (run not finished?); left out of the report", metrics.parent, metrics.name)
-    return metrics.is_file()
-
-
-def collect_runs(root: Path, kind: type[R]) -> list[R]:
-    """Every ``<method>/seed_<s>/metrics.json`` under root as ``kind``, in (method, seed) order.
-
-    A record whose method or seed disagrees with its folder is a ReportError: it would be averaged
-    into the wrong row.
-    """
-    runs = []
-    for method_dir in subdirs(root):
-        for seed, seed_dir in seed_dirs(method_dir):
-            path = seed_dir / "metrics.json"
-            if not finished(path):
-                continue
-            run = kind.read(path)
-            if run.method != method_dir.name:
-                raise ReportError(f"{path}: key 'method' is {run.method!r} but the file lies under {method_dir.name!r}")
-            if run.seed != seed:
-                raise ReportError(f"{path}: key 'seed' is {run.seed} but the file lies under seed_{seed}")
-            runs.append(run)
-    return runs
-
-
-def group_by_setting(runs: Sequence[DartsRun]) -> list[list[Any]]:
-    """Runs grouped into rows: one per (method, profile, paper_settings), in DISPLAY_LABELS order, by seed.
-
-    Seeds of one method run under different profiles must not be averaged together.
-    """
-    order = {method: i for i, method in enumerate(DISPLAY_LABELS)}
-    groups: dict[tuple[str, str, bool], list[DartsRun]] = {}
-    for run in runs:
-        groups.setdefault((run.method, run.profile, run.paper_settings), []).append(run)
-    keys = sorted(groups, key=lambda k: (order[k[0]], k[1], k[2]))
-    return [sorted(groups[k], key=lambda run: run.seed) for k in keys]
-
-
-def search_cost_days(runs: Sequence[DartsRun], where: str) -> tuple[float | None, str | None]:
-    """Mean search cost in days and its unit; (None, None) when any run did not record its search.
-
-    A mean over the runs that happen to have a cost would pass off a subset as the whole row.
-    """
-    if any(run.search_hours is None for run in runs):
-        return None, None
-    units = sorted({run.search_cost_unit or "" for run in runs})
-    if len(units) != 1:
-        raise ReportError(f"{where}: key 'search_cost_unit' differs across runs ({', '.join(units)})")
-    return statistics.fmean(run.search_hours or 0.0 for run in runs) / 24.0, days_unit(units[0])
-
-
-@dataclass(frozen=True)
-class DartsRow:
-    """A reproduced DARTS-space row: the seeds of one method under one profile, and their search cost."""
-
-    label: str
-    runs: tuple[Any, ...]  # DartsRun records, by seed
-    cost_days: float | None
-    cost_unit: str | None
-
-    method = property(lambda self: self.runs[0].method)
-    profile = property(lambda self: self.runs[0].profile)
-    paper_settings = property(lambda self: self.runs[0].paper_settings)
-    seeds = property(lambda self: tuple(run.seed for run in self.runs))
-
-    @property
-    def judged(self) -> bool:
-        """Whether the row's errors are compared with the paper's at all."""
-        return comparable(self.profile, self.paper_settings)
-
-    def darts_note(self, body: str) -> str:
-        """The row's note: its setting, runs, ``body`` (what was trained on what), search cost, mismatches."""
-        cost = (f"search cost measured in {self.runs[0].search_cost_unit}" if self.cost_days is not None
-                else "search cost not recorded for every seed")
-        mismatches = unique(m for run in self.runs for m in run.paper_mismatches)
-        return (f"- **{self.label}**: {setting_text(self.profile, self.paper_settings)}, {runs_text(self.seeds)}, "
-                f"{body}; {cost}.{differs_text(mismatches, self.paper_settings)}")
-
-    def md_row(self, profile: str, *cells: str) -> list[str]:
-        """The row's markdown cells: who, ``profile``, how many runs, ``cells``, search cost, method family."""
-        return ["ours", self.label, profile, str(len(self.runs)), *cells, fmt_cost(self.cost_days, self.cost_unit),
-                "gradient"]

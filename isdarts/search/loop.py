@@ -28,6 +28,7 @@ from isdarts.data.downsample import reduce_cifar
 from isdarts.errors import ConfigError, GenotypeError
 from isdarts.search.base import SearchMethod
 from isdarts.search.methods import SPACES, SUPERNETS, load, method_spec
+from isdarts.search.speed import apply_speed, configure_backends, resolve_speed
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
 from isdarts.train.epochs import EpochLoop, Record, evaluate
 from isdarts.train.runtime import (
@@ -50,8 +51,8 @@ COMMON_RESULT_MODULES = (
     "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
     "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
     "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
-    "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.train.checkpoint", "isdarts.train.epochs",
-    "isdarts.train.runtime",
+    "isdarts.search.speed", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.train.checkpoint",
+    "isdarts.train.epochs", "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
     "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet"),
@@ -72,10 +73,11 @@ def build_method(
         raise ConfigError(f"unknown search space {cfg.space!r}; expected one of {', '.join(SPACES)}")
     method_class = method_spec(cfg.method).method_class(cfg.space)
     model = load(SUPERNETS[cfg.space])(cfg.C, cfg.N, num_classes, affine=False, track=False, fused=cfg.fused_ops)
-    # `auto` is on: channels-last convs measured faster on this project's CPU (BENCHMARKS.md), and they are
-    # the layout GPU conv kernels prefer. The input batches follow the stem's weights into channels-last.
-    memory_format = torch.contiguous_format if cfg.channels_last is False else torch.channels_last
-    return method_class(model.to(device, memory_format=memory_format), cfg, generator)
+    # The speed settings (isdarts.search.speed): memory format, bf16 and compilation of the training forward.
+    # The input batches follow the stem's weights into channels-last.
+    plan = resolve_speed(cfg, device)
+    configure_backends(plan)
+    return method_class(apply_speed(model.to(device), plan), cfg, generator)
 
 
 @dataclass

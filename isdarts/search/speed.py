@@ -1,0 +1,113 @@
+"""The GPU fast path of a search: what each `auto` speed setting means on a space and device, and the one
+place that applies bf16 autocast and torch.compile to a supernet.
+
+- `channels_last`: on for the DARTS space (its depthwise convs ran about 4x faster channels-last on CPU)
+  and on CUDA; off for NB201 on CPU, where it measured no faster at full mask and 0.97x on the single path.
+- `amp`: bf16 autocast of the weight and α steps; on for CUDA devices with bf16, off on CPU.
+- `compile`: `torch.compile` of the supernet's training forward; on for CUDA, off on CPU.
+- `cudnn_benchmark`: cuDNN times its conv kernels once per shape (a search's shapes are static); on for
+  CUDA, and meaningless on CPU.
+
+Only the training forward (train mode, no probe: the weight and α steps of every method) takes the fast
+path. The IIM pass and evaluation run in eval mode, eager and in float32, so the IIM statistics are
+float32 sums over float32 op outputs whatever `amp` says. On CPU every `auto` leaves the forward untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from isdarts.config.search import SearchConfig
+
+AMP_DTYPE = torch.bfloat16
+# Compiled graphs per code object before dynamo falls back to eager: a search compiles once per mask state
+# (NB201 5, DARTS space 8, each with and without a probe-free α argument), so the default 8 is too few.
+RECOMPILE_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """The resolved speed settings of one search on one device (no `auto` left)."""
+
+    channels_last: bool
+    amp: bool
+    compile: bool
+    cudnn_benchmark: bool
+    compile_backend: str = "inductor"  # tests use "aot_eager": the same graph capture without code generation
+
+    @property
+    def changes_forward(self) -> bool:
+        return self.amp or self.compile
+
+
+def _bf16_ok(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
+    """Replace every `auto` of `cfg`'s speed settings by what it means on `cfg.space` and `device`."""
+    cuda = device.type == "cuda"
+
+    def pick(value: str | bool, auto: bool) -> bool:
+        return auto if value == "auto" else bool(value)
+
+    return SpeedPlan(
+        channels_last=pick(cfg.channels_last, cuda or cfg.space == "darts"),
+        amp=pick(cfg.amp, _bf16_ok(device)),
+        compile=pick(cfg.compile, cuda),
+        cudnn_benchmark=pick(cfg.cudnn_benchmark, cuda),
+    )
+
+
+def configure_backends(plan: SpeedPlan) -> None:
+    """The process-wide switches a plan needs; call after `make_deterministic`, which turns benchmark off.
+
+    cuDNN stays in deterministic mode: benchmarking then times only the deterministic kernels.
+    """
+    torch.backends.cudnn.benchmark = plan.cudnn_benchmark
+    if plan.compile:
+        import torch._dynamo.config as dynamo_config  # only when compiling: importing dynamo takes seconds
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+
+
+class FastForward:
+    """A supernet's forward with the plan's autocast and compilation on its training calls.
+
+    Installed as the module's own `forward`, so every method's steps (`model(x, weights=...)`, and the
+    `functional_call` of second-order DARTS) go through it unchanged, and state dicts keep their keys.
+    Dynamo guards on the supernet's host-side alive lists, so a shrink step recompiles rather than reuse a
+    graph of the old mask. Only batches of the first training batch size are compiled: the smaller last
+    batch of an epoch runs eager instead of doubling the graphs per mask state.
+    """
+
+    def __init__(self, model: nn.Module, plan: SpeedPlan) -> None:
+        self.model, self.plan = model, plan
+        self.eager = type(model).forward.__get__(model)
+        self.compiled = (
+            torch.compile(self.eager, backend=plan.compile_backend, dynamic=False) if plan.compile else self.eager
+        )
+        self.static_batch: int | None = None
+
+    def __call__(self, x: torch.Tensor, weights: Any = None, probe: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if probe is not None or not self.model.training:
+            return self.eager(x, weights, probe)
+        if self.static_batch is None:
+            self.static_batch = x.shape[0]
+        run = self.compiled if x.shape[0] == self.static_batch else self.eager
+        with torch.autocast(x.device.type, dtype=AMP_DTYPE, enabled=self.plan.amp):
+            features, logits = run(x, weights)
+        # Losses, regularisers and optimisers downstream stay float32 (a no-op without autocast).
+        return features.float(), logits.float()
+
+
+def apply_speed(model: nn.Module, plan: SpeedPlan) -> nn.Module:
+    """Move `model` to the plan's memory format and give it the fast forward if the plan changes it."""
+    model = model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+    if plan.changes_forward:
+        model.forward = FastForward(model, plan)
+    return model
