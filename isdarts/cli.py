@@ -23,6 +23,7 @@ from isdarts.errors import (
     GenotypeError,
     NonFiniteLossError,
     OutputWriteError,
+    Preempted,
     ReportError,
 )
 from isdarts.pipeline.imagenet import prepare_imagenet, transfer
@@ -61,6 +62,9 @@ def run_guarded(action: Callable[[], object]) -> int:
     except (CheckpointError, NonFiniteLossError, OutputWriteError, ValueError) as exc:
         print(f"isdarts: error: {exc}", file=sys.stderr)
         return EXIT_RUN_FAILED
+    except Preempted as stop:
+        print(f"isdarts: {stop}", file=sys.stderr)
+        return 128 + stop.signum  # the shell's code for "ended by this signal", as schedulers expect
     except KeyboardInterrupt:
         print("isdarts: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
         return 130

@@ -38,3 +38,14 @@ class ReportError(ValueError):
 
 class OutputWriteError(OSError):
     """An output or checkpoint could not be written (disk full, I/O error); the previous version is intact."""
+
+
+class Preempted(KeyboardInterrupt):
+    """A stop request (SIGTERM, SIGINT) honoured inside an epoch: a checkpoint was written there.
+
+    A KeyboardInterrupt, so everything that closes up after Ctrl-C (the MLflow run ends KILLED) does so here.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -25,6 +25,9 @@ from isdarts.tracking_backlog import Backlog
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# MLflow 3's UI opens an experiment without this tag as a GenAI one (a traces page saying "No data");
+# model training makes it open on the runs table (the values are the UI's own, mlflow/server/js).
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 RUN_KEY_TAG = "isdarts.run_key"  # what a run computes: a re-run after a kill finds its run by it
 
 # DVC runs `exp run --temp` and queued experiments in a throwaway copy of the repo under
@@ -137,8 +140,9 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 
 def _key(name: str) -> str:
-    """A key MLflow accepts: edge names like ``1<-0`` would otherwise fail the whole batch."""
-    return _BAD_KEY_CHARS.sub("_", str(name))
+    """A key MLflow accepts: it forbids ``<``, so an edge ``1<-0`` (node 1 reads node 0) is spelled
+    ``1_from_0``; any other character it refuses becomes ``_`` (one bad key would fail the whole batch)."""
+    return _BAD_KEY_CHARS.sub("_", str(name).replace("<-", "_from_"))
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -307,13 +311,16 @@ class Tracker:
         if exp is None:
             try:
                 return client.create_experiment(
-                    self.experiment, artifact_location=_artifact_location(self.tracking_uri, self.experiment)
+                    self.experiment, artifact_location=_artifact_location(self.tracking_uri, self.experiment),
+                    tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
                 )
             except MlflowException:
                 # Another seed's process may have created it a moment ago.
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
                     raise
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before isdarts set the kind
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         if exp.lifecycle_stage == "deleted":
             # A deleted experiment still owns its name; bring it back rather than fail every run.
             client.restore_experiment(exp.experiment_id)

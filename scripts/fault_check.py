@@ -121,10 +121,12 @@ class Score:
     passed: int = 0
     total: int = 0
     failures: list[str] = field(default_factory=list)
+    cases: list[str] = field(default_factory=list)
 
     def add(self, case: str, ok: bool, why: str = "") -> None:
         self.total += 1
         self.passed += ok
+        self.cases.append(f"{'ok  ' if ok else 'FAIL'} {case}")
         if not ok:
             self.failures.append(f"{case}: {why}")
 
@@ -328,7 +330,7 @@ def check_corrupt_inputs(scratch: Scratch) -> Score:
 # -- kills -----------------------------------------------------------------------------------------------
 
 
-def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], deadline_s: float) -> bool:
+def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], deadline_s: float, poll_s: float = 0.005) -> bool:
     """SIGKILL `proc` as soon as `ready()`; False if it ended (or the deadline passed) first."""
     deadline = time.monotonic() + deadline_s
     while not ready():
@@ -336,7 +338,7 @@ def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], deadline_s: fl
             proc.kill()
             proc.wait()
             return False
-        time.sleep(0.005)
+        time.sleep(poll_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return True
@@ -366,7 +368,7 @@ def _kill_point(scratch: Scratch, name: str, kind: str, rng: random.Random, dura
 KILL_KINDS = ("random time", "checkpoint write", "between outputs")
 
 
-def check_kills(scratch: Scratch, rng: random.Random, n: int, tries: int = 4) -> tuple[Score, Count]:
+def check_kills(scratch: Scratch, rng: random.Random, n: int, tries: int = 8) -> tuple[Score, Count]:
     """`n` searches, each SIGKILLed once at a drawn point and re-run: each ends identical to an uninterrupted
     search, in one MLflow run. A kill point the search outran is drawn again (up to `tries` times)."""
     score = Score("kills survived")
@@ -382,7 +384,9 @@ def check_kills(scratch: Scratch, rng: random.Random, n: int, tries: int = 4) ->
             name = f"kill{i}-{attempt}"
             names.append(name)
             proc = scratch.start(*scratch.search_args(name))
-            if _kill_when(proc, _kill_point(scratch, name, kind, rng, duration), duration * 3):
+            # A checkpoint write lasts a few milliseconds: watch for it without sleeping.
+            poll_s = 0.0 if kind == "checkpoint write" else 0.005
+            if _kill_when(proc, _kill_point(scratch, name, kind, rng, duration), duration * 3, poll_s):
                 break
         else:
             score.add(f"kill {i} ({kind})", False, f"the search outran the kill point {tries} times")
@@ -423,6 +427,38 @@ def check_zombies(scratch: Scratch, kills: int = 4) -> Score:
     new = [(run, status) for run, status in scratch.runs() if run not in before]
     score.add("re-run after kills", result.returncode == 0 and [s for _, s in new] == ["FINISHED"],
               f"runs of this search: {new}")
+    return score
+
+
+def check_preemptions(scratch: Scratch, rng: random.Random, n: int) -> Score:
+    """`n` searches sent SIGTERM at a drawn moment after their first checkpoint (inside an epoch or between
+    two): each stops with exit 143 and a line saying how to resume, and the re-run ends identical to an
+    uninterrupted search, in the same MLflow run."""
+    score = Score("preemptions resumed")
+    if scratch.outputs("reference") is None:
+        assert scratch.run(*scratch.search_args("reference")).returncode == 0, "the uninterrupted search failed"
+    reference = scratch.outputs("reference")
+    before = {run for run, _ in scratch.runs()}
+    for i in range(n):
+        name = f"term{i}"
+        checkpoint = scratch.dir / "ckpt" / name / "last.pt"
+        proc = scratch.start(*scratch.search_args(name))
+        while not checkpoint.exists() and proc.poll() is None:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+        if proc.returncode == 0:
+            score.add(f"preemption {i}", False, "the search ended before the signal; draw a shorter delay")
+            continue
+        stopped = proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in stderr and "resume" in stderr
+        resumed = scratch.run(*scratch.search_args(name))
+        same = resumed.returncode == 0 and scratch.outputs(name) == reference
+        where = next((line for line in stderr.splitlines() if "stopped by SIGTERM" in line), stderr[-300:])
+        score.add(f"preemption {i} ({where.split('SIGTERM ')[-1].split(';')[0]})", stopped and same,
+                  f"exit {proc.returncode} then {resumed.returncode}: {where!r}")
+    runs = [(run, status) for run, status in scratch.runs() if run not in before]
+    score.add("one MLflow run per search", [s for _, s in runs] == ["FINISHED"] * n, f"runs: {runs}")
     return score
 
 
@@ -480,7 +516,7 @@ def check_outages(scratch: Scratch) -> Score:
 
 # -- the suite -------------------------------------------------------------------------------------------
 
-KINDS = ("params", "corrupt", "kills", "zombies", "outages")
+KINDS = ("params", "corrupt", "kills", "preemptions", "zombies", "outages")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -488,8 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=None, help="seed of the kill points (default: drawn, printed)")
     parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--preemptions", type=int, default=5)
     parser.add_argument("--only", default=",".join(KINDS), help="comma-separated kinds: " + ", ".join(KINDS))
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--verbose", action="store_true", help="list every case (not the params ones)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     kinds = set(args.only.split(","))
@@ -508,6 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         for kind, check in (
             ("corrupt", lambda: [check_corrupt_inputs(scratch)]),
             ("kills", lambda: list(check_kills(scratch, rng, args.kills))),
+            ("preemptions", lambda: [check_preemptions(scratch, rng, args.preemptions)]),
             ("zombies", lambda: [check_zombies(scratch)]),
             ("outages", lambda: [check_outages(scratch)]),
         ):
@@ -521,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(base, ignore_errors=True)
     for score in scores:
+        if args.verbose and score.label != "bad params refused":
+            print("\n".join(f"  {case}" for case in getattr(score, "cases", [])))
         for failure in score.failures:
             print(f"  FAILED {score.label}: {failure}")
     return 0 if all(s.perfect for s in scores) else 1

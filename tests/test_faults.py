@@ -5,6 +5,7 @@ through the real command line."""
 from __future__ import annotations
 
 import importlib.util
+import random
 import sys
 from pathlib import Path
 
@@ -52,3 +53,8 @@ def test_kills_before_the_first_checkpoint_leave_one_run_not_zombies(scratch):
     """Kills at drawn points after the first checkpoint are the full suite's (and test_resume_after_kill's);
     here four SIGKILLs inside the first epoch, then a re-run: one FINISHED MLflow run, none left RUNNING."""
     _assert_perfect(fault_check.check_zombies(scratch))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_and_the_resume_ends_as_an_uninterrupted_search(scratch):
+    _assert_perfect(fault_check.check_preemptions(scratch, random.Random(3), n=2))

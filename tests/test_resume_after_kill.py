@@ -90,6 +90,16 @@ def retrain_cmd(name: str) -> list[str]:
             f"rtckpt_{name}", "--no-progress"]
 
 
+def assert_same_retrain(whole_dir: Path, resumed_dir: Path) -> None:
+    for name in ("metrics.json", "history.json"):
+        whole = without_timing(json.loads((whole_dir / name).read_text()))
+        resumed = without_timing(json.loads((resumed_dir / name).read_text()))
+        for doc in (whole, resumed):
+            if isinstance(doc, dict):
+                doc.pop("device_name", None)
+        assert resumed == whole, name
+
+
 def test_retrain_killed_mid_run_resumes_to_the_same_result(workdir):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
     subprocess.run(retrain_cmd("whole"), env=env, check=True, capture_output=True, timeout=600)
@@ -97,11 +107,24 @@ def test_retrain_killed_mid_run_resumes_to_the_same_result(workdir):
     assert not (workdir / "rt_killed").exists(), "the kill came after the run finished; the test proves nothing"
 
     subprocess.run(retrain_cmd("killed"), env=env, check=True, capture_output=True, timeout=600)
-    for name in ("metrics.json", "history.json"):
-        whole = without_timing(json.loads((workdir / "rt_whole" / name).read_text()))
-        resumed = without_timing(json.loads((workdir / "rt_killed" / name).read_text()))
-        for doc in (whole, resumed):
-            if isinstance(doc, dict):
-                doc.pop("device_name", None)
-        assert resumed == whole, name
+    assert_same_retrain(workdir / "rt_whole", workdir / "rt_killed")
     assert json.loads((workdir / "rt_killed" / "metrics.json").read_text())["epochs"] == 6
+
+
+def test_retrain_stopped_by_sigterm_inside_an_epoch_resumes_to_the_same_result(workdir):
+    """Preemption: SIGTERM mid-run finishes the step, writes a checkpoint inside the epoch and exits 143 with
+    a line saying how to resume; the re-run ends as the uninterrupted retrain (the fault suite does the same
+    for searches at drawn moments)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
+    subprocess.run(retrain_cmd("whole"), env=env, check=True, capture_output=True, timeout=600)
+    checkpoint = workdir / "rtckpt_term" / "retrain_last.pt"
+    proc = subprocess.Popen(retrain_cmd("term"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not checkpoint.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-500:]
+    assert "stopped by SIGTERM" in err and "to resume" in err
+
+    subprocess.run(retrain_cmd("term"), env=env, check=True, capture_output=True, timeout=600)
+    assert_same_retrain(workdir / "rt_whole", workdir / "rt_term")

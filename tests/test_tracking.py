@@ -70,7 +70,9 @@ def test_run_lands_in_store(store: str, client, tmp_path: Path) -> None:
     assert run.data.tags["arch_str"] == "|nor_conv_3x3~0|"
     assert _history(client, run_id, "train_loss") == [(0, 1.0), (1, 0.5), (2, 1 / 3)]
     # MLflow rejects "<" in keys; the tracker maps it to "_" instead of losing the batch.
-    assert _history(client, run_id, "iim/1_-0/none") == [(0, 0.0), (1, 0.5), (2, 1.0)]
+    assert _history(client, run_id, "iim/1_from_0/none") == [(0, 0.0), (1, 0.5), (2, 1.0)]
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
     # MLflow's SQL store keeps NaN and clamps inf to the largest float.
     assert all(math.isnan(v) for _, v in _history(client, run_id, "nan"))
     assert _history(client, run_id, "inf")[0][1] == pytest.approx(1.7976931348623157e308)

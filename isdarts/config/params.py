@@ -195,6 +195,11 @@ class DartsParams:
         )
 
 
+# Not a result setting: it changes when checkpoints are written, never what is computed, so no DVC stage
+# lists it and no checkpoint key includes it.
+DEFAULT_CHECKPOINT_EVERY_MINUTES = 30.0
+
+
 @dataclass(frozen=True)
 class Params:
     """The whole params.yaml."""
@@ -204,6 +209,12 @@ class Params:
     data: DataConfig
     nb201: SpaceRuns
     darts: DartsParams
+    # Checkpoints inside an epoch this often (0: at epoch ends only); a kill loses at most this much work.
+    checkpoint_every_minutes: float = DEFAULT_CHECKPOINT_EVERY_MINUTES
+
+    @property
+    def checkpoint_every_s(self) -> float | None:
+        return self.checkpoint_every_minutes * 60.0 or None
 
     def space(self, space: str) -> SpaceRuns:
         return self.nb201 if space == "nb201" else self.darts.runs
@@ -241,7 +252,7 @@ def params_from_dict(raw: dict) -> Params:
     """Validate a params mapping (the parsed params.yaml)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"params.yaml must be a mapping at the top level, got {type(raw).__name__}")
-    no_unknown(raw, "", {"profile", "device", "data", "nb201", "darts"})
+    no_unknown(raw, "", {"profile", "device", "checkpoint_every_minutes", "data", "nb201", "darts"})
     nb201 = required(raw, "nb201", "")
     if not isinstance(nb201, dict):
         raise ConfigError(f"params.yaml: nb201 must be a mapping, got {nb201!r}")
@@ -251,6 +262,9 @@ def params_from_dict(raw: dict) -> Params:
         data=DataConfig.from_dict(required(raw, "data", "")),
         nb201=_space_runs("nb201", nb201, set()),
         darts=DartsParams.from_dict(required(raw, "darts", "")),
+        checkpoint_every_minutes=read_float(
+            {"checkpoint_every_minutes": DEFAULT_CHECKPOINT_EVERY_MINUTES, **raw}, "checkpoint_every_minutes", ""
+        ),
     )
     params.check_profile()
     return params

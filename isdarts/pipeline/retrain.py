@@ -63,6 +63,7 @@ def retrain(
         test_images=rp.test_images, seed=seed, device=params.device, out_dir=Path(out_dir or default_run),
         checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
         run_info=run_info_for(params, method, mismatches, genotype_file, **extra), stage=stage, progress=progress,
+        checkpoint_every_s=params.checkpoint_every_s,
     )
 
 
@@ -83,6 +84,7 @@ def retrain_run(
     progress: bool = False,
     stop_after_epochs: int | None = None,
     tracking: bool = True,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Retrain the genotype in `genotype_file` on CIFAR-10, resumably, tracked in MLflow.
 
@@ -107,6 +109,7 @@ def retrain_run(
         result = retrain_cifar(
             genotype, data, cfg, device=device, seed=seed, checkpoint_dir=Path(checkpoint_dir), progress=progress,
             stop_after_epochs=stop_after_epochs, on_start=on_start, on_epoch=on_epoch,
+            checkpoint_every_s=checkpoint_every_s,
         )
         if not result["finished"]:
             run.stopped()  # as a kill would leave it; the next call reopens the same run

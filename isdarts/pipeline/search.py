@@ -63,7 +63,7 @@ def search(
         result = run_search(
             cfg, seed, arrays, profile=params.profile, device=params.device, data_kind=manifest["kind"],
             data_fingerprint=manifest["npz_sha256"], checkpoint_dir=checkpoint_dir, on_start=on_start,
-            on_epoch=on_epoch, progress=progress, extra_metrics=extra,
+            on_epoch=on_epoch, progress=progress, extra_metrics=extra, checkpoint_every_s=params.checkpoint_every_s,
         )
         atomic_write_json(out_dir / "history.json", result["history"])
         atomic_write_json(out_dir / "metrics.json", result["metrics"])

@@ -31,6 +31,7 @@ from isdarts.search.methods import SPACES, SUPERNETS, load, method_spec
 from isdarts.search.speed import apply_speed, configure_backends, resolve_speed
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
 from isdarts.train.epochs import EpochLoop, Record, evaluate
+from isdarts.train.preempt import StepControl
 from isdarts.train.runtime import (
     Stopwatch,
     check_finite,
@@ -52,7 +53,7 @@ COMMON_RESULT_MODULES = (
     "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
     "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
     "isdarts.search.speed", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.train.checkpoint",
-    "isdarts.train.epochs", "isdarts.train.runtime",
+    "isdarts.train.epochs", "isdarts.train.preempt", "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
     "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet"),
@@ -161,18 +162,26 @@ def _current_genotype(method: SearchMethod) -> str | None:
         return None
 
 
-def _train_epoch(method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool):
-    """One pass over the weight data; returns (per-step losses, correct count) as device tensors."""
+def _train_epoch(
+    method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool,
+    steps: StepControl,
+):
+    """One pass over the weight data (from `steps.start` on, when resumed inside the epoch); returns
+    (per-step losses, correct count) as device tensors."""
     device = data.train.device
     n_batches = data.train.num_batches(cfg.batch_size, drop_last=False)
-    step_losses = torch.zeros(n_batches, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    batches = data.train.batches(cfg.batch_size, augment=True, shuffle=cfg.shuffle, generator=gens["data"])
-    bar = tqdm(
-        batches, total=n_batches, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-        disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    step_losses, correct = steps.state(
+        lambda: (torch.zeros(n_batches, device=device), torch.zeros((), dtype=torch.int64, device=device))
     )
-    for step, (x, y) in enumerate(bar):
+    batches = steps.batches(
+        lambda: data.train.batches(cfg.batch_size, augment=True, shuffle=cfg.shuffle, generator=gens["data"]),
+        gens["data"],
+    )
+    bar = tqdm(
+        batches, initial=steps.start, total=n_batches, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        unit="batch", disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    )
+    for step, (x, y) in enumerate(bar, start=steps.start):
         # Bi-level methods pair each weight batch with a valid batch (split_search_data made the valid half).
         valid = data.valid.sample(len(y), augment=True, generator=gens["valid"]) if method.bilevel else ()
         loss, n_correct = method.train_step(x, y, *valid)
@@ -181,16 +190,18 @@ def _train_epoch(method: SearchMethod, data: SearchData, cfg: SearchConfig, gens
         if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
             check_finite(step_losses[: step + 1], epoch, "training", f"Lower {cfg.space}.search.lr or check the data.")
             bar.set_postfix(loss=f"{step_losses[step].item():.3f}")
+        steps.step_done(step, (step_losses, correct))
     return step_losses, correct
 
 
 def _search_epoch(
-    method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool, seed: int
+    method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool, seed: int,
+    steps: StepControl,
 ) -> Record:
     """One search epoch (0-based `epoch`): train, evaluate, the method's end-of-epoch work; its history record."""
     lr = method.set_epoch(epoch)
     clock = Stopwatch(data.train.device)
-    step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress)
+    step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress, steps)
     train_seconds = clock.elapsed()
     test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size, logits=method.logits)
 
@@ -235,12 +246,14 @@ def run_search(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     extra_metrics: dict[str, Any] | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one search; returns the genotype, metrics and history to be written.
 
     `on_start`/`on_epoch` are the epoch loop's tracking hooks (`EpochLoop`; `epoch_metrics` flattens a record
     for MLflow). `stop_after_epochs` ends the call early after that many epochs in total (checkpoint written),
-    as a kill would; the next call resumes.
+    as a kill would; the next call resumes. A SIGTERM or SIGINT stops it at the next step with a checkpoint
+    (Preempted), and `checkpoint_every_s` writes one inside long epochs too; a resume continues from that step.
     """
     dev = resolve_device(device)
     if profile == "paper" and data_kind != "full":
@@ -266,9 +279,13 @@ def run_search(
         name=f"{cfg.space} {cfg.method} seed {seed}", epochs=cfg.epochs,
         checkpoint_path=Path(checkpoint_dir) / CHECKPOINT_NAME, key=fingerprint(settings),
         state={"method": method}, generators=gens, progress=progress, stop_after_epochs=stop_after_epochs,
-        on_start=on_start, on_epoch=on_epoch,
+        on_start=on_start, on_epoch=on_epoch, checkpoint_every_s=checkpoint_every_s,
     )
-    if not loop.start() or not loop.run(lambda epoch: _search_epoch(method, data, cfg, gens, epoch, progress, seed)):
+
+    def epoch_work(epoch: int, steps: StepControl) -> Record:
+        return _search_epoch(method, data, cfg, gens, epoch, progress, seed, steps)
+
+    if not loop.start() or not loop.run(epoch_work):
         return {"finished": False, "epochs_done": loop.epochs_done}
     history, elapsed = loop.history, loop.elapsed_s
 

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from isdarts.data.device_loader import DeviceImages
+from isdarts.errors import Preempted
 from isdarts.io import atomic_write_json
 from isdarts.train.checkpoint import load_checkpoint, save_checkpoint
+from isdarts.train.preempt import StepControl, StopSignal, due_timer
 from isdarts.train.runtime import restore_rng, rng_state
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ class EpochLoop:
         on_epoch: Callable[[Record], None] | None = None,
         writer: bool = True,
         barrier: Callable[[], None] | None = None,
+        checkpoint_every_s: float | None = None,
+        agree: Callable[[bool], bool] | None = None,
     ) -> None:
         self.name, self.epochs = name, epochs
         self.checkpoint_path, self.key = Path(checkpoint_path), key
@@ -79,6 +83,11 @@ class EpochLoop:
         self.elapsed_s = 0.0
         self.epochs_done = 0
         self.extra: dict[str, Any] = {}
+        self.checkpoint_every_s = checkpoint_every_s
+        # Under DDP every rank must stop (or checkpoint) at the same step: `agree(flag)` is any rank's flag.
+        self.agree = agree or (lambda flag: flag)
+        self.in_epoch: dict[str, Any] | None = None  # where a checkpoint written inside an epoch left off
+        self.stop = StopSignal()
 
     def _stop_here(self) -> bool:
         """True when the stop-after hook says this run ends now, short of its last epoch."""
@@ -95,40 +104,73 @@ class EpochLoop:
             restore_rng(saved["rng"], self.generators)
             self.history, self.elapsed_s = saved["history"], saved["elapsed_s"]
             self.epochs_done, self.extra = saved["epochs_done"], saved["extra"]
-            log.info("resuming %s from %s after epoch %d", self.name, self.checkpoint_path, self.epochs_done)
+            self.in_epoch = saved.get("in_epoch")
+            where = f", step {self.in_epoch['step']} of epoch {self.epochs_done + 1}" if self.in_epoch else ""
+            log.info("resuming %s from %s after epoch %d%s", self.name, self.checkpoint_path, self.epochs_done, where)
         if self._stop_here():
             return False
         if self.on_start is not None and self.writer:
             self.extra = dict(self.on_start(dict(self.extra)) or {})
         return True
 
-    def run(self, epoch_work: Callable[[int], Record]) -> bool:
-        """Train the remaining epochs; `epoch_work(epoch)` (0-based) trains one and returns its history record,
-        which must hold `epoch_seconds`. Returns True once the last epoch is done, False if stopped early."""
+    def run(self, epoch_work: Callable[[int, StepControl], Record]) -> bool:
+        """Train the remaining epochs; `epoch_work(epoch, steps)` (0-based epoch) trains one and returns its
+        history record, which must hold `epoch_seconds`. A trainer that calls `steps.step_done` after each step
+        can be stopped (SIGTERM, SIGINT) and checkpointed inside an epoch, every `checkpoint_every_s` too;
+        one that does not is stopped at the epoch's end. Returns True once the last epoch is done, False if
+        the stop-after hook ended it early; raises Preempted after a stop request, its checkpoint written."""
         epochs = tqdm(
             range(self.epochs_done, self.epochs), initial=self.epochs_done, total=self.epochs, desc=self.name,
             unit="epoch", disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
         )
-        for epoch in epochs:
-            record = epoch_work(epoch)
-            self.history.append(record)
-            self.elapsed_s += record["epoch_seconds"]
-            self.epochs_done = epoch + 1
-            if self.writer:
-                if self.on_epoch is not None:
-                    self.on_epoch(record)
-                save_checkpoint(self.checkpoint_path, self._checkpoint(), self.key)
-            if self.barrier is not None:
-                self.barrier()
-            if self._stop_here():
-                return False
+        self._due = due_timer(self.checkpoint_every_s)
+        self.stop.install()
+        try:
+            for epoch in epochs:
+                record = epoch_work(epoch, StepControl(epoch, self.in_epoch, self._after_step))
+                self.in_epoch = None
+                self.history.append(record)
+                self.elapsed_s += record["epoch_seconds"]
+                self.epochs_done = epoch + 1
+                if self.writer:
+                    if self.on_epoch is not None:
+                        self.on_epoch(record)
+                    save_checkpoint(self.checkpoint_path, self._checkpoint(), self.key)
+                if self.barrier is not None:
+                    self.barrier()
+                if self._stop_here():
+                    return False
+                if self.agree(self.stop.received is not None) and epoch + 1 < self.epochs:
+                    self._preempted(f"after epoch {epoch + 1}")
+        finally:
+            self.stop.uninstall()
         return True
 
-    def _checkpoint(self) -> dict[str, Any]:
+    def _after_step(self, control: StepControl, step: int, state: tuple[torch.Tensor, ...]) -> None:
+        """After each step: write an in-epoch checkpoint when a stop was requested or the timer is due."""
+        stop = self.agree(self.stop.received is not None)
+        if not (stop or self.agree(self._due())):
+            return
+        if self.writer:
+            in_epoch = {"step": step + 1, "data_rng": control.data_rng, "state": [t.detach().cpu() for t in state]}
+            save_checkpoint(self.checkpoint_path, self._checkpoint(in_epoch), self.key)
+        if self.barrier is not None:
+            self.barrier()
+        if stop:
+            self._preempted(f"at step {step + 1} of epoch {control.epoch + 1}")
+
+    def _preempted(self, where: str) -> None:
+        raise Preempted(
+            f"{self.name} stopped by {self.stop.name} {where}; its checkpoint {self.checkpoint_path} holds every "
+            "step so far. Run the same command again (or `dvc repro`) to resume from there",
+            self.stop.received or 0,
+        )
+
+    def _checkpoint(self, in_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
         return {
             "epochs_done": self.epochs_done, **{name: obj.state_dict() for name, obj in self.state.items()},
             "rng": rng_state(self.generators), "history": self.history, "elapsed_s": self.elapsed_s,
-            "extra": self.extra,
+            "extra": self.extra, "in_epoch": in_epoch,
         }
 
 

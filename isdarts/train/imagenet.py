@@ -215,7 +215,7 @@ def train_imagenet(
         name=f"ImageNet seed {seed} (rank {info.rank})", epochs=cfg.epochs,
         checkpoint_path=checkpoint_dir / CHECKPOINT_NAME, key=fingerprint(settings),
         state={"model": model, "optimizer": optimizer}, on_start=on_start, on_epoch=on_epoch,
-        writer=info.rank == 0, barrier=ddp.barrier,
+        writer=info.rank == 0, barrier=ddp.barrier, agree=lambda flag: ddp.any_rank(flag, dev),
     )
     loop.start()
     net: nn.Module = model
@@ -223,7 +223,10 @@ def train_imagenet(
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if len(train_loader) == 0:
         raise ValueError(f"{root}/train has {len(train_set)} images, fewer than one global batch of {cfg.batch_size}")
-    loop.run(lambda epoch: _train_epoch(net, optimizer, train_loader, val_loader, len(val_set), bn_mode, cfg, epoch))
+    # Stopped (SIGTERM, SIGINT) at an epoch's end, every rank at the same one: the loader's worker processes
+    # keep no replayable state inside an epoch, so a resume starts the epoch again.
+    loop.run(lambda epoch, _steps: _train_epoch(net, optimizer, train_loader, val_loader, len(val_set), bn_mode,
+                                                cfg, epoch))
 
     if info.rank != 0:
         return None

@@ -25,6 +25,7 @@ from isdarts.spaces.darts.genotype import DartsGenotype
 from isdarts.spaces.darts.network import NetworkCIFAR, count_parameters_m
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
 from isdarts.train.epochs import EpochLoop, Record, evaluate
+from isdarts.train.preempt import StepControl
 from isdarts.train.runtime import Stopwatch, check_finite, make_deterministic, make_generator, resolve_device, run_cost
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ CHECKPOINT_NAME = "retrain_last.pt"
 RESULT_MODULES = (
     "isdarts.train.retrain", "isdarts.train.epochs", "isdarts.spaces.darts.network", "isdarts.spaces.darts.ops",
     "isdarts.spaces.darts.genotype", "isdarts.spaces.common", "isdarts.data.device_loader", "isdarts.train.runtime",
+    "isdarts.train.preempt",
 )
 TIMING_KEYS = ("images_per_s", "epoch_seconds")
 
@@ -113,8 +115,12 @@ def retrain_cifar(
     stop_after_epochs: int | None = None,
     on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) `genotype` on `arrays`; returns metrics and the per-epoch history.
+
+    A SIGTERM or SIGINT stops it at the next step with a checkpoint (Preempted); `checkpoint_every_s` writes
+    one inside long epochs too. A resume continues from that step and ends as an uninterrupted run.
 
     `stop_after_epochs` ends the call after that many epochs in total (checkpoint written), as a kill
     would; the result is then `{"finished": False, "epochs_done", "params_m"}` and the next call resumes.
@@ -142,12 +148,13 @@ def retrain_cifar(
         name=f"retrain seed {seed}", epochs=cfg.epochs, checkpoint_path=Path(checkpoint_dir) / CHECKPOINT_NAME,
         key=fingerprint(settings), state={"model": model, "optimizer": optimizer}, generators={"data": gen},
         progress=progress, stop_after_epochs=stop_after_epochs, on_start=on_start, on_epoch=on_epoch,
+        checkpoint_every_s=checkpoint_every_s,
     )
     stopped = {"finished": False, "params_m": params_m}
     if not loop.start():
         return {**stopped, "epochs_done": loop.epochs_done}
     model.train()
-    if not loop.run(lambda epoch: _train_epoch(model, optimizer, train, test, gen, cfg, epoch, seed)):
+    if not loop.run(lambda epoch, steps: _train_epoch(model, optimizer, train, test, gen, cfg, epoch, seed, steps)):
         return {**stopped, "epochs_done": loop.epochs_done}
     return {"finished": True, "metrics": _final_metrics(loop.history, cfg, seed, params_m, loop.elapsed_s, device),
             "history": loop.history}
@@ -155,16 +162,20 @@ def retrain_cifar(
 
 def _train_epoch(
     model: NetworkCIFAR, optimizer: torch.optim.Optimizer, train: DeviceImages, test: DeviceImages,
-    gen: torch.Generator, cfg: RetrainConfig, epoch: int, seed: int,
+    gen: torch.Generator, cfg: RetrainConfig, epoch: int, seed: int, steps: StepControl,
 ) -> Record:
-    """One epoch of training, then the test pass; returns the epoch's history record."""
+    """One epoch of training (from `steps.start` on, when resumed inside it), then the test pass; returns the
+    epoch's history record."""
     n_batches = train.num_batches(cfg.batch_size)
     model.drop_path_prob = drop_path_at(epoch, cfg)
     clock = Stopwatch(train.device)
-    step_losses = torch.zeros(n_batches, device=train.device)
-    correct = torch.zeros((), dtype=torch.int64, device=train.device)
-    batches = train.batches(cfg.batch_size, augment=True, shuffle=True, generator=gen, cutout=cfg.cutout)
-    for step, (x, y) in enumerate(batches):
+    step_losses, correct = steps.state(
+        lambda: (torch.zeros(n_batches, device=train.device), torch.zeros((), dtype=torch.int64, device=train.device))
+    )
+    batches = steps.batches(
+        lambda: train.batches(cfg.batch_size, augment=True, shuffle=True, generator=gen, cutout=cfg.cutout), gen
+    )
+    for step, (x, y) in enumerate(batches, start=steps.start):
         lr = lr_at(epoch * n_batches + step, n_batches, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -180,6 +191,7 @@ def _train_epoch(
         correct += (logits.detach().argmax(1) == y).sum()
         if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
             check_finite(step_losses[: step + 1], epoch, "retraining", "Lower the learning rate or check the data.")
+        steps.step_done(step, (step_losses, correct))
     train_seconds = clock.elapsed()
     test_loss, test_acc = evaluate(model, test, cfg.batch_size)
     record = {
