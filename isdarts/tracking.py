@@ -266,7 +266,8 @@ class Tracker:
         if not self.enabled:
             return None
         flat_params = {_key(k): v for k, v in flatten_params(params or {}).items()}
-        all_tags = {_key(k): str(v) for k, v in {**(tags or {}), **({RUN_KEY_TAG: run_key} if run_key else {})}.items()}
+        key_tag = {RUN_KEY_TAG: run_key} if run_key else {}
+        all_tags = {_key(k): str(v) for k, v in {**(tags or {}), **key_tag}.items()}
         self._intent = {"run_name": run_name, "params": flat_params, "tags": all_tags}
         with self._guard(f"start run {run_name!r} in experiment {self.experiment!r}"):
             client = self._connect()
@@ -277,8 +278,7 @@ class Tracker:
             if run is None:
                 # The key goes in with the run itself: a kill right after creating it must not leave a run
                 # that the next attempt cannot find.
-                key_tag = {RUN_KEY_TAG: run_key} if run_key else None
-                run = client.create_run(experiment_id, run_name=run_name, tags=key_tag)
+                run = client.create_run(experiment_id, run_name=run_name, tags=key_tag or None)
             self.run_id, self._open = run.info.run_id, True
             for orphan in unfinished:
                 if orphan != self.run_id:
@@ -319,11 +319,11 @@ class Tracker:
                 exp = client.get_experiment_by_name(self.experiment)
                 if exp is None:
                     raise
-        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before isdarts set the kind
-            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         if exp.lifecycle_stage == "deleted":
             # A deleted experiment still owns its name; bring it back rather than fail every run.
             client.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # made before isdarts set the kind (tagged once restored)
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return exp.experiment_id
 
     def _reopen(self, client: Any, run_id: str) -> Any:

@@ -357,3 +357,14 @@ def test_store_unreachable_from_the_start_is_replayed_as_a_new_run(tmp_path: Pat
     assert run.info.run_name == "search" and run.info.status == "FINISHED"
     assert run.data.params == {"search.lr": "0.025"} and run.data.tags["seed"] == "0"
     assert run.data.tags["isdarts.run_key"] == "k" and run.data.metrics == {"acc": 0.5}
+
+
+def test_a_deleted_experiment_made_before_the_kind_tag_is_restored_and_tagged(store: str, client) -> None:
+    experiment_id = client.create_experiment("deleted-untagged")
+    client.delete_experiment(experiment_id)
+    tracker = Tracker("deleted-untagged", tracking_uri=store)
+    assert tracker.start("search") is not None
+    tracker.end()
+    experiment = client.get_experiment(experiment_id)
+    assert experiment.lifecycle_stage == "active"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
