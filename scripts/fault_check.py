@@ -430,10 +430,10 @@ def check_zombies(scratch: Scratch, kills: int = 4) -> Score:
     return score
 
 
-def check_preemptions(scratch: Scratch, rng: random.Random, n: int) -> Score:
+def check_preemptions(scratch: Scratch, rng: random.Random, n: int, transfers: int = 2) -> Score:
     """`n` searches sent SIGTERM at a drawn moment after their first checkpoint (inside an epoch or between
     two): each stops with exit 143 and a line saying how to resume, and the re-run ends identical to an
-    uninterrupted search, in the same MLflow run."""
+    uninterrupted search, in the same MLflow run. Then `transfers` ImageNet transfers likewise."""
     score = Score("preemptions resumed")
     if scratch.outputs("reference") is None:
         assert scratch.run(*scratch.search_args("reference")).returncode == 0, "the uninterrupted search failed"
@@ -459,7 +459,65 @@ def check_preemptions(scratch: Scratch, rng: random.Random, n: int) -> Score:
                   f"exit {proc.returncode} then {resumed.returncode}: {where!r}")
     runs = [(run, status) for run, status in scratch.runs() if run not in before]
     score.add("one MLflow run per search", [s for _, s in runs] == ["FINISHED"] * n, f"runs: {runs}")
+    check_transfer_preemptions(scratch, rng, transfers, score)
     return score
+
+
+# Augmentation, drop path and two loader workers: what a resumed epoch must replay exactly.
+TRANSFER_ARGS = (
+    "--genotype", "ISDARTS", "--epochs", "3", "--warmup-epochs", "1", "--C", "4", "--layers", "3",
+    "--batch-size", "16", "--image-size", "32", "--flops-size", "32", "--auxiliary-weight", "0",
+    "--drop-path-prob", "0.2", "--workers", "2", "--augment", "true", "--bn", "local", "--device", "cpu",
+    "--checkpoint-every-minutes", "0",
+)
+
+
+def check_transfer_preemptions(scratch: Scratch, rng: random.Random, n: int, score: Score) -> None:
+    """`n` ImageNet transfers (`python -m isdarts.train.imagenet` on a tiny ImageFolder of subset images)
+    sent SIGTERM at a drawn moment after their first checkpoint: each stops with exit 143 and the re-run's history equals an
+    uninterrupted transfer's."""
+    from isdarts.data.cifar import load_prepared
+    from isdarts.data.imagefolder import make_tiny_imagefolder
+
+    tree = scratch.dir / "imagenet-tiny"
+    if not tree.exists():
+        arrays, _ = load_prepared(scratch.dir / "data" / "prepared")
+        make_tiny_imagefolder(tree, arrays.train_x, arrays.train_y, arrays.classes, 20, split="train")
+        make_tiny_imagefolder(tree, arrays.test_x, arrays.test_y, arrays.classes, 2, split="val")
+
+    def transfer(name: str) -> list[str]:
+        out = f"transfer/{name}"
+        return [sys.executable, "-m", "isdarts.train.imagenet", "--root", str(tree), "--out", out, *TRANSFER_ARGS]
+
+    def history(name: str) -> Any:
+        path = scratch.dir / "transfer" / name / "history.json"
+        return _without_timing(json.loads(path.read_text())) if path.is_file() else None
+
+    subprocess.run(transfer("reference"), cwd=scratch.dir, env=scratch.env, capture_output=True, timeout=RUN_TIMEOUT_S)
+    reference = history("reference")
+    assert reference is not None, "the uninterrupted transfer failed"
+    raw = json.loads((scratch.dir / "transfer" / "reference" / "history.json").read_text())["epochs"]
+    epoch_s = sum(r["epoch_seconds"] for r in raw) / len(raw)
+    for i in range(n):
+        name = f"transfer{i}"
+        proc = subprocess.Popen(transfer(name), cwd=scratch.dir, env=scratch.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        checkpoint = scratch.dir / "transfer" / name / "imagenet_last.pt"
+        while not checkpoint.exists() and proc.poll() is None:  # after epoch 1: the handler is in place
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 1.5) * epoch_s)  # inside epoch 2 or 3, or between them
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+        if proc.returncode == 0:
+            score.add(f"transfer preemption {i}", False, "the transfer ended before the signal")
+            continue
+        stopped = proc.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in stderr
+        resumed = subprocess.run(transfer(name), cwd=scratch.dir, env=scratch.env, capture_output=True,
+                                 timeout=RUN_TIMEOUT_S)
+        same = resumed.returncode == 0 and history(name) == reference
+        where = next((line for line in stderr.splitlines() if "stopped by SIGTERM" in line), stderr[-300:])
+        score.add(f"transfer preemption {i} ({where.split('SIGTERM ')[-1].split(';')[0]})", stopped and same,
+                  f"exit {proc.returncode} then {resumed.returncode}: {where!r}")
 
 
 # -- tracking outages ------------------------------------------------------------------------------------

@@ -243,6 +243,9 @@ def test_prepared_detects_tampering_and_absence(tiny_cifar_dir: Path, tmp_path: 
     npz.write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"sha256 .*dvc repro prepare_data"):
         load_prepared(out)
+    (out / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"manifest.json holds a JSON list, not a manifest; .*dvc repro prepare_data"):
+        load_prepared(out)
 
 
 def test_failed_save_leaves_nothing_half_written(

@@ -57,4 +57,4 @@ def test_kills_before_the_first_checkpoint_leave_one_run_not_zombies(scratch):
 
 @pytest.mark.slow
 def test_sigterm_stops_at_a_step_and_the_resume_ends_as_an_uninterrupted_search(scratch):
-    _assert_perfect(fault_check.check_preemptions(scratch, random.Random(3), n=2))
+    _assert_perfect(fault_check.check_preemptions(scratch, random.Random(3), n=2, transfers=1))

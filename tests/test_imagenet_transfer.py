@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,11 @@ import torch
 
 from isdarts.config.train import ImagenetConfig
 from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms, make_tiny_imagefolder
-from isdarts.errors import DataError
+from isdarts.errors import DataError, Preempted
 from isdarts.spaces.darts.genotype import load_named_genotype
 from isdarts.train.distributed import per_rank_batch
 from isdarts.train.epochs import HISTORY_NAME, METRICS_NAME
+from isdarts.train import imagenet as imagenet_module
 from isdarts.train.imagenet import check_input_size, train_imagenet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,3 +145,89 @@ def test_resume_from_finished_checkpoint_replays_metrics(tmp_path: Path) -> None
     assert again["history"] == first["history"]
     # The trainer writes only its checkpoint; metrics files are the caller's (transfer_run, main).
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["imagenet_last.pt"]
+
+
+def _comparable(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_s")} for r in history]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_inside_an_epoch_resumes_to_the_same_result(tmp_path: Path, monkeypatch, workers: int) -> None:
+    """Preemption: a SIGTERM during step 2 of epoch 2 stops after that step with an in-epoch checkpoint; the
+    resumed run ends as the uninterrupted one, augmentation and drop path included, however many loader
+    workers there are (each image's augmentation is seeded by seed, epoch and image)."""
+    root = _tree(tmp_path / "tree", n_train=12, n_val=2)  # 24 images, batch 8: 3 steps per epoch
+    genotype = load_named_genotype("ISDARTS")
+    # Three epochs, so the stop is not in the last: what the resumed run does after its first epoch counts too.
+    cfg = ImagenetConfig(**{**TINY, "epochs": 3, "augment": True, "drop_path_prob": 0.3, "workers": workers,
+                            "bn": "local"})
+    whole = train_imagenet(genotype, root, cfg, checkpoint_dir=tmp_path / "whole", seed=1)
+    assert whole is not None
+
+    real_lr_at = imagenet_module.lr_at
+
+    def lr_at_with_sigterm(step: int, steps_per_epoch: int, c: ImagenetConfig) -> float:
+        if step == 4:  # epoch 2, step 2, while the step runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_lr_at(step, steps_per_epoch, c)
+
+    monkeypatch.setattr(imagenet_module, "lr_at", lr_at_with_sigterm)
+    with pytest.raises(Preempted, match="stopped by SIGTERM at step 2 of epoch 2"):
+        train_imagenet(genotype, root, cfg, checkpoint_dir=tmp_path / "cut", seed=1)
+    monkeypatch.setattr(imagenet_module, "lr_at", real_lr_at)
+    saved = torch.load(tmp_path / "cut" / "imagenet_last.pt", weights_only=False)
+    assert saved["in_epoch"]["step"] == 2 and saved["epochs_done"] == 1
+
+    resumed = train_imagenet(genotype, root, cfg, checkpoint_dir=tmp_path / "cut", seed=1)
+    assert resumed is not None
+    assert _comparable(resumed["history"]) == _comparable(whole["history"])
+    steps = [s for r in whole["history"] for s in r["step_losses"]]
+    assert len(set(steps)) == len(steps) == 9  # every step trained on new (augmented) images
+
+
+# Rank 1 alone receives the SIGTERM (as when a scheduler signals one node first); rank 0 must stop at the same step.
+_SIGTERM_ON_RANK_1 = """
+import os, signal, sys
+from isdarts.train import imagenet
+
+real_lr_at = imagenet.lr_at
+
+def lr_at(step, steps_per_epoch, cfg):
+    if step == 4 and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_lr_at(step, steps_per_epoch, cfg)
+
+imagenet.lr_at = lr_at
+imagenet.main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_stop_at_the_same_step_and_resume(tmp_path: Path) -> None:
+    root = _tree(tmp_path / "tree", n_train=12, n_val=2)
+    genotype = load_named_genotype("ISDARTS")
+    tiny = {**TINY, "augment": True}
+    one = train_imagenet(genotype, root, ImagenetConfig(**tiny), checkpoint_dir=tmp_path / "one", seed=3)
+    assert one is not None
+
+    script = tmp_path / "sigterm_rank1.py"
+    script.write_text(_SIGTERM_ON_RANK_1)
+    out = tmp_path / "two"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in tiny.items()]
+    args = ["--root", str(root), "--out", str(out), "--seed", "3", "--device", "cpu", *flags]
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cut = subprocess.run([*torchrun, str(script), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=180)
+    assert cut.returncode != 0 and "stopped by SIGTERM at step 2 of epoch 2" in cut.stderr, cut.stderr[-3000:]
+    saved = torch.load(out / "imagenet_last.pt", weights_only=False)
+    assert saved["in_epoch"]["step"] == 2 and not (out / METRICS_NAME).exists()
+
+    done = subprocess.run([*torchrun, "-m", "isdarts.train.imagenet", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads((out / HISTORY_NAME).read_text())["epochs"]
+    losses_one = [s for r in one["history"] for s in r["step_losses"]]
+    losses_two = [s for r in two for s in r["step_losses"]]
+    np.testing.assert_allclose(losses_two, losses_one, rtol=1e-5, atol=1e-6)
+    assert [r["top1_error"] for r in two] == pytest.approx([r["top1_error"] for r in one["history"]], abs=1e-6)

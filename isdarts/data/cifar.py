@@ -354,6 +354,8 @@ def load_prepared(out_dir: Path) -> tuple[CifarArrays, dict[str, Any]]:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{manifest_path} is not valid JSON ({exc}); {fix}.") from exc
+    if not isinstance(manifest, dict):
+        raise DataError(f"{manifest_path} holds a JSON {type(manifest).__name__}, not a manifest; {fix}.")
     digest = sha256_file(npz)
     if digest != manifest.get("npz_sha256"):
         raise DataError(

@@ -1,16 +1,18 @@
-"""ImageNet-style ImageFolder trees: a cheap layout check, a tiny synthetic tree, and the paper's transforms.
+"""ImageNet-style ImageFolder trees: a cheap layout check, a tiny synthetic tree, the paper's transforms, and
+a resumable epoch order with per-sample augmentation seeds.
 
 The check counts files but never hashes them: hashing 1.28M ImageNet JPEGs would take longer than an epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 from torchvision import transforms
 
 from isdarts.data.cifar import DataError
@@ -134,3 +136,55 @@ def imagenet_transforms(train: bool, size: int = 224) -> transforms.Compose:
         transforms.ToTensor(),
         normalize,
     ])
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentation in one epoch: a function of the run's seed, the epoch and the
+    image, so it does not depend on which worker process or rank loads the image, or on where a run resumed."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class SeededImages(Dataset):
+    """A dataset indexed by (epoch, index) keys whose random transforms draw from `sample_seed`.
+
+    The torch random stream of the loading process is left as it was (a forked stream), so loading in the
+    main process (workers=0) does not shift the draws of drop path. The transforms must draw from torch's
+    stream only, as torchvision's and `Lighting` do.
+    """
+
+    def __init__(self, images: Dataset, seed: int) -> None:
+        self.images, self.seed = images, seed
+
+    def __len__(self) -> int:
+        return len(self.images)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with torch.random.fork_rng(devices=()):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            return self.images[index]
+
+
+class ResumableOrder(Sampler[tuple[int, int]]):
+    """This rank's share of one epoch (`shard`'s order) as the (epoch, index) keys of `SeededImages`.
+
+    `set_epoch(epoch, skip)` starts the epoch `skip` samples in: a run resumed inside an epoch loads exactly
+    the images an uninterrupted run loads next, with the same augmentation. The length stays the whole
+    epoch's, so step numbers keep counting from the epoch's start.
+    """
+
+    def __init__(self, shard: DistributedSampler) -> None:
+        self.shard = shard
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.shard.set_epoch(epoch)
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for i, index in enumerate(self.shard):
+            if i >= self.skip:
+                yield self.epoch, index
+
+    def __len__(self) -> int:
+        return len(self.shard)

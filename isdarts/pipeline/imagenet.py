@@ -142,6 +142,7 @@ def transfer(
         device=params.device, out_dir=Path(out_dir or default_run),
         checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
         run_info=run_info_for(params, method, sorted(set(mismatches)), genotype_file), stage=stage,
+        checkpoint_every_s=params.checkpoint_every_s,
     )
 
 
@@ -158,13 +159,15 @@ def transfer_run(
     manifest: Mapping[str, Any] | None = None,
     stage: str | None = None,
     tracking: bool = True,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any] | None:
     """Train the genotype on the ImageFolder tree of the manifest, on one process or under torchrun
     (WORLD_SIZE > 1 joins the process group from the environment).
 
     `manifest` is the one at `manifest_path` when the caller has read it already. Rank 0 alone tracks in
     MLflow, writes out_dir/metrics.json and out_dir/history.json and returns the metrics; other ranks return
-    None. Inputs (genotype, manifest, tree, world size vs batch) are checked before training.
+    None. Inputs (genotype, manifest, tree, world size vs batch) are checked before training. Besides one per
+    epoch, a checkpoint is written every `checkpoint_every_s` and at the step where a SIGTERM stops the run.
     """
     genotype_file, out_dir = Path(genotype_file), Path(out_dir)
     genotype = read_genotype(genotype_file)
@@ -203,7 +206,7 @@ def transfer_run(
             on_start, on_epoch = run.epoch_hooks(run_name("imagenet", run_info, seed), logged_params, IMAGENET_LOGGED)
             result = train_imagenet(
                 genotype, root, cfg, checkpoint_dir=checkpoint_dir, seed=seed, device=device, manifest=found,
-                on_start=on_start, on_epoch=on_epoch,
+                on_start=on_start, on_epoch=on_epoch, checkpoint_every_s=checkpoint_every_s,
             )
             if result is None:
                 return None

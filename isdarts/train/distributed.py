@@ -108,13 +108,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on any (one tiny all-reduce; just `flag` without DDP)."""
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest of the ranks' `value`s, on every rank (one tiny all-reduce; just `value` without DDP)."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([int(flag)], device=device)
+        return value
+    t = torch.tensor([value], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return int(t.item())
 
 
 def barrier() -> None:

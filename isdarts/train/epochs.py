@@ -9,6 +9,7 @@ per-epoch checkpoint and ends exactly as an uninterrupted one, since everything 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,7 +72,7 @@ class EpochLoop:
         writer: bool = True,
         barrier: Callable[[], None] | None = None,
         checkpoint_every_s: float | None = None,
-        agree: Callable[[bool], bool] | None = None,
+        agree: Callable[[int], int] | None = None,
     ) -> None:
         self.name, self.epochs = name, epochs
         self.checkpoint_path, self.key = Path(checkpoint_path), key
@@ -84,8 +85,9 @@ class EpochLoop:
         self.epochs_done = 0
         self.extra: dict[str, Any] = {}
         self.checkpoint_every_s = checkpoint_every_s
-        # Under DDP every rank must stop (or checkpoint) at the same step: `agree(flag)` is any rank's flag.
-        self.agree = agree or (lambda flag: flag)
+        # Under DDP every rank must stop (or checkpoint) at the same step: `agree(value)` is the largest of
+        # the ranks' values, so a signal that reached one rank stops them all, with its number.
+        self.agree = agree or (lambda value: value)
         self.in_epoch: dict[str, Any] | None = None  # where a checkpoint written inside an epoch left off
         self.stop = StopSignal()
 
@@ -140,30 +142,37 @@ class EpochLoop:
                     self.barrier()
                 if self._stop_here():
                     return False
-                if self.agree(self.stop.received is not None) and epoch + 1 < self.epochs:
-                    self._preempted(f"after epoch {epoch + 1}")
+                signum = self.agree(self.stop.received or 0)
+                if signum and epoch + 1 < self.epochs:
+                    self._preempted(f"after epoch {epoch + 1}", signum)
         finally:
             self.stop.uninstall()
         return True
 
-    def _after_step(self, control: StepControl, step: int, state: tuple[torch.Tensor, ...]) -> None:
-        """After each step: write an in-epoch checkpoint when a stop was requested or the timer is due."""
-        stop = self.agree(self.stop.received is not None)
-        if not (stop or self.agree(self._due())):
+    def _after_step(
+        self, control: StepControl, step: int,
+        state: tuple[torch.Tensor, ...] | Callable[[], tuple[torch.Tensor, ...]],
+    ) -> None:
+        """After each step: write an in-epoch checkpoint when a stop was requested or the timer is due. A
+        callable `state` is called on every rank, and only then (it may sync the ranks' accumulators)."""
+        signum = self.agree(self.stop.received or 0)
+        if not (signum or self.agree(int(self._due()))):
             return
+        if callable(state):
+            state = state()
         if self.writer:
             in_epoch = {"step": step + 1, "data_rng": control.data_rng, "state": [t.detach().cpu() for t in state]}
             save_checkpoint(self.checkpoint_path, self._checkpoint(in_epoch), self.key)
         if self.barrier is not None:
             self.barrier()
-        if stop:
-            self._preempted(f"at step {step + 1} of epoch {control.epoch + 1}")
+        if signum:
+            self._preempted(f"at step {step + 1} of epoch {control.epoch + 1}", signum)
 
-    def _preempted(self, where: str) -> None:
+    def _preempted(self, where: str, signum: int) -> None:
         raise Preempted(
-            f"{self.name} stopped by {self.stop.name} {where}; its checkpoint {self.checkpoint_path} holds every "
-            "step so far. Run the same command again (or `dvc repro`) to resume from there",
-            self.stop.received or 0,
+            f"{self.name} stopped by {signal.Signals(signum).name} {where}; its checkpoint {self.checkpoint_path} "
+            "holds every step so far. Run the same command again (or `dvc repro`) to resume from there",
+            signum,
         )
 
     def _checkpoint(self, in_epoch: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Train a DARTS-space genotype on ImageNet in the mobile setting (spec §2), on one process or under torchrun.
 
 The global batch is split evenly across ranks and gradients are averaged by DDP, so N ranks follow the same
-optimisation as one process with the same global batch. Only rank 0 writes checkpoints and metrics; a killed
-run resumes from the last per-epoch checkpoint. The pipeline runs this through
+optimisation as one process with the same global batch. Only rank 0 writes checkpoints and metrics. A killed run
+resumes from its last checkpoint: one per epoch, one every `checkpoint_every_s`, and one at the step where a
+SIGTERM or SIGINT stopped it (every rank stops at that step). Each image's augmentation is seeded by (seed, epoch,
+image), so a run resumed inside an epoch ends as an uninterrupted one. The pipeline runs this through
 `isdarts.pipeline.imagenet.transfer_run`; the module entry below trains a shipped genotype on any tree:
 
     torchrun --nproc_per_node=8 -m isdarts.train.imagenet --root /data/imagenet --out runs/imagenet
@@ -26,12 +28,14 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from isdarts.config.train import ImagenetConfig
-from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms
+from isdarts.data.imagefolder import ResumableOrder, SeededImages, check_imagefolder, imagenet_transforms
 from isdarts.spaces.darts.genotype import DartsGenotype, load_named_genotype
 from isdarts.spaces.darts.network import NetworkImageNet, count_flops_m, count_parameters_m
 from isdarts.train import distributed as ddp
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
+from isdarts.errors import Preempted
 from isdarts.train.epochs import EpochLoop, Record, write_outputs
+from isdarts.train.preempt import StepControl
 from isdarts.train.runtime import Stopwatch, check_finite, make_deterministic, resolve_device, run_cost
 
 log = logging.getLogger(__name__)
@@ -107,28 +111,43 @@ def _loaders(
     local_batch = ddp.per_rank_batch(cfg.batch_size, info.world_size)
     train_set = ImageFolder(str(root / "train"), imagenet_transforms(cfg.augment, cfg.image_size))
     val_set = ImageFolder(str(root / "val"), imagenet_transforms(False, cfg.image_size))
-    sampler = ddp.train_sampler(train_set, info, seed=seed)
+    order = ResumableOrder(ddp.train_sampler(train_set, info, seed=seed))
     common = {"num_workers": cfg.workers, "pin_memory": device.type == "cuda", "persistent_workers": cfg.workers > 0}
     # drop_last keeps every step at the full global batch, so the optimisation does not depend on the world size.
-    train_loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, drop_last=True, **common)
-    val_loader = DataLoader(ddp.eval_shard(val_set, info), batch_size=local_batch, shuffle=False, **common)
+    # Each loader seeds its workers from its own generator. From the global stream, the draw would come when
+    # the loader's workers start: in the first epoch of an uninterrupted run but the resumed epoch of a resumed
+    # one (persistent workers start once), shifting drop path's draws from there on.
+    train_loader = DataLoader(
+        SeededImages(train_set, seed), batch_size=local_batch, sampler=order, drop_last=True,
+        generator=torch.Generator().manual_seed(seed), **common,
+    )
+    val_loader = DataLoader(ddp.eval_shard(val_set, info), batch_size=local_batch, shuffle=False,
+                            generator=torch.Generator().manual_seed(seed), **common)
     return train_set, val_set, train_loader, val_loader
+
+
+def _global_mean(step_losses: torch.Tensor) -> torch.Tensor:
+    """The global-batch loss of each step: equal local batches, so the mean of the ranks' means."""
+    return ddp.all_reduce_sum(step_losses.clone()).div_(ddp.world_size())
 
 
 def _train_epoch(
     net: nn.Module, optimizer: torch.optim.Optimizer, train_loader: DataLoader, val_loader: DataLoader,
-    n_val: int, bn_mode: str, cfg: ImagenetConfig, epoch: int,
+    n_val: int, bn_mode: str, cfg: ImagenetConfig, epoch: int, steps: StepControl,
 ) -> Record:
-    """One epoch on this rank's shard, then the validation pass; returns the epoch's (global) history record."""
+    """One epoch on this rank's shard (from `steps.start` on, when resumed inside it), then the validation
+    pass; returns the epoch's (global) history record."""
     dev = next(net.parameters()).device
     n_steps = len(train_loader)
-    train_loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+    train_loader.sampler.set_epoch(epoch, skip=steps.start * train_loader.batch_size)  # type: ignore[attr-defined]
     clock = Stopwatch(dev)
     net.train()
     if bn_mode == "frozen":
         _freeze_bn(net)
-    step_losses = torch.zeros(n_steps, dtype=torch.float64, device=dev)
-    for step, (x, y) in enumerate(train_loader):
+    # An in-epoch checkpoint keeps the global losses of the steps done (the same on every rank), so the
+    # rank average at the epoch's end leaves them as they are.
+    (step_losses,) = steps.state(lambda: (torch.zeros(n_steps, dtype=torch.float64, device=dev),))
+    for step, (x, y) in enumerate(train_loader, start=steps.start):
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(epoch * n_steps + step, n_steps, cfg)
@@ -138,14 +157,15 @@ def _train_epoch(
         loss.backward()
         optimizer.step()
         step_losses[step] = loss.detach()
-    # Equal local batches, so the mean of the rank means is the global-batch loss; one sync per epoch.
-    ddp.all_reduce_sum(step_losses).div_(ddp.world_size())
+        steps.step_done(step, lambda: (_global_mean(step_losses),))
+    step_losses = _global_mean(step_losses)  # one sync per epoch
     check_finite(step_losses, epoch, "ImageNet training", "Lower the learning rate or check the data.")
     train_seconds = clock.elapsed()
     record: Record = {
         "epoch": epoch + 1, "lr": lr_at(epoch * n_steps, n_steps, cfg), "train_loss": step_losses.mean().item(),
         **evaluate(net, val_loader, dev, n_val),
-        "images_per_s": n_steps * cfg.batch_size / train_seconds,  # global: every rank trains in step
+        # global: every rank trains in step
+        "images_per_s": (n_steps - steps.start) * cfg.batch_size / train_seconds,
     }
     record["epoch_seconds"] = clock.elapsed()
     if cfg.record_step_losses:
@@ -167,6 +187,7 @@ def train_imagenet(
     manifest: dict[str, Any] | None = None,
     on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any] | None:
     """Train (or resume) `genotype` on the ImageFolder tree at `root`; rank 0 returns the metrics, others None.
 
@@ -176,6 +197,7 @@ def train_imagenet(
     `manifest` is `check_imagefolder(root)` when the caller already has it (the check lists every file).
     On rank 0 only: `on_start(extra)` runs before training with the `extra` dict of the checkpoint resumed from
     ({} when fresh) and its result is stored in later checkpoints; `on_epoch(record)` runs after each epoch.
+    Raises Preempted after a SIGTERM or SIGINT, on every rank, once the step's checkpoint is written.
     """
     check_input_size(cfg)
     root, checkpoint_dir = Path(root), Path(checkpoint_dir)
@@ -215,7 +237,8 @@ def train_imagenet(
         name=f"ImageNet seed {seed} (rank {info.rank})", epochs=cfg.epochs,
         checkpoint_path=checkpoint_dir / CHECKPOINT_NAME, key=fingerprint(settings),
         state={"model": model, "optimizer": optimizer}, on_start=on_start, on_epoch=on_epoch,
-        writer=info.rank == 0, barrier=ddp.barrier, agree=lambda flag: ddp.any_rank(flag, dev),
+        writer=info.rank == 0, barrier=ddp.barrier, agree=lambda value: ddp.max_over_ranks(value, dev),
+        checkpoint_every_s=checkpoint_every_s,
     )
     loop.start()
     net: nn.Module = model
@@ -223,10 +246,8 @@ def train_imagenet(
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     if len(train_loader) == 0:
         raise ValueError(f"{root}/train has {len(train_set)} images, fewer than one global batch of {cfg.batch_size}")
-    # Stopped (SIGTERM, SIGINT) at an epoch's end, every rank at the same one: the loader's worker processes
-    # keep no replayable state inside an epoch, so a resume starts the epoch again.
-    loop.run(lambda epoch, _steps: _train_epoch(net, optimizer, train_loader, val_loader, len(val_set), bn_mode,
-                                                cfg, epoch))
+    loop.run(lambda epoch, steps: _train_epoch(net, optimizer, train_loader, val_loader, len(val_set), bn_mode,
+                                               cfg, epoch, steps))
 
     if info.rank != 0:
         return None
@@ -249,6 +270,8 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, ImagenetConfig]:
     p.add_argument("--genotype", default="ISDARTS", help="a named genotype (isdarts/spaces/genotypes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--checkpoint-every-minutes", type=float, default=30.0,
+                   help="also checkpoint inside an epoch this often (0: at epoch ends only)")
     paper = ImagenetConfig.paper()
     for f in dataclasses.fields(ImagenetConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -270,11 +293,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = train_imagenet(
             load_named_genotype(args.genotype), args.root, cfg, checkpoint_dir=args.checkpoint_dir or args.out,
-            seed=args.seed, device=args.device,
+            seed=args.seed, device=args.device, checkpoint_every_s=args.checkpoint_every_minutes * 60.0 or None,
         )
         if result is not None:
             history = result.pop("history")
             write_outputs(Path(args.out), result, history)
+    except Preempted as stop:
+        if ddp.is_main():
+            log.warning("%s", stop)
+        raise SystemExit(128 + stop.signum) from None  # the shell's code for "ended by this signal"
     finally:
         ddp.cleanup()
 

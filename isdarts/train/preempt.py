@@ -50,10 +50,6 @@ class StopSignal:
             raise KeyboardInterrupt
         self.received = signum
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received is not None else ""
-
 
 class StepControl:
     """One epoch's view of the loop: the step it starts at and the hook to call after every step.
@@ -96,9 +92,12 @@ class StepControl:
             )
         return batches
 
-    def step_done(self, step: int, state: tuple[torch.Tensor, ...]) -> None:
-        """Call after step `step` (0-based) of the epoch with the accumulators so far: the loop may write an
-        in-epoch checkpoint here, and raises Preempted after a stop request."""
+    def step_done(
+        self, step: int, state: tuple[torch.Tensor, ...] | Callable[[], tuple[torch.Tensor, ...]]
+    ) -> None:
+        """Call after step `step` (0-based) of the epoch with the accumulators so far (or a callable giving
+        them, called only when a checkpoint is written): the loop may write an in-epoch checkpoint here, and
+        raises Preempted after a stop request."""
         self._after_step(self, step, state)
 
 
