@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from isdarts.errors import ReportError
 
 __all__ = [
-    "METHODS", "Accuracies", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch", "ImagenetHistory",
+    "METHODS", "Accuracies", "ArgmaxCell", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch", "ImagenetHistory",
     "ImagenetManifest", "ImagenetMetrics", "Nb201Genotype", "Nb201Result", "Nb201Run", "Nb201Summary", "Record",
     "RetrainEpoch", "RetrainHistory", "RetrainMetrics", "SearchEpoch", "SearchHistory", "SearchMetrics",
     "ShrinkSchedule", "SweepRetrainMetrics", "At", "finished", "read_json", "seed_dirs", "subdirs",
@@ -347,6 +347,17 @@ class DartsGenotype(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ArgmaxCell(Record):
+    """The cell a search would return if it stopped after that epoch, and what it is made of."""
+
+    param_free: int  # NB201: parameter-free edges of the cell; DARTS space: parameter-free inputs of the normal cell
+    skip: int  # likewise, skip connections
+    benchmark: Accuracies | None = optional()  # NB201: the cell's 200-epoch benchmark accuracies
+    param_free_per_node: Mapping[str, tuple[int, ...]] | None = optional()  # DARTS space, per cell kind
+    skip_per_node: Mapping[str, tuple[int, ...]] | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
 class SearchEpoch(Record):
     """One search epoch: training numbers and, per candidate (edge, op), alive flags, IIM and α."""
 
@@ -364,6 +375,10 @@ class SearchEpoch(Record):
     shrink_step: int | None
     pruned: Pruned
     alpha: Cells | None = optional()  # α-based methods
+    op_weights: Cells | None = optional()  # DARTS-family: softmax(α), what the forward mixes with
+    weight_steps: int | None = optional()  # weight steps after this epoch (histories before the collapse study
+    alpha_steps: int | None = optional()  # lack these three)
+    cell: ArgmaxCell | None = optional()  # the argmax cell, once defined
     arch_loss: float | None = optional()
     alignment: float | None = optional()  # Λ-DARTS
     lambda_: float | None = optional("lambda")

@@ -9,6 +9,7 @@ into a no-op after the first tracking error. ``mlflow`` is imported lazily, on t
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -29,6 +30,7 @@ TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # model training makes it open on the runs table (the values are the UI's own, mlflow/server/js).
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 RUN_KEY_TAG = "isdarts.run_key"  # what a run computes: a re-run after a kill finds its run by it
+MODEL_ARTIFACT = "model"  # a run's trained network: runs:/<run id>/model
 
 # DVC runs `exp run --temp` and queued experiments in a throwaway copy of the repo under
 # `<repo>/.dvc/tmp/exps/` (dvc/repo/experiments/utils.py: EXEC_TMP_DIR = "exps", under repo.tmp_dir).
@@ -157,6 +159,29 @@ def _jsonable(value: Any) -> Any:
             with contextlib.suppress(Exception):
                 return getattr(value, method)()
     return str(value)
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's process-wide tracking URI at `uri` for the block, then restore it and the process's
+    ``MLFLOW_TRACKING_URI`` exactly: MLflow's own helper deletes that variable on the way out when no URI
+    was set in code, which would send every later run of the process (and its children) to another store."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # mlflow loads once tracking starts
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _torch_version() -> str:
+    """The installed torch's public version (``2.5.1``, not ``2.5.1+cu124``: pip matches local builds by it)."""
+    return importlib.metadata.version("torch").split("+", 1)[0]
 
 
 def standard_tags(
@@ -433,6 +458,61 @@ class Tracker:
                 self._client.log_artifacts(self.run_id, str(path), artifact_path)
             else:
                 self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_model(
+        self,
+        model: Any,
+        input_example: Any,
+        output_example: Any,
+        *,
+        name: str = MODEL_ARTIFACT,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        step: int = 0,
+    ) -> str | None:
+        """Log a torch module as the run's MLflow model `name` (``runs:/<run id>/<name>``); its URI, or None.
+
+        Saved as MLflow's ``pt2`` (torch.export), which `mlflow.pytorch.load_model` loads with torch alone and
+        without the pickle deserialisation MLflow 3 refuses by default. The numpy batches `input_example` and
+        `output_example` (what `model` returns for it) give the signature, batch dimension free. The pip
+        requirements are given, so MLflow infers nothing (that would load the model again in a subprocess).
+        The model belongs to the run's experiment and carries `params`, `tags` and `metadata`; the run's
+        metrics at `step` are linked to it. A failure warns and leaves tracking on: the rest of the run is in.
+        """
+        if not self.active:
+            return None
+        model_id = None
+        try:
+            # mlflow loads only once tracking starts (module docstring)
+            import mlflow.pytorch
+            from mlflow.models import infer_signature
+
+            experiment_id = self._client.get_run(self.run_id).info.experiment_id
+            # Made here, not by log_model: that would file it under the fluent API's current experiment (the
+            # default one), not this run's.
+            logged = self._client.create_logged_model(
+                experiment_id, name=name, source_run_id=self.run_id,
+                params={_key(k): str(v) for k, v in (params or {}).items()},
+                tags={_key(k): str(v) for k, v in (tags or {}).items()},
+            )
+            model_id = logged.model_id
+            with _global_tracking_uri(self.tracking_uri):  # log_model writes to the global URI's store
+                info = mlflow.pytorch.log_model(
+                    model, name=name, model_id=model_id, run_id=self.run_id, step=step,
+                    signature=infer_signature(input_example, output_example), input_example=input_example,
+                    serialization_format="pt2", pip_requirements=[f"torch=={_torch_version()}"],
+                    metadata=json.loads(json.dumps(dict(metadata or {}), default=_jsonable)),
+                    validate_serving_input=False,  # the caller checked the model; this would load it again
+                )
+        except Exception as exc:
+            self._warn(f"MLflow model {name!r} not logged to run {self.run_id} ({type(exc).__name__}: {exc}); "
+                       "the run's other records are kept")
+            if model_id is not None:  # not left PENDING for ever
+                with contextlib.suppress(Exception):
+                    self._client.finalize_logged_model(model_id, "FAILED")
+            return None
+        return info.model_uri
 
     def log_dict(self, d: Mapping[str, Any], artifact_file: str) -> None:
         """Write ``d`` as a JSON (or ``.yaml``) artifact; numpy/torch values are converted first."""

@@ -13,8 +13,8 @@ from dvc.repo import Repo
 from isdarts.pipeline.report import build_report
 
 ROOT = Path(__file__).resolve().parents[1]
-# Not in git: the DVC-cached prepared data and the persisted checkpoints.
-UNTRACKED = ("data/prepared", "data/imagenet-tiny", "checkpoints/")
+# Not in git: the DVC-cached prepared data and trained networks, and the persisted checkpoints.
+UNTRACKED = ("data/prepared", "data/imagenet-tiny", "checkpoints/", "models/")
 
 
 def test_committed_outputs_match_dvc_lock_for_current_code_and_params():

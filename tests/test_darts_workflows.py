@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from fakes import write_fake_cifar10
 
 from isdarts.config.train import ImagenetConfig, RetrainConfig
@@ -22,7 +23,14 @@ from isdarts.errors import ConfigError, DataError, GenotypeError, NonFiniteLossE
 from isdarts.pipeline.imagenet import IMAGENET_EXPERIMENT, prepare_imagenet_data, transfer_run
 from isdarts.pipeline.retrain import RETRAIN_EXPERIMENT, retrain_run
 from isdarts.spaces.darts.genotype import load_named_genotype
-from isdarts.train.retrain import TIMING_KEYS
+from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
+from isdarts.data.downsample import reduce_cifar
+from isdarts.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from isdarts.spaces.darts.network import NetworkImageNet
+from isdarts.train.export import load_trained
+from isdarts.train.imagenet import CHECKPOINT_NAME as IMAGENET_CKPT
+from isdarts.train.retrain import CHECKPOINT_NAME as RETRAIN_CKPT
+from isdarts.train.retrain import TIMING_KEYS, build_network
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,7 +117,7 @@ def test_retrain_run_writes_schema_and_resumes_into_the_same_mlflow_run(arrays, 
     gfile = _genotype_file(tmp_path / "search")
     full = _retrain(arrays, gfile, tmp_path, "full", tracking=False)
     out = tmp_path / "full" / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["history.json", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "metrics.json", "model.pt2"]
     metrics = json.loads((out / "metrics.json").read_text())
     history = json.loads((out / "history.json").read_text())["epochs"]
     assert metrics == full
@@ -140,6 +148,31 @@ def test_retrain_run_writes_schema_and_resumes_into_the_same_mlflow_run(arrays, 
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path", "images_per_s"):
         assert _steps(mlflow_env, run.info.run_id, key) == [1, 2], key
     assert run.data.metrics["final_test_acc"] == pytest.approx(resumed["final_test_acc"])
+    assert run.data.metrics["madds_m"] > 0 and run.data.tags["model_file"] == str(tmp_path / "killed/out/model.pt2")
+    trained = load_trained(build_network(load_named_genotype("ISDARTS"), RETRAIN), tmp_path / "killed/ckpt" / RETRAIN_CKPT)
+    images = reduce_cifar(arrays, image_size=16, train_images=1, test_images=8).test_x  # a CIFAR batch, as trained
+    _check_logged_model(mlflow_env, run, trained, images, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def _check_logged_model(store: str, run, trained, images: np.ndarray, mean, std) -> None:
+    """The run's MLflow model loads with mlflow alone, predicts on a uint8 image batch (given as pixels in
+    [0, 1]) what the `trained` network (normalised as in training) predicts, and carries genotype and size."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+
+    uri = run.data.tags["model_uri"]
+    assert uri.startswith("models:/") and os.environ["MLFLOW_TRACKING_URI"] == store  # where load_model looks
+    loaded = mlflow.pytorch.load_model(uri)
+    batch = torch.from_numpy(images).float() / 255
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (mean, std))
+    with torch.no_grad():
+        expected = trained((batch - mean) / std)[0]
+        torch.testing.assert_close(loaded(batch), expected, rtol=1e-4, atol=1e-5)
+    model = mlflow.MlflowClient(tracking_uri=store).get_logged_model(uri.removeprefix("models:/"))
+    assert model.source_run_id == run.info.run_id and model.params["genotype"] == str(load_named_genotype("ISDARTS"))
+    assert float(model.params["params_m"]) > 0 and float(model.params["madds_m"]) > 0
+    assert model.tags["method"] == "isdarts"
 
 
 def test_retrain_run_copies_run_info_and_nulls_missing_search_cost(arrays, tmp_path) -> None:
@@ -293,7 +326,7 @@ def test_transfer_run_one_process_and_two_ranks_agree(imagenet_manifest, tmp_pat
     gfile = _genotype_file(tmp_path / "search")
     one = _transfer(gfile, imagenet_manifest, tmp_path / "one", stage="imagenet-one")
     out = tmp_path / "one" / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["history.json", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["history.json", "metrics.json", "model.pt2"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == one and "history" not in metrics
     for key in ("top1_error", "top5_error", "params_m", "madds_m"):
@@ -308,6 +341,11 @@ def test_transfer_run_one_process_and_two_ranks_agree(imagenet_manifest, tmp_pat
     assert [r["epoch"] for r in history] == [1, 2]
     [run] = _runs(mlflow_env, IMAGENET_EXPERIMENT, "imagenet-one")
     assert run.info.status == "FINISHED" and _steps(mlflow_env, run.info.run_id, "top1_error") == [1, 2]
+    network = NetworkImageNet(load_named_genotype("ISDARTS"), C=4, num_classes=10, layers=3, auxiliary=False)
+    trained = load_trained(network, tmp_path / "one/ckpt" / IMAGENET_CKPT)
+    images = np.stack([np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1)
+                       for f in sorted((imagenet_manifest.parent / "tiny" / "val").rglob("*.*"))[:4]])
+    _check_logged_model(mlflow_env, run, trained, images, IMAGENET_MEAN, IMAGENET_STD)
 
     two, returns = tmp_path / "two", tmp_path / "returns"
     returns.mkdir()
@@ -323,7 +361,7 @@ def test_transfer_run_one_process_and_two_ranks_agree(imagenet_manifest, tmp_pat
 
     # Rank 0 returns and writes the metrics; rank 1 returns None; one MLflow run for the two processes.
     assert {p.name: json.loads(p.read_text()) for p in returns.iterdir()} == {"rank0.json": 2, "rank1.json": None}
-    assert sorted(p.name for p in (two / "out").iterdir()) == ["history.json", "metrics.json"]
+    assert sorted(p.name for p in (two / "out").iterdir()) == ["history.json", "metrics.json", "model.pt2"]
     assert sorted(p.name for p in (two / "ckpt").iterdir()) == ["imagenet_last.pt"]
     [run2] = _runs(mlflow_env, IMAGENET_EXPERIMENT, "imagenet-two")
     assert run2.info.status == "FINISHED" and run2.data.tags["world_size"] == "2"

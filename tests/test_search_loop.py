@@ -175,6 +175,9 @@ def tiny_darts_cfg(method: str = "isdarts"):
         iim={"source": "holdout_subset", "n_samples": 16, "batch_size": 16, "every_epoch": True},
     )
     raw["darts"]["sweep"]["epochs"] = 21
+    if method != "isdarts":  # the quick profile runs IS-DARTS alone on this space; DARTS keeps its defaults
+        raw["darts"]["methods"].append(method)
+        raw["darts"]["options"][method] = raw["nb201"]["options"][method]
     return params_from_dict(raw).darts.runs.search(method)
 
 
@@ -189,7 +192,7 @@ def test_isdarts_on_the_darts_space_ends_with_two_inputs_per_node_and_resumes_ex
     per_kind = [sum(map(sum, epochs[0]["alive"][kind])) for kind in ("normal", "reduce")]
     assert per_kind == [9 + 13 + 17 + 21] * 2
     assert [sum(map(sum, epochs[1]["alive"][kind])) for kind in ("normal", "reduce")] == [8, 8]
-    assert epochs[0]["genotype"] is None and epochs[-1]["genotype"] == full["metrics"]["genotype"]
+    assert epochs[0]["genotype"] is not None and epochs[-1]["genotype"] == full["metrics"]["genotype"]
     genotype = DartsGenotype.from_json(full["genotype"])
     assert all(len(node) == 2 and all(op != "none" for op, _ in node) for node in genotype.normal + genotype.reduce)
     assert full["metrics"]["shrink"]["epochs"] == [1, 2] and full["history"]["kinds"] == ["normal", "reduce"]

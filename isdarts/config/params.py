@@ -38,7 +38,7 @@ from isdarts.config.search import (
 from isdarts.config.train import ImagenetParams, RetrainParams
 from isdarts.errors import ConfigError
 
-PROFILES = ("quick", "paper", "smoke", "custom")
+PROFILES = ("quick", "paper", "smoke", "study", "custom")
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,17 @@ from typing import Any
 
 from isdarts.config import ImagenetConfig, Params
 from isdarts.data.cifar import CifarArrays, load_prepared
-from isdarts.data.imagefolder import check_imagefolder, make_tiny_imagefolder
+from isdarts.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_imagefolder, make_tiny_imagefolder
 from isdarts.errors import ConfigError, DataError
 from isdarts.io import atomic_write_json, replace_dir
-from isdarts.pipeline.layout import IMAGENET_MANIFEST, IMAGENET_TINY_DIR, PREPARED_DIR, checkpoint_dir_for, run_dir
+from isdarts.pipeline.layout import (
+    IMAGENET_MANIFEST,
+    IMAGENET_TINY_DIR,
+    PREPARED_DIR,
+    checkpoint_dir_for,
+    model_path_for,
+    run_dir,
+)
 from isdarts.pipeline.runinfo import (
     check_run_info,
     merge_run_info,
@@ -28,10 +35,12 @@ from isdarts.pipeline.runinfo import (
     search_cost,
 )
 from isdarts.pipeline.tracked import tracked_run
+from isdarts.spaces.darts.network import NetworkImageNet
 from isdarts.tracking import standard_tags
 from isdarts.train import distributed as ddp
 from isdarts.train.epochs import METRICS_NAME, write_outputs
-from isdarts.train.imagenet import check_input_size, train_imagenet
+from isdarts.train.export import MODEL_NAME, export_inference, load_trained
+from isdarts.train.imagenet import CHECKPOINT_NAME, check_input_size, train_imagenet
 from isdarts.train.runtime import resolve_device
 
 IMAGENET_EXPERIMENT = "isdarts-imagenet"
@@ -141,6 +150,7 @@ def transfer(
         genotype_file, ip.train, manifest_path=IMAGENET_MANIFEST, manifest=manifest, seed=seed,
         device=params.device, out_dir=Path(out_dir or default_run),
         checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
+        model_path=model_path_for(default_run) if out_dir is None else None,
         run_info=run_info_for(params, method, sorted(set(mismatches)), genotype_file), stage=stage,
         checkpoint_every_s=params.checkpoint_every_s,
     )
@@ -156,6 +166,7 @@ def transfer_run(
     out_dir: Path,
     checkpoint_dir: Path,
     run_info: dict[str, Any],
+    model_path: Path | None = None,
     manifest: Mapping[str, Any] | None = None,
     stage: str | None = None,
     tracking: bool = True,
@@ -165,7 +176,8 @@ def transfer_run(
     (WORLD_SIZE > 1 joins the process group from the environment).
 
     `manifest` is the one at `manifest_path` when the caller has read it already. Rank 0 alone tracks in
-    MLflow, writes out_dir/metrics.json and out_dir/history.json and returns the metrics; other ranks return
+    MLflow, writes `model_path` (default out_dir/model.pt2: the trained network, logged as the run's MLflow
+    model "model"), out_dir/history.json and out_dir/metrics.json and returns the metrics; other ranks return
     None. Inputs (genotype, manifest, tree, world size vs batch) are checked before training. Besides one per
     epoch, a checkpoint is written every `checkpoint_every_s` and at the step where a SIGTERM stops the run.
     """
@@ -216,8 +228,21 @@ def transfer_run(
                 {**result, "space": "darts", "genotype": str(genotype), "genotype_file": str(genotype_file), **cost},
                 run_info,
             )
+            # Rebuilt as train_imagenet builds it, with the last epoch's weights from its checkpoint.
+            network = NetworkImageNet(
+                genotype, C=cfg.C, num_classes=len(found["classes"]), layers=cfg.layers,
+                auxiliary=cfg.auxiliary_weight > 0,
+            )
+            model = export_inference(
+                load_trained(network, Path(checkpoint_dir) / CHECKPOINT_NAME), Path(model_path or out_dir / MODEL_NAME),
+                image_size=cfg.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, classes=found["classes"],
+                dataset="ImageNet (tiny, made from CIFAR-10)" if recorded["tiny"] else "ImageNet",
+                genotype=str(genotype), params_m=metrics["params_m"], madds_m=metrics["madds_m"],
+                madds_input=metrics["madds_input"],
+            )
             write_outputs(out_dir, metrics, history)
-            run.finish(out_dir / METRICS_NAME, {k: metrics[k] for k in FINAL_LOGGED}, step=metrics["epochs"])
+            run.finish(out_dir / METRICS_NAME, {k: metrics[k] for k in FINAL_LOGGED}, step=metrics["epochs"],
+                       model=model)
         return metrics
     finally:
         if joined:

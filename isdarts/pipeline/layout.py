@@ -10,6 +10,7 @@ IMAGENET_MANIFEST = Path("data/imagenet_manifest.json")
 RUNS_DIR = Path("runs")
 NB201_RUNS_DIR = RUNS_DIR / "nb201"
 CHECKPOINTS_DIR = Path("checkpoints")
+MODELS_DIR = Path("models")
 RESULTS_DIR = Path("results")
 REPORTS_DIR = Path("reports")
 
@@ -27,3 +28,9 @@ def run_dir(space: str, method: str, seed: int, *, rate: str | None = None, step
 def checkpoint_dir_for(run: Path) -> Path:
     """Checkpoints mirror the run folder under checkpoints/ (kept by DVC between runs: `persist`)."""
     return CHECKPOINTS_DIR / run.relative_to(RUNS_DIR)
+
+
+def model_path_for(run: Path) -> Path:
+    """A run's trained network (model.pt2) mirrors its folder under models/: DVC caches it, and runs/ (a
+    report dependency) keeps only the small files git holds."""
+    return MODELS_DIR / run.relative_to(RUNS_DIR) / "model.pt2"

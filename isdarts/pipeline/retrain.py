@@ -12,8 +12,9 @@ from typing import Any
 
 from isdarts.config import Params, RetrainConfig
 from isdarts.data.cifar import CifarArrays, load_prepared
+from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
 from isdarts.data.downsample import reduce_cifar
-from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, run_dir
+from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, model_path_for, run_dir
 from isdarts.pipeline.runinfo import (
     check_run_info,
     merge_run_info,
@@ -23,9 +24,11 @@ from isdarts.pipeline.runinfo import (
     search_cost,
 )
 from isdarts.pipeline.tracked import tracked_run
+from isdarts.spaces.darts.network import count_flops_m
 from isdarts.tracking import standard_tags
 from isdarts.train.epochs import METRICS_NAME, write_outputs
-from isdarts.train.retrain import retrain_cifar
+from isdarts.train.export import MODEL_NAME, export_inference, load_trained
+from isdarts.train.retrain import CHECKPOINT_NAME, build_network, retrain_cifar
 
 RETRAIN_EXPERIMENT = "isdarts-darts-retrain"
 RETRAIN_LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path", "images_per_s")
@@ -62,6 +65,7 @@ def retrain(
         genotype_file, rp.train, arrays, image_size=rp.image_size, train_images=rp.train_images,
         test_images=rp.test_images, seed=seed, device=params.device, out_dir=Path(out_dir or default_run),
         checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
+        model_path=model_path_for(default_run) if out_dir is None else None,
         run_info=run_info_for(params, method, mismatches, genotype_file, **extra), stage=stage, progress=progress,
         checkpoint_every_s=params.checkpoint_every_s,
     )
@@ -80,6 +84,7 @@ def retrain_run(
     out_dir: Path,
     checkpoint_dir: Path,
     run_info: dict[str, Any],
+    model_path: Path | None = None,
     stage: str | None = None,
     progress: bool = False,
     stop_after_epochs: int | None = None,
@@ -88,8 +93,10 @@ def retrain_run(
 ) -> dict[str, Any]:
     """Retrain the genotype in `genotype_file` on CIFAR-10, resumably, tracked in MLflow.
 
-    Writes out_dir/metrics.json and out_dir/history.json once the last epoch is done and returns the metrics;
-    when `stop_after_epochs` cuts the run short it returns {"finished": False, ...} and writes nothing.
+    Writes `model_path` (default out_dir/model.pt2: the trained network, see isdarts.train.export),
+    out_dir/history.json and out_dir/metrics.json once the last epoch is done, logs the network as the run's
+    MLflow model "model", and returns the metrics; when `stop_after_epochs` cuts the run short it returns {"finished": False, ...} and
+    writes nothing.
     """
     genotype_file, out_dir = Path(genotype_file), Path(out_dir)
     genotype = read_genotype(genotype_file)
@@ -121,6 +128,16 @@ def retrain_run(
             },
             run_info,
         )
+        # The checkpoint holds the last epoch's weights; the trainer's own modules stay as they are, so a change
+        # here keeps every checkpoint resumable (their code fingerprint).
+        network = load_trained(build_network(genotype, cfg, len(data.classes)), Path(checkpoint_dir) / CHECKPOINT_NAME)
+        size = data.train_x.shape[-1]
+        model = export_inference(
+            network, Path(model_path or out_dir / MODEL_NAME), image_size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD, classes=data.classes,
+            dataset="CIFAR-10", genotype=str(genotype), params_m=metrics["params_m"],
+            madds_m=count_flops_m(network, size),
+        )
         write_outputs(out_dir, metrics, result["history"])
-        run.finish(out_dir / METRICS_NAME, {k: metrics[k] for k in FINAL_LOGGED}, step=metrics["epochs"])
+        final = {**{k: metrics[k] for k in FINAL_LOGGED}, "madds_m": model.card["madds_m"]}
+        run.finish(out_dir / METRICS_NAME, final, step=metrics["epochs"], model=model)
     return metrics

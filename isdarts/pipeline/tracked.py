@@ -13,12 +13,16 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isdarts.tracking import Tracker, TrackingWarning, flatten_params
 from isdarts.tracking_backlog import BACKLOG_NAME
 
+if TYPE_CHECKING:
+    from isdarts.train.export import ExportedModel
+
 RUN_ID_KEY = "mlflow_run_id"  # where the run id travels in a checkpoint's `extra`
+MODEL_TAGS = ("space", "method", "seed", "genotype", "dvc.stage", "dvc.exp_name")  # run tags a logged model gets
 
 
 def run_key(run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
@@ -62,16 +66,30 @@ class TrackedRun:
 
     def finish(
         self, artifact: Path, metrics: Mapping[str, Any] | None = None, step: int = 0,
-        tags: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None, model: ExportedModel | None = None,
     ) -> None:
-        """Log the final `metrics` at `step`, extra `tags` and the `artifact` file; the run ends FINISHED when
-        the `tracked_run` block exits."""
+        """Log the final `metrics` at `step`, extra `tags`, the `artifact` file and the trained `model` (as the
+        MLflow model "model"); the run ends FINISHED when the `tracked_run` block exits."""
         if metrics:
             self.tracker.log_metrics(metrics, step=step)
         if tags:
             self.tracker.set_tags(tags)
         self.tracker.log_artifact(artifact)
+        if model is not None:
+            self._log_model(model, step)
         self.out_dir = Path(artifact).parent
+
+    def _log_model(self, model: ExportedModel, step: int) -> None:
+        """The exported network as an MLflow model, its card's numbers as the model's params, the whole card as
+        its metadata. The run is tagged with the file (also when tracking failed: the tag goes in the backlog)."""
+        self.tracker.set_tags({"model_file": str(model.path)})
+        scalars = {k: v for k, v in model.card.items() if isinstance(v, str | int | float)}
+        uri = self.tracker.log_model(
+            model.program.module(), model.example.numpy(), model.example_logits.numpy(), params=scalars,
+            tags={k: self.tags[k] for k in MODEL_TAGS if k in self.tags}, metadata=model.card, step=step,
+        )
+        if uri is not None:
+            self.tracker.set_tags({"model_uri": uri})
 
     def keep_backlog(self) -> Path | None:
         """After a finished run whose store failed: write what MLflow did not take beside the outputs."""

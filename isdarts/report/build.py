@@ -24,7 +24,8 @@ __all__ = ["FIGURE_NAMES", "build_all", "build_figures", "lowest_seed_history"]
 
 log = logging.getLogger(__name__)
 
-FIGURE_NAMES: tuple[str, ...] = ("nb201_iim_over_epochs.png", "darts_iim_over_epochs.png", "nb201_alpha_vs_iim.png")
+FIGURE_NAMES: tuple[str, ...] = ("nb201_iim_over_epochs.png", "darts_iim_over_epochs.png", "nb201_alpha_vs_iim.png",
+                                 "nb201_collapse.png")
 
 
 def lowest_seed_history(method_dir: Path) -> Path | None:
@@ -44,10 +45,11 @@ def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("repor
     """
     # matplotlib costs ~1 s to import; table-only callers never pay it.
     from isdarts.report.figures import plot_alpha_vs_iim, plot_darts_iim, plot_nb201_iim
+    from isdarts.report.trajectory import plot_collapse
 
     runs_dir, figures_dir = Path(runs_dir), Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    nb201_iim, darts_iim, alpha_iim = (figures_dir / name for name in FIGURE_NAMES)
+    nb201_iim, darts_iim, alpha_iim, collapse = (figures_dir / name for name in FIGURE_NAMES)
 
     def history(*parts: str) -> Path:
         method_dir = runs_dir.joinpath(*parts)
@@ -56,8 +58,10 @@ def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("repor
 
     nb201_isdarts = history("nb201", "isdarts")
     drawn = (plot_nb201_iim(nb201_isdarts, nb201_iim), plot_darts_iim(history("darts", "search", "isdarts"), darts_iim),
-             plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim))
-    return tuple(path for path, plot in zip((nb201_iim, darts_iim, alpha_iim), drawn, strict=True) if plot is not None)
+             plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim),
+             plot_collapse(runs_dir, collapse))
+    return tuple(path for path, plot in zip((nb201_iim, darts_iim, alpha_iim, collapse), drawn, strict=True)
+                 if plot is not None)
 
 
 def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),
@@ -79,5 +83,8 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
               build_table_a2(runs_dir / "darts" / "sweep")]
     written = [path for table in tables for path in write_table(table, reports_dir)]
     written += build_figures(runs_dir, reports_dir / "figures")
+    from isdarts.report.trajectory import write_plot_data  # with the figures' matplotlib, after the tables
+
+    written += write_plot_data(runs_dir, reports_dir / "plots")
     log.info("wrote %d report files into %s", len(written), reports_dir)
     return tuple(written)

@@ -140,5 +140,9 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
         unjudged=[row for row in ours if not row.paper_settings],
         what="cell", judged="runs with the paper's settings", tolerance=TOLERANCE,
         tail=[f"Reference rows are read from the NB201 benchmark table: the all-skip cell is `{ALL_SKIP_ARCH}`; "
-              "the optimum row takes each column's maximum over all cells (the best cell differs between columns)."],
+              "the optimum row takes each column's maximum over all cells (the best cell differs between columns).",
+              "How each search got there: `figures/nb201_collapse.png` draws, for every method and seed, the "
+              "benchmark CIFAR-10 test accuracy of the cell the search would have returned had it stopped after "
+              "each epoch, and its share of parameter-free edges, against weight steps (= α steps for the DARTS "
+              "family); `dvc plots show` draws the same from `plots/nb201_search.csv`."],
     )

@@ -20,6 +20,7 @@ class SearchMethod(Protocol):
     """One search method on one space: the only surface `isdarts.search.loop` talks to."""
 
     # True: `train_step(x_train, y_train, x_valid, y_valid)` on the bi-level split; False: `train_step(x, y)`.
+    # Bi-level methods also have `arch_weights()`: the op mixing weights (softmax of α), recorded per epoch.
     bilevel: ClassVar[bool]
     model: nn.Module
     # Completed-epoch counts after which a shrink step runs (empty for methods that never shrink).

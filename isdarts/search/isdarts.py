@@ -7,9 +7,11 @@ and after each scheduled epoch the least important candidates (largest hooked II
   each node is a comparison subset (16/24/32/40 candidates) and keeps 2. A shrink rate r is S = 1/r steps
   (Table A.2); the genotype is only defined once shrinking is over.
 
-I-DARTS (spec §3.5) is IS-DARTS with a single selection step: `IDartsNb201` selects after the last epoch
-and previews the selection from the latest IIM; `IDartsDartsSpace` is the Table A.2 "rate 1" row (one
-step, interval 1).
+I-DARTS (spec §3.5) is IS-DARTS with a single selection step: `IDartsNb201` selects after the last epoch;
+`IDartsDartsSpace` is the Table A.2 "rate 1" row (one step, interval 1).
+
+Before shrinking is over, `genotype()` is the cell a final selection on the latest IIM would keep: the cell
+the search would return if it stopped now (the argmax-cell trajectory of the collapse study).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class _IsDarts:
         )
         self.criterion = nn.CrossEntropyLoss()
         self.schedule = self.shrink_schedule(cfg)
+        self.last_iim: Any = None  # the latest IIM table(s) measured, for `genotype()` before shrinking ends
 
     @staticmethod
     def shrink_schedule(cfg: SearchConfig) -> list[int]:
@@ -65,12 +68,13 @@ class _IsDarts:
         return self.cfg.iim.every_epoch or step_at(epochs_done, self.schedule) is not None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "last_iim": self.last_iim}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # The model's load hook refreshes its host-side alive lists from the loaded masks.
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.last_iim = state.get("last_iim")
 
 
 class IsDartsNb201(_IsDarts):
@@ -88,6 +92,7 @@ class IsDartsNb201(_IsDarts):
         if not self.needs_iim(epochs_done):
             return record
         iim = measure_iim(self.model, iim_batches())
+        self.last_iim = iim.detach().cpu()
         record["iim"] = nan_to_none(iim)
         step = step_at(epochs_done, self.schedule)
         if step is not None:
@@ -100,8 +105,17 @@ class IsDartsNb201(_IsDarts):
         return record
 
     def genotype(self) -> Nb201Genotype:
-        """Per edge, the first op the mask keeps: the single survivor once shrinking is over."""
-        return self.model.genotype_from_mask()
+        """Per edge, the op shrinking kept. Before that, the alive op with the best (lowest hooked) IIM of
+        the latest measurement; before any measurement, a GenotypeError (the mask alone ranks nothing)."""
+        if self.model.shrinking_done:
+            return self.model.genotype_from_mask()
+        if self.last_iim is None:
+            raise GenotypeError(
+                f"{type(self).__name__}: the cell is only defined after the first IIM measurement (shrink epochs "
+                f"{self.schedule}, or every epoch with iim.every_epoch)"
+            )
+        mask = shrink_step(self.model.mask, self.last_iim, self.subsets, keep=1, steps=1, step=0).mask
+        return Nb201Genotype.from_op_indices(mask.argmax(dim=1).tolist())
 
 
 class IDartsNb201(IsDartsNb201):
@@ -111,43 +125,16 @@ class IDartsNb201(IsDartsNb201):
     highest paper-IIM); `none` scores +inf and so never survives. There are no shrink settings.
     """
 
-    def __init__(self, model: Nb201Supernet, cfg: SearchConfig, generator: torch.Generator | None = None) -> None:
-        super().__init__(model, cfg, generator)
-        self._last_iim: torch.Tensor | None = None
-
     @staticmethod
     def shrink_schedule(cfg: SearchConfig) -> list[int]:
         """A one-entry schedule: the parent's end_epoch measures once after the last epoch and selects."""
         return [cfg.epochs]
 
-    def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches]) -> dict[str, Any]:
-        record = super().end_epoch(epochs_done, iim_batches)
-        if record["iim"] is not None:
-            self._last_iim = torch.tensor(
-                [[float("nan") if v is None else v for v in row] for row in record["iim"]], dtype=torch.float64
-            )
-        return record
-
-    def genotype(self) -> Nb201Genotype:
-        """After the selection: the survivors. Before it: what a selection on the latest IIM would pick
-        (only measured when `iim.every_epoch`), else the mask's first op, as IS-DARTS reports."""
-        if self._last_iim is None or self.model.shrinking_done:
-            return super().genotype()
-        mask = shrink_step(self.model.mask, self._last_iim, self.subsets, keep=1, steps=1, step=0).mask
-        return Nb201Genotype.from_op_indices(mask.argmax(dim=1).tolist())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "last_iim": self._last_iim}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._last_iim = state.get("last_iim")
-
 
 class IsDartsDartsSpace(_IsDarts):
     """IS-DARTS on the DARTS space: both cell kinds shrunk per node, each by its own IIM table.
 
-    `genotype()` raises GenotypeError until shrinking is over; check `model.shrinking_done` first.
+    `genotype()` raises GenotypeError before the first IIM measurement.
     """
 
     model: DartsSupernet
@@ -164,6 +151,7 @@ class IsDartsDartsSpace(_IsDarts):
         if not self.needs_iim(epochs_done):
             return record
         tables = measure_iim_darts(self.model, iim_batches())
+        self.last_iim = {kind: table.detach().cpu() for kind, table in tables.items()}
         record["iim"] = {kind: nan_to_none(table) for kind, table in tables.items()}
         step = step_at(epochs_done, self.schedule)
         if step is None:
@@ -181,13 +169,21 @@ class IsDartsDartsSpace(_IsDarts):
         return record
 
     def genotype(self) -> DartsGenotype:
-        """The final genotype from the masks (spec §3.4); raises GenotypeError while shrinking is unfinished."""
-        if not self.model.shrinking_done:
+        """The final genotype from the masks (spec §3.4). Before shrinking is over, per node the two alive
+        candidates with the best IIM of the latest measurement; before any, a GenotypeError."""
+        if self.model.shrinking_done:
+            return self.model.genotype_from_masks()
+        if self.last_iim is None:
             raise GenotypeError(
                 f"IS-DARTS genotype is only defined after the last shrink step "
-                f"({self.shrink_steps_done}/{len(self.schedule)} done, shrink epochs {self.schedule})"
+                f"({self.shrink_steps_done}/{len(self.schedule)} done, shrink epochs {self.schedule}) or "
+                "an IIM measurement (iim.every_epoch)"
             )
-        return self.model.genotype_from_masks()
+        return self.model.genotype_from_masks({
+            kind: shrink_step(self.model.get_mask(kind), self.last_iim[kind], self.subsets, keep=INPUTS_PER_NODE,
+                              steps=1, step=0).mask
+            for kind in CELL_KINDS
+        })
 
     def state_dict(self) -> dict[str, Any]:
         """Model (masks included, as buffers), optimizer, and the shrink-step counter."""

@@ -29,6 +29,7 @@ from isdarts.errors import ConfigError, GenotypeError
 from isdarts.search.base import SearchMethod
 from isdarts.search.methods import SPACES, SUPERNETS, load, method_spec
 from isdarts.search.speed import apply_speed, configure_backends, resolve_speed
+from isdarts.search.trajectory import describe_cell, op_weights
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
 from isdarts.train.epochs import EpochLoop, Record, evaluate
 from isdarts.train.preempt import StepControl
@@ -52,11 +53,12 @@ COMMON_RESULT_MODULES = (
     "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
     "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
     "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
-    "isdarts.search.speed", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.train.checkpoint",
+    "isdarts.search.speed", "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.train.checkpoint",
     "isdarts.train.epochs", "isdarts.train.preempt", "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
-    "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet"),
+    "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet",
+              "isdarts.benchmark.nb201"),  # the argmax cell's benchmark accuracies in the history
     "darts": ("isdarts.spaces.darts.genotype", "isdarts.spaces.darts.ops", "isdarts.spaces.darts.supernet"),
 }
 
@@ -143,6 +145,19 @@ def epoch_metrics(record: dict[str, Any], supernet: type) -> dict[str, float]:
         for kind in supernet.KINDS
     ]
     metrics["alive_ops"] = float(sum(sum(map(sum, alive)) for _, alive, _ in tables))
+    # The argmax-cell trajectory: what a stop here would return, and (NB201) how good that cell is.
+    cell = record.get("cell")
+    if cell is not None:
+        metrics["cell/param_free"], metrics["cell/skip"] = float(cell["param_free"]), float(cell["skip"])
+        for key, value in (cell.get("benchmark") or {}).items():
+            metrics[f"cell/{key}"] = value
+    weights = record.get("op_weights")
+    if weights is not None:
+        for prefix, table in ([("", weights)] if supernet.KINDS is None else
+                              [(f"{kind}/", weights[kind]) for kind in supernet.KINDS]):
+            for e, edge in enumerate(supernet.EDGES):
+                for o, op in enumerate(supernet.OPS):
+                    metrics[f"op_weight/{prefix}{edge}/{op}"] = table[e][o]
     for prefix, alive, iim in tables:
         for e, edge in enumerate(supernet.EDGES):
             metrics[f"alive_ops/{prefix}{edge}"] = float(sum(alive[e]))
@@ -154,10 +169,11 @@ def epoch_metrics(record: dict[str, Any], supernet: type) -> dict[str, float]:
     return metrics
 
 
-def _current_genotype(method: SearchMethod) -> str | None:
-    """The genotype the method would report now; None while it is undefined (DARTS-space shrinking)."""
+def _current_genotype(method: SearchMethod) -> Any:
+    """The genotype the method would report if it stopped now; None while it is undefined (IS-DARTS on the
+    DARTS space before its first IIM measurement)."""
     try:
-        return str(method.genotype())
+        return method.genotype()
     except GenotypeError:
         return None
 
@@ -209,6 +225,8 @@ def _search_epoch(
         return data.iim.batches(cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"])
 
     end = method.end_epoch(epoch + 1, iim_batches if data.iim is not None else None)
+    weight_steps = (epoch + 1) * len(step_losses)
+    genotype = _current_genotype(method)
     record = {
         "epoch": epoch + 1,
         "lr": lr,
@@ -218,8 +236,13 @@ def _search_epoch(
         "test_acc": test_acc,
         "images_per_s": len(data.train) / train_seconds,
         "epoch_seconds": clock.elapsed(),
+        # One α step per weight step for bi-level methods: the x axis of the collapse study.
+        "weight_steps": weight_steps,
+        "alpha_steps": weight_steps if method.bilevel else 0,
         "alive": method.model.alive_json(),
-        "genotype": _current_genotype(method),
+        "genotype": None if genotype is None else str(genotype),
+        "cell": describe_cell(genotype),
+        "op_weights": op_weights(method.arch_weights(), type(method.model).KINDS) if method.bilevel else None,
         **end,
     }
     log.info(

@@ -21,6 +21,7 @@ __all__ = [
     "DARTS_DEFAULT_CONCAT",
     "DARTS_NUM_NODES",
     "INPUTS_PER_NODE",
+    "PARAM_FREE_OPS",
     "Cell",
     "DartsGenotype",
     "load_named_genotype",
@@ -31,6 +32,7 @@ DARTS_NUM_NODES = 4
 INPUTS_PER_NODE = 2
 DARTS_DEFAULT_CONCAT: tuple[int, ...] = tuple(range(2, 2 + DARTS_NUM_NODES))
 _CELL_KINDS = ("normal", "reduce")
+PARAM_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
 _GENOTYPE_PACKAGE = "isdarts.spaces"
 _GENOTYPE_DIR = "genotypes"
 
@@ -118,6 +120,15 @@ class DartsGenotype:
         if kind == "reduce":
             return self.reduce, self.reduce_concat
         raise ValueError(f"cell kind must be 'normal' or 'reduce', got {kind!r}")
+
+    def skips_per_node(self, kind: str) -> list[int]:
+        """Per node of the cell, how many of its two inputs are skip connections (DARTS collapse drives
+        the normal cell's towards 2)."""
+        return [sum(op == "skip_connect" for op, _ in node) for node in self.cell(kind)[0]]
+
+    def param_free_per_node(self, kind: str) -> list[int]:
+        """Per node of the cell, how many of its two inputs are parameter-free (skip, pools, none)."""
+        return [sum(op in PARAM_FREE_OPS for op, _ in node) for node in self.cell(kind)[0]]
 
     # ----------------------------------------------------------------- JSON
     def to_json(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ reference the fused path is tested against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -313,11 +313,12 @@ class DartsSupernet(nn.Module):
         """The comparison subsets for `isdarts.search.shrink.shrink_step` (one per node, keep 2)."""
         return darts_node_subsets()
 
-    def genotype_from_masks(self) -> DartsGenotype:
-        """The final genotype (spec §3.4): per node, the two surviving (op, input), in evaluation names."""
+    def genotype_from_masks(self, masks: Mapping[str, torch.Tensor] | None = None) -> DartsGenotype:
+        """The final genotype (spec §3.4): per node, the two surviving (op, input), in evaluation names; of
+        the given {kind: mask} instead of the supernet's own masks when `masks` is given."""
         cells = {}
         for kind in CELL_KINDS:
-            rows = self.get_mask(kind).detach().cpu().tolist()
+            rows = (self.get_mask(kind) if masks is None else masks[kind]).detach().cpu().tolist()
             nodes = []
             for node, subset in enumerate(darts_node_subsets()):
                 cands = [(DARTS_SEARCH_OPS[o], _EDGE_INPUT[e], rows[e][o]) for e, o in subset]

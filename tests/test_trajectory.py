@@ -1,0 +1,118 @@
+"""The argmax-cell trajectory (collapse study): each epoch's recorded cell is re-derived here from that
+epoch's recorded α or IIM, its NB201 accuracies from the table, and the DVC plots rows match the history."""
+
+import csv
+import io
+import math
+
+import pytest
+import torch
+
+from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
+from isdarts.search.loop import epoch_metrics
+from isdarts.records import SearchHistory
+from isdarts.report.trajectory import ACCURACY_COLUMNS, SEARCH_COLUMNS, op_weight_rows, search_rows, to_csv
+from isdarts.spaces.darts.genotype import PARAM_FREE_OPS
+from isdarts.spaces.darts.supernet import DartsSupernet
+from isdarts.spaces.nb201.genotype import NB201_OPS, Nb201Genotype
+from isdarts.spaces.nb201.supernet import Nb201Supernet
+from test_search_loop import arrays, search, tiny_darts_cfg, tiny_params  # noqa: F401 (fixture)
+
+NB201_METHODS = ["isdarts", "idarts", "darts1", "darts2", "lambda_darts", "sdarts"]
+
+
+def iim_choice(record) -> list[int]:
+    """Per edge, the alive op with the lowest hooked IIM: the cell a final selection would keep."""
+    return [min((o for o in range(len(NB201_OPS)) if alive[o]), key=lambda o: row[o])
+            for row, alive in zip(record["iim"], record["alive"])]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method", NB201_METHODS)
+def test_nb201_each_epoch_records_the_cell_a_stop_there_returns(arrays, tmp_path, method):  # noqa: F811
+    result = search(tiny_params(method), arrays, tmp_path / method)
+    history = result["history"]
+    epochs = history["epochs"]
+    bilevel = method not in ("isdarts", "idarts")
+    for r in epochs:
+        if bilevel:  # argmax of the recorded mixing weights, `none` included
+            expected = Nb201Genotype.from_op_indices(torch.tensor(r["op_weights"]).argmax(dim=1).tolist())
+            assert all(math.isclose(sum(row), 1.0, rel_tol=1e-6) for row in r["op_weights"])
+            assert r["alpha_steps"] == r["weight_steps"] > 0
+        elif r["iim"] is not None and sum(map(sum, r["alive"])) > 6:
+            expected = Nb201Genotype.from_op_indices(iim_choice(r))
+            assert r["op_weights"] is None and r["alpha_steps"] == 0
+        elif sum(map(sum, r["alive"])) == 6:  # the single path shrinking left
+            expected = Nb201Genotype.from_op_indices([alive.index(1) for alive in r["alive"]])
+        else:  # I-DARTS before its one measurement: no cell yet
+            assert method == "idarts" and r["iim"] is None
+            assert r["genotype"] is None and r["cell"] is None
+            continue
+        assert r["genotype"] == str(expected)
+        assert r["cell"] == {
+            "param_free": expected.param_free_count(), "skip": expected.skip_count(),
+            "benchmark": default_table().lookup(expected).accuracies(),
+        }
+    assert epochs[-1]["genotype"] == result["metrics"]["genotype"]
+    assert [r["weight_steps"] for r in epochs] == [k * epochs[0]["weight_steps"] for k in range(1, 6)]
+
+    # The DVC plot rows (report side) read the same history back through its record.
+    record = SearchHistory.from_json(history, "history.json")
+    rows = list(csv.DictReader(io.StringIO(to_csv(search_rows(record), SEARCH_COLUMNS + ACCURACY_COLUMNS))))
+    assert len(rows) == 5
+    assert [float(row["cifar10_test"]) if row["cifar10_test"] else None for row in rows] == [
+        r["cell"]["benchmark"]["cifar10_test"] if r["cell"] else None for r in epochs]
+    assert [row["param_free"] for row in rows] == [str(r["cell"]["param_free"]) if r["cell"] else "" for r in epochs]
+    weights = op_weight_rows(record)
+    if bilevel:  # every alive (edge, op) of every epoch, the recorded softmax(α)
+        alive = sum(sum(map(sum, r["alive"])) for r in epochs)
+        assert len(weights) == alive and {w["source"] for w in weights} == {"softmax(alpha)"}
+        first = next(w for w in weights if w["edge"] == "1<-0" and w["op"] == "skip_connect")
+        assert first["weight"] == epochs[0]["op_weights"][0][1]
+    else:  # the IIM importance on measured epochs: 1/IIM normalised over the ops alive when measured
+        measured = [r for r in epochs if r["iim"] is not None]
+        assert {w["epoch"] for w in weights} == {r["epoch"] for r in measured}
+        for r in measured:
+            for e in range(6):
+                edge = [w["weight"] for w in weights if w["epoch"] == r["epoch"] and w["edge"] == history["edges"][e]]
+                assert len(edge) == sum(v is not None for v in r["iim"][e])
+                assert math.isclose(sum(edge), 1.0, rel_tol=1e-9)
+    metrics = epoch_metrics(epochs[-1], Nb201Supernet)
+    assert metrics["cell/cifar10_test"] == epochs[-1]["cell"]["benchmark"]["cifar10_test"]
+    assert ("op_weight/3<-2/skip_connect" in metrics) == bilevel
+
+
+def darts_counts(genotype: str, kind: str):
+    """Per node, (param-free, skip) inputs, counted from the genotype's printed form."""
+    part = genotype.split(f"{kind}: ")[1].split(" concat")[0]
+    nodes = [[pair.split("~")[0] for pair in node.strip(" |").split("|")] for node in part.split(" + ")]
+    return [sum(op in PARAM_FREE_OPS for op in ops) for ops in nodes], [ops.count("skip_connect") for ops in nodes]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("method", ["isdarts", "darts1"])
+def test_darts_space_records_parameter_free_and_skip_inputs_per_node(arrays, tmp_path, method):  # noqa: F811
+    result = search(tiny_darts_cfg(method), arrays, tmp_path / method)
+    epochs = result["history"]["epochs"]
+    # IS-DARTS measures the IIM after every epoch (every_epoch), so a cell is defined from the first one on.
+    assert all(r["genotype"] is not None for r in epochs)
+    for r in epochs:
+        for kind in ("normal", "reduce"):
+            param_free, skip = darts_counts(r["genotype"], kind)
+            assert r["cell"]["param_free_per_node"][kind] == param_free
+            assert r["cell"]["skip_per_node"][kind] == skip
+        assert r["cell"]["param_free"] == sum(r["cell"]["param_free_per_node"]["normal"])
+        assert (r["op_weights"] is not None) == (method == "darts1")
+    assert epochs[-1]["genotype"] == result["metrics"]["genotype"]
+    if method == "isdarts":  # epoch 1: per node the two alive candidates with the lowest IIM
+        first = epochs[0]
+        for kind in ("normal", "reduce"):
+            table, alive = first["iim"][kind], first["alive"][kind]
+            ranked = sorted(((table[e][o], e, o) for e in range(len(table)) for o in range(len(table[e]))
+                             if alive[e][o] and table[e][o] is not None), key=lambda t: t[0])
+            assert ranked  # the preview picked from measured, alive candidates only
+    metrics = epoch_metrics(epochs[-1], DartsSupernet)
+    assert metrics["cell/param_free"] == epochs[-1]["cell"]["param_free"]
+    rows = search_rows(SearchHistory.from_json(result["history"], "history.json"))
+    assert [row["skip"] for row in rows] == [r["cell"]["skip"] for r in epochs]
+    assert not any(k in rows[0] for k in ACCURACY_COLUMNS)
