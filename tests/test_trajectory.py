@@ -116,3 +116,39 @@ def test_darts_space_records_parameter_free_and_skip_inputs_per_node(arrays, tmp
     rows = search_rows(SearchHistory.from_json(result["history"], "history.json"))
     assert [row["skip"] for row in rows] == [r["cell"]["skip"] for r in epochs]
     assert not any(k in rows[0] for k in ACCURACY_COLUMNS)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_path):  # noqa: F811
+    """runs/study as scripts/run_study.py leaves it: the page's rows are the histories' last epochs, the figure
+    is a PNG drawn from every run and rebuilds byte-identically; without runs the page says how to make them."""
+    import json
+
+    from isdarts.report.study import STUDY_FIGURE, build_study
+    from isdarts.report.trajectory import plot_collapse
+
+    empty, figure = build_study(tmp_path / "none", tmp_path / "figures")
+    assert figure is None and "No study run is committed" in empty.markdown and empty.csv.count("\n") == 1
+    study = tmp_path / "study"
+    histories = {}
+    for method in ("darts1", "isdarts"):
+        result = search(tiny_params(method), arrays, tmp_path / "ckpt" / method)
+        folder = study / "nb201" / method / "seed_0"
+        folder.mkdir(parents=True)
+        (folder / "history.json").write_text(json.dumps(result["history"]))
+        (folder / "metrics.json").write_text(json.dumps(result["metrics"]))
+        histories[method] = result["history"]
+    page, figure = build_study(study, tmp_path / "figures")
+    assert figure == tmp_path / "figures" / STUDY_FIGURE and figure.read_bytes().startswith(b"\x89PNG")
+    rows = list(csv.DictReader(io.StringIO(page.csv)))
+    assert [row["method"] for row in rows] == ["DARTS (1st)", "IS-DARTS"]
+    for row, method in zip(rows, ("darts1", "isdarts")):
+        last = histories[method]["epochs"][-1]
+        assert row["weight_steps"] == str(last["weight_steps"]) and row["alpha_steps"] == str(last["alpha_steps"])
+        assert float(row["final_c10"]) == last["cell"]["benchmark"]["cifar10_test"]
+        assert row["final_free"] == f"{last['cell']['param_free']}/6" and row["profile"] == "smoke"
+        peak = max(r["cell"]["param_free"] for r in histories[method]["epochs"] if r["cell"])
+        assert row["peak_free"].startswith(f"{peak}/6 (")
+    assert "DARTS (1st) seed 0: after" in page.markdown and "study-profile numbers" in page.markdown
+    first = figure.read_bytes()
+    assert plot_collapse(study, tmp_path / "again.png").read_bytes() == first

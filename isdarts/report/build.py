@@ -83,8 +83,12 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
               build_table_a2(runs_dir / "darts" / "sweep")]
     written = [path for table in tables for path in write_table(table, reports_dir)]
     written += build_figures(runs_dir, reports_dir / "figures")
-    from isdarts.report.trajectory import write_plot_data  # with the figures' matplotlib, after the tables
+    # With the figures' matplotlib, after the tables.
+    from isdarts.report.study import build_study
+    from isdarts.report.trajectory import write_plot_data
 
+    study, study_figure = build_study(runs_dir / "study", reports_dir / "figures")
+    written += [*write_table(study, reports_dir), *([study_figure] if study_figure else [])]
     written += write_plot_data(runs_dir, reports_dir / "plots")
     log.info("wrote %d report files into %s", len(written), reports_dir)
     return tuple(written)

@@ -1,0 +1,98 @@
+"""The collapse study's page: reports/study.md (and .csv) and figures/study_nb201_collapse.png, from runs/study/.
+
+scripts/run_study.py runs the study profile's NB201 searches (DARTS-family methods with the paper's number
+of α steps, IS-DARTS with as many weight steps) into runs/study/nb201/<method>/seed_<s>/. Each run's row
+states its profile, data, steps and seed, and where its argmax cell ended and how far it drifted towards
+parameter-free edges on the way. The study is never judged against the paper: its supernet and data are
+smaller, so the page reports what happened and sets it beside the paper's collapse level, nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from isdarts.records import SearchHistory, SearchMetrics, read_json
+from isdarts.report import render
+from isdarts.report.render import DISPLAY_LABELS, Cell, col, fmt_num
+from isdarts.report.trajectory import (
+    NB201_COLLAPSE_C10_TEST,
+    NB201_EDGES,
+    NB201_OPTIMUM_C10_TEST,
+    plot_collapse,
+    search_histories,
+)
+
+STUDY_FIGURE = "study_nb201_collapse.png"
+COLUMNS = (col("method", "Method"), col("seed", "Seed", "r"), col("profile", "Profile"), col("data", "Data"),
+           col("epochs", "Epochs", "r"), col("alpha_steps", "α steps", "r"), col("weight_steps", "Weight steps", "r"),
+           col("final_c10", "Final cell C10 test", "r"), col("final_free", "Final param-free edges", "r"),
+           col("peak_free", "Most param-free edges (epoch)", "r"), col("genotype", "Final cell"))
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One study search: its history and metrics, and where its argmax cell went."""
+
+    history: SearchHistory
+    metrics: SearchMetrics
+
+    @property
+    def label(self) -> str:
+        return DISPLAY_LABELS.get(self.history.method, self.history.method)
+
+    def row(self) -> dict[str, Cell | str]:
+        last = self.history.epochs[-1]
+        cells = [(r.epoch, r.cell) for r in self.history.epochs if r.cell is not None]
+        peak_epoch, peak = max(cells, key=lambda ec: (ec[1].param_free, -ec[0])) if cells else (None, None)
+        final_c10 = last.cell.benchmark.cifar10_test if last.cell and last.cell.benchmark else None
+        return {
+            "method": self.label, "seed": str(self.history.seed), "profile": self.metrics.profile,
+            "data": self.metrics.data_kind, "epochs": str(last.epoch), "alpha_steps": str(last.alpha_steps or 0),
+            "weight_steps": str(last.weight_steps), "final_c10": render.number(final_c10),
+            "final_free": f"{last.cell.param_free}/{NB201_EDGES}" if last.cell else render.MISSING,
+            "peak_free": f"{peak.param_free}/{NB201_EDGES} ({peak_epoch})" if peak else render.MISSING,
+            "genotype": f"`{self.metrics.genotype}`",
+        }
+
+    def summary(self) -> str:
+        row = self.row()
+        return (f"- {self.label} seed {self.history.seed}: after {row['alpha_steps']} α steps and "
+                f"{row['weight_steps']} weight steps its cell has {row['final_free']} parameter-free edges (most "
+                f"on the way: {row['peak_free']}) and scores {row['final_c10'].md} CIFAR-10 test in the benchmark "
+                f"(collapse level {fmt_num(NB201_COLLAPSE_C10_TEST)}, optimum {fmt_num(NB201_OPTIMUM_C10_TEST)}).")
+
+
+def study_runs(study_dir: Path) -> list[StudyRun]:
+    """The finished study searches under ``<study_dir>/nb201/``."""
+    runs = []
+    for history in search_histories(Path(study_dir) / "nb201"):
+        folder = Path(study_dir) / "nb201" / history.method / f"seed_{history.seed}"
+        metrics = SearchMetrics.from_json(read_json(folder / "metrics.json"), folder / "metrics.json")
+        runs.append(StudyRun(history, metrics))
+    return runs
+
+
+def build_study(study_dir: Path, figures_dir: Path) -> tuple[render.Report, Path | None]:
+    """The study page (always written: without runs it says how to make them) and its figure, if any run."""
+    runs = study_runs(study_dir)
+    figure = plot_collapse(study_dir, Path(figures_dir) / STUDY_FIGURE) if runs else None
+    intro = ("Does DARTS drift to parameter-free cells at the paper's number of α steps, and does IS-DARTS? "
+             "Each row is one NB201 search of `profiles/study.yaml` (run by `scripts/run_study.py`): the DARTS "
+             "family gets the paper's number of α steps (50 epochs × 390 ≈ 19,500) on a supernet and data a CPU "
+             "can afford, IS-DARTS as many weight steps with its shrinking at the end. At every epoch the "
+             "search's argmax cell (what it would return if it stopped there) is looked up in the NB201 "
+             f"benchmark; `figures/{STUDY_FIGURE}` draws it. These are study-profile numbers: they are not "
+             "paper-scale and are compared with nothing but the benchmark's reference levels.")
+    lines = ["# The collapse study (NAS-Bench-201, study profile)", "", intro, ""]
+    if runs:
+        lines += ["What happened:", "", *(run.summary() for run in runs), "",
+                  render.table_md(COLUMNS, [run.row() for run in runs])]
+    else:
+        lines += [f"**No study run is committed under `{study_dir}`.** Run `python scripts/run_study.py`, then "
+                  "`dvc repro report`."]
+    markdown = "\n".join(lines).rstrip("\n") + "\n"
+    return render.Report("study", tuple(runs), markdown, render.table_csv(COLUMNS, [run.row() for run in runs])), figure
+
+
+__all__ = ["STUDY_FIGURE", "StudyRun", "build_study", "study_runs"]
