@@ -112,17 +112,19 @@ def _record(cls: type[R], data: Any, at: At) -> R:
     if not isinstance(data, dict):
         raise at.error(f"expected a JSON object, got {type(data).__name__}")
     hints = get_type_hints(cls, include_extras=True)
-    values, known = {}, set()
+    values, known, nulls = {}, set(), {}
     for f in fields(cls):
         if f.name == "extra":
             continue
         key = f.metadata.get("key") or f.name
         known.add(key)
-        if key in data:
+        if key in data and data[key] is None and f.metadata.get("optional"):
+            nulls[key] = None  # written as null, not left out: kept in `extra` so to_json writes it back
+        elif key in data:
             values[f.name] = _parse(data[key], hints[f.name], at, key)
         elif not f.metadata.get("optional"):
             raise at.error(f"missing key {key!r}")
-    record = cls(**values, extra={k: v for k, v in data.items() if k not in known})
+    record = cls(**values, extra={**nulls, **{k: v for k, v in data.items() if k not in known}})
     record.check(at)
     return record
 

@@ -128,7 +128,7 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     from isdarts.report.trajectory import plot_collapse
 
     empty, figure = build_study(tmp_path / "none", tmp_path / "figures")
-    assert figure is None and "No study run is committed" in empty.markdown and empty.csv.count("\n") == 1
+    assert figure is None and "No study run is committed under `runs/study/`" in empty.markdown and empty.csv.count("\n") == 1
     study = tmp_path / "study"
     histories = {}
     for method in ("darts1", "isdarts"):

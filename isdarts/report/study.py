@@ -89,7 +89,8 @@ def build_study(study_dir: Path, figures_dir: Path) -> tuple[render.Report, Path
         lines += ["What happened:", "", *(run.summary() for run in runs), "",
                   render.table_md(COLUMNS, [run.row() for run in runs])]
     else:
-        lines += [f"**No study run is committed under `{study_dir}`.** Run `python scripts/run_study.py`, then "
+        # The folder as the project names it, so the page is the same wherever the report is built.
+        lines += ["**No study run is committed under `runs/study/`.** Run `python scripts/run_study.py`, then "
                   "`dvc repro report`."]
     markdown = "\n".join(lines).rstrip("\n") + "\n"
     return render.Report("study", tuple(runs), markdown, render.table_csv(COLUMNS, [run.row() for run in runs])), figure
