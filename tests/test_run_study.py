@@ -55,8 +55,8 @@ def test_run_study_runs_each_search_once_and_the_page_reads_them(tmp_path):
         assert {p.name for p in folder.iterdir()} >= {"history.json", "metrics.json", "genotype.json"}
         assert (root / "logs" / "study" / f"{method}-seed0.log").is_file()
         assert (root / "checkpoints" / "study" / "nb201" / method / "seed_0").is_dir()
-    page, figure = build_study(root / "runs" / "study", tmp_path / "figures")
-    assert figure is not None and [run.history.method for run in page.reproduced] == ["darts1", "isdarts"]
+    page, figures = build_study(root / "runs" / "study", tmp_path / "figures")
+    assert len(figures) == 1 and [run.history.method for run in page.reproduced] == ["darts1", "isdarts"]
     assert all(run.metrics.profile == "study" for run in page.reproduced)
     assert [run.history.epochs[-1].epoch for run in page.reproduced] == [3, 5]
 

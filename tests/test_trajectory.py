@@ -127,8 +127,8 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     from isdarts.report.study import STUDY_FIGURE, build_study
     from isdarts.report.trajectory import plot_collapse
 
-    empty, figure = build_study(tmp_path / "none", tmp_path / "figures")
-    assert figure is None and "No study run is committed under `runs/study/`" in empty.markdown and empty.csv.count("\n") == 1
+    empty, figures = build_study(tmp_path / "none", tmp_path / "figures")
+    assert figures == () and "No study run is committed under `runs/study/`" in empty.markdown and empty.csv.count("\n") == 1
     study = tmp_path / "study"
     histories = {}
     for method in ("darts1", "isdarts"):
@@ -138,7 +138,7 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
         (folder / "history.json").write_text(json.dumps(result["history"]))
         (folder / "metrics.json").write_text(json.dumps(result["metrics"]))
         histories[method] = result["history"]
-    page, figure = build_study(study, tmp_path / "figures")
+    page, (figure,) = build_study(study, tmp_path / "figures")
     assert figure == tmp_path / "figures" / STUDY_FIGURE and figure.read_bytes().startswith(b"\x89PNG")
     rows = list(csv.DictReader(io.StringIO(page.csv)))
     assert [row["method"] for row in rows] == ["DARTS (1st)", "IS-DARTS"]

@@ -87,8 +87,8 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
     from isdarts.report.study import build_study
     from isdarts.report.trajectory import write_plot_data
 
-    study, study_figure = build_study(runs_dir / "study", reports_dir / "figures")
-    written += [*write_table(study, reports_dir), *([study_figure] if study_figure else [])]
+    study, study_figures = build_study(runs_dir / "study", reports_dir / "figures", runs_dir / "study_gpu")
+    written += [*write_table(study, reports_dir), *study_figures]
     written += write_plot_data(runs_dir, reports_dir / "plots")
     log.info("wrote %d report files into %s", len(written), reports_dir)
     return tuple(written)

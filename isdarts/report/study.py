@@ -24,7 +24,9 @@ from isdarts.report.trajectory import (
 )
 
 STUDY_FIGURE = "study_nb201_collapse.png"
-COLUMNS = (col("method", "Method"), col("seed", "Seed", "r"), col("profile", "Profile"), col("data", "Data"),
+GPU_FIGURE = "study_gpu_nb201_collapse.png"  # scripts/gpu_study.py's runs, copied to runs/study_gpu/
+COLUMNS = (col("method", "Method"), col("seed", "Seed", "r"), col("profile", "Profile"), col("device", "Device"),
+           col("data", "Data"),
            col("epochs", "Epochs", "r"), col("alpha_steps", "α steps", "r"), col("weight_steps", "Weight steps", "r"),
            col("final_c10", "Final cell C10 test", "r"), col("final_free", "Final param-free edges", "r"),
            col("peak_free", "Most param-free edges (epoch)", "r"), col("genotype", "Final cell"))
@@ -48,7 +50,7 @@ class StudyRun:
         final_c10 = last.cell.benchmark.cifar10_test if last.cell and last.cell.benchmark else None
         return {
             "method": self.label, "seed": str(self.history.seed), "profile": self.metrics.profile,
-            "data": self.metrics.data_kind, "epochs": str(last.epoch), "alpha_steps": str(last.alpha_steps or 0),
+            "device": self.metrics.device_name, "data": self.metrics.data_kind, "epochs": str(last.epoch), "alpha_steps": str(last.alpha_steps or 0),
             "weight_steps": str(last.weight_steps), "final_c10": render.number(final_c10),
             "final_free": f"{last.cell.param_free}/{NB201_EDGES}" if last.cell else render.MISSING,
             "peak_free": f"{peak.param_free}/{NB201_EDGES} ({peak_epoch})" if peak else render.MISSING,
@@ -73,10 +75,15 @@ def study_runs(study_dir: Path) -> list[StudyRun]:
     return runs
 
 
-def build_study(study_dir: Path, figures_dir: Path) -> tuple[render.Report, Path | None]:
-    """The study page (always written: without runs it says how to make them) and its figure, if any run."""
+def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
+                ) -> tuple[render.Report, tuple[Path, ...]]:
+    """The study page (always written: without runs it says how to make them) and its figures: the CPU
+    study's runs under `study_dir`, and the paper-size GPU runs of scripts/gpu_study.py under `gpu_dir`."""
     runs = study_runs(study_dir)
-    figure = plot_collapse(study_dir, Path(figures_dir) / STUDY_FIGURE) if runs else None
+    gpu_runs = study_runs(gpu_dir) if gpu_dir is not None else []
+    figures = tuple(path for runs_here, folder, name in ((runs, study_dir, STUDY_FIGURE),
+                                                         (gpu_runs, gpu_dir, GPU_FIGURE))
+                    if runs_here and (path := plot_collapse(folder, Path(figures_dir) / name)) is not None)
     intro = ("Does DARTS drift to parameter-free cells at the paper's number of α steps, and does IS-DARTS? "
              "Each row is one NB201 search of `profiles/study.yaml` (run by `scripts/run_study.py`): the DARTS "
              "family gets the paper's number of α steps (50 epochs × 390 ≈ 19,500) on a supernet and data a CPU "
@@ -92,8 +99,14 @@ def build_study(study_dir: Path, figures_dir: Path) -> tuple[render.Report, Path
         # The folder as the project names it, so the page is the same wherever the report is built.
         lines += ["**No study run is committed under `runs/study/`.** Run `python scripts/run_study.py`, then "
                   "`dvc repro report`."]
+    if gpu_runs:
+        lines += ["", "## At the paper's supernet size, on a GPU", "",
+                  "C=16, N=5, 32x32 images, the paper's optimiser settings and step counts (`scripts/gpu_study.py`; "
+                  f"the Data column says whether it had the full CIFAR-10); `figures/{GPU_FIGURE}` draws them.", "",
+                  *(run.summary() for run in gpu_runs), "", render.table_md(COLUMNS, [run.row() for run in gpu_runs])]
     markdown = "\n".join(lines).rstrip("\n") + "\n"
-    return render.Report("study", tuple(runs), markdown, render.table_csv(COLUMNS, [run.row() for run in runs])), figure
+    rows = [run.row() for run in (*runs, *gpu_runs)]
+    return render.Report("study", (*runs, *gpu_runs), markdown, render.table_csv(COLUMNS, rows)), figures
 
 
-__all__ = ["STUDY_FIGURE", "StudyRun", "build_study", "study_runs"]
+__all__ = ["GPU_FIGURE", "STUDY_FIGURE", "StudyRun", "build_study", "study_runs"]
