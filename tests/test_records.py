@@ -23,7 +23,7 @@ def record_kind(rel: str) -> type[records.Record]:
     if "/retrain/" in rel:
         metrics = records.SweepRetrainMetrics if "/sweep/" in rel else records.RetrainMetrics
         return {"metrics.json": metrics, "history.json": records.RetrainHistory}[name]
-    genotype = records.Nb201Genotype if rel.startswith("runs/nb201/") else records.DartsGenotype
+    genotype = records.Nb201Genotype if "nb201/" in rel else records.DartsGenotype  # runs/nb201, runs/study/nb201
     search = {"metrics.json": records.SearchMetrics, "history.json": records.SearchHistory}
     return {**search, "genotype.json": genotype}[name]
 
