@@ -9,19 +9,27 @@ into a no-op after the first tracking error. ``mlflow`` is imported lazily, on t
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import json
+import math
 import os
+import random
 import re
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from isdarts.tracking_backlog import Backlog
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
@@ -41,6 +49,14 @@ _BAD_KEY_CHARS = re.compile(r"[^/\w.\- ]")
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_TAGS_PER_BATCH = 100
 _GIT_TIMEOUT_S = 10
+# SQLite takes one writer at a time. A process that finds the file locked waits out its busy timeout, then
+# fails with "database is locked": two queued DVC experiments (or searches run side by side) writing to one
+# mlflow.db meet that, and so do two processes creating a new store's tables at once. Such a call is tried
+# again after these pauses (about 80 s in all, doubling, jittered) before tracking gives up on the store.
+LOCK_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0)
+_TRANSIENT_STORE_ERROR = re.compile(
+    r"database is locked|database table is locked|(table|index) \S+ already exists"  # the last: a schema race
+)
 
 PathArg = str | os.PathLike[str]
 
@@ -67,6 +83,48 @@ def disable_telemetry() -> None:
             set_telemetry_client()
     except Exception:  # a telemetry switch must never be the reason a run fails
         pass
+
+
+def is_transient_store_error(exc: BaseException) -> bool:
+    """A lock or schema-creation race of a shared SQLite store: the same call can succeed a moment later.
+    MLflow wraps SQLAlchemy's error in its own, so the whole chain of causes is read."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if _TRANSIENT_STORE_ERROR.search(str(seen).lower()):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def call_with_lock_retry(
+    fn: Callable[..., Any], *args: Any, delays: Sequence[float] | None = None, sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> Any:
+    """``fn(*args, **kwargs)``, tried again after each of `delays` (default LOCK_RETRY_DELAYS_S) while it fails
+    with a transient store error (`is_transient_store_error`); any other error, or the last, propagates."""
+    delays = LOCK_RETRY_DELAYS_S if delays is None else delays
+    for delay in delays:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_transient_store_error(exc):
+                raise
+        # Jitter keeps two waiting processes from waking, and colliding, in step.
+        sleep(delay * random.uniform(0.5, 1.5))
+    return fn(*args, **kwargs)
+
+
+class _LockRetryingClient:
+    """An ``MlflowClient`` whose every call goes through `call_with_lock_retry` with `delays`."""
+
+    def __init__(self, client: Any, delays: Sequence[float] | None = None) -> None:
+        self._client, self._delays = client, delays
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return functools.partial(call_with_lock_retry, attr, delays=self._delays)
 
 
 def _outside_exp_tempdir(path: Path) -> Path:
@@ -113,20 +171,49 @@ def resolve_tracking_uri(env: Mapping[str, str] = os.environ, cwd: PathArg | Non
     return f"sqlite:///{(project_root(env, cwd) / DEFAULT_DB_NAME).as_posix()}"
 
 
-def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """``<db dir>/mlartifacts/<experiment>`` for a local sqlite store; None lets the server choose.
-
-    MLflow's default artifact root is ``./mlruns`` of the process cwd, which for DVC temp runs is a
-    directory that is about to be deleted.
-    """
+def _sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a local ``sqlite:///`` store; None for any other store."""
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
     db = tracking_uri[len(prefix) :].split("?", 1)[0]
     if not db or db == ":memory:":
         return None
+    return Path(os.path.abspath(db))
+
+
+def _artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """``<db dir>/mlartifacts/<experiment>`` for a local sqlite store; None lets the server choose.
+
+    MLflow's default artifact root is ``./mlruns`` of the process cwd, which for DVC temp runs is a
+    directory that is about to be deleted.
+    """
+    db = _sqlite_file(tracking_uri)
+    if db is None:
+        return None
     safe_name = re.sub(r"[^\w.-]", "_", experiment)
-    return (Path(os.path.abspath(db)).parent / ARTIFACTS_DIR_NAME / safe_name).as_uri()
+    return (db.parent / ARTIFACTS_DIR_NAME / safe_name).as_uri()
+
+
+@contextlib.contextmanager
+def _store_setup_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` exclusively while this process opens a local SQLite store.
+
+    Opening a store creates or migrates its tables (alembic, in many transactions); two processes doing that
+    at once break each other's migration for good (a leftover ``_alembic_tmp_*`` table, a revision row that
+    moved under them), which no retry mends. Once one has done it, the others find the schema current.
+    """
+    db = _sqlite_file(tracking_uri)
+    if db is None or fcntl is None:  # a server store migrates itself; Windows has no flock
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -222,8 +309,12 @@ class Tracker:
     the tracking URI; from then on every call is a no-op, so a broken store never stops a search.
     """
 
-    def __init__(self, experiment: str, *, tracking_uri: str | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, experiment: str, *, tracking_uri: str | None = None, enabled: bool = True,
+        lock_retry_delays: Sequence[float] | None = None,
+    ) -> None:
         self.experiment = experiment
+        self.lock_retry_delays = lock_retry_delays  # None: LOCK_RETRY_DELAYS_S
         self.tracking_uri = tracking_uri or resolve_tracking_uri()
         self.enabled = enabled
         self.run_id: str | None = None
@@ -326,7 +417,10 @@ class Tracker:
             disable_telemetry()  # before the first `import mlflow` of this process
             from mlflow import MlflowClient
 
-            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            with _store_setup_lock(self.tracking_uri):
+                client = _LockRetryingClient(MlflowClient(tracking_uri=self.tracking_uri), self.lock_retry_delays)
+                client.search_experiments(max_results=1)  # opens the store: creates or migrates its tables
+            self._client = client
         return self._client
 
     def _experiment_id(self, client: Any) -> str:
@@ -407,8 +501,9 @@ class Tracker:
     def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
         """Log one step's metrics in a single batch (a search logs ~40 per epoch).
 
-        NaN and +-inf go to MLflow as they are (its SQL store keeps NaN and clamps inf to the
-        largest float); values that are not numbers at all are skipped with a warning.
+        NaN goes to MLflow as it is. +-inf is left out: MLflow's SQL store would clamp it to the largest
+        float, a point at 1.8e308 that flattens every other line of its chart (the IIM of an op that can no
+        longer be chosen is infinite). Values that are not numbers at all are skipped with a warning.
         """
         if not self.active and self.backlog is None:
             return
@@ -416,9 +511,12 @@ class Tracker:
         timestamp, step = int(time.time() * 1000), int(step)
         for name, value in metrics.items():
             try:
-                numbers.append((_key(name), float(value), timestamp, step))  # numpy and 0-d torch scalars too
+                number = float(value)  # numpy and 0-d torch scalars too
             except Exception:  # None, strings, multi-element tensors: not a metric
                 skipped.append(str(name))
+                continue
+            if not math.isinf(number):
+                numbers.append((_key(name), number, timestamp, step))
         if self.active:
             from mlflow.entities import Metric  # mlflow loads only once tracking starts (module docstring)
 
@@ -498,8 +596,8 @@ class Tracker:
             )
             model_id = logged.model_id
             with _global_tracking_uri(self.tracking_uri):  # log_model writes to the global URI's store
-                info = mlflow.pytorch.log_model(
-                    model, name=name, model_id=model_id, run_id=self.run_id, step=step,
+                info = call_with_lock_retry(
+                    mlflow.pytorch.log_model, model, delays=self.lock_retry_delays, name=name, model_id=model_id, run_id=self.run_id, step=step,
                     signature=infer_signature(input_example, output_example), input_example=input_example,
                     serialization_format="pt2", pip_requirements=[f"torch=={_torch_version()}"],
                     metadata=json.loads(json.dumps(dict(metadata or {}), default=_jsonable)),

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from isdarts.pipeline.progress import progress_for
 from isdarts.tracking import Tracker, TrackingWarning, flatten_params
 from isdarts.tracking_backlog import BACKLOG_NAME
 
@@ -45,9 +46,11 @@ class TrackedRun:
         self, run_name: str, params: Mapping[str, Any], logged: tuple[str, ...] | Callable[[dict], Mapping[str, Any]]
     ) -> tuple[Callable[[dict[str, Any]], dict[str, Any]], Callable[[dict[str, Any]], None]]:
         """The trainers' (on_start, on_epoch): open or reopen the run, then log each epoch record's `logged`
-        keys (or what `logged(record)` returns) at step = the record's epoch."""
+        keys (or what `logged(record)` returns) at step = the record's epoch, and print the epoch's progress
+        line (see `progress_for`)."""
         metrics_of = logged if callable(logged) else lambda record: {k: record[k] for k in logged}
         key = run_key(run_name, self.tags, params)
+        progress = progress_for(run_name, params)
 
         def on_start(extra: dict[str, Any]) -> dict[str, Any]:
             run_id = self.tracker.start(
@@ -57,6 +60,8 @@ class TrackedRun:
 
         def on_epoch(record: dict[str, Any]) -> None:
             self.tracker.log_metrics(metrics_of(record), step=record["epoch"])
+            if progress is not None:
+                progress(record)
 
         return on_start, on_epoch
 
