@@ -34,7 +34,7 @@ from isdarts.pipeline.retrain import retrain
 from isdarts.pipeline.search import search
 from isdarts.spaces.darts.genotype import load_named_genotype, named_genotypes
 from isdarts.spaces.nb201.genotype import Nb201Genotype
-from isdarts.tracking import disable_telemetry
+from isdarts.tracking import UI_TRAINING_MODE, disable_telemetry, resolve_tracking_uri
 from isdarts.tracking_backlog import BACKLOG_NAME, replay
 
 EXIT_BAD_INPUT = 2
@@ -140,7 +140,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync_cmd.add_argument("backlogs", nargs="+", type=Path, help=f"{BACKLOG_NAME} files, e.g. runs/**/{BACKLOG_NAME}")
     sync_cmd.add_argument("--tracking-uri", default=None, help="store to send to (default: the one that failed)")
+
+    ui_cmd = sub.add_parser(
+        "ui", help="start the MLflow UI on this project's store and print the link that opens its runs tables"
+    )
+    ui_cmd.add_argument("--host", default="127.0.0.1")
+    ui_cmd.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def _ui(host: str, port: int) -> int:
+    """Replace this process by `mlflow ui` over the project's store, after printing where to point a browser.
+
+    MLflow 3.17's UI opens every experiment in its GenAI mode (a traces page that says "No data") whatever
+    the experiment's kind tag says, unless the link asks for the model-training mode; once a user has been
+    there the browser remembers it.
+    """
+    uri = resolve_tracking_uri()
+    disable_telemetry()
+    print(f"MLflow store {uri}\nopen http://{host}:{port}/#/experiments?{UI_TRAINING_MODE}\n"
+          "(the runs tables; MLflow opens on its GenAI pages otherwise)", flush=True)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
 
 
 def _genotype_args(p: argparse.ArgumentParser) -> None:
@@ -202,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_guarded(lambda: _lookup(args.arch))
     if args.command == "tracking-sync":
         return run_guarded(lambda: _sync(args.backlogs, args.tracking_uri))
+    if args.command == "ui":
+        return _ui(args.host, args.port)
 
     def action() -> None:
         params = load_params(args.params)

@@ -1,8 +1,8 @@
 """A small MLflow wrapper that can never take a search down with it.
 
 Every MLflow call goes through :class:`Tracker`, which talks to the store through ``MlflowClient``
-with an explicit run id (no global active-run state), batches metrics per step, and turns itself
-into a no-op after the first tracking error. ``mlflow`` is imported lazily, on the first
+with an explicit run id (no global active-run state), batches metrics per step, waits out a SQLite
+store locked by another writer, and turns itself into a no-op after the first other tracking error. ``mlflow`` is imported lazily, on the first
 :meth:`Tracker.start`, so that telemetry can be switched off before MLflow reads its settings.
 """
 
@@ -37,6 +37,9 @@ TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow 3's UI opens an experiment without this tag as a GenAI one (a traces page saying "No data");
 # model training makes it open on the runs table (the values are the UI's own, mlflow/server/js).
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow 3.17's UI shows every experiment in a global GenAI/model-training mode (GenAI unless the browser has
+# chosen otherwise), no longer by this tag; a link that carries this query opens in model-training mode.
+UI_TRAINING_MODE = "workflowType=machine_learning"
 RUN_KEY_TAG = "isdarts.run_key"  # what a run computes: a re-run after a kill finds its run by it
 MODEL_ARTIFACT = "model"  # a run's trained network: runs:/<run id>/model
 

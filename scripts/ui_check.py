@@ -32,11 +32,14 @@ from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+from isdarts.tracking import UI_TRAINING_MODE  # noqa: E402 (after the path set-up, so a plain checkout works)
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# MLflow 3 opens every experiment in its GenAI mode (traces, "No data") unless the URL asks for the
+# MLflow 3.17 opens every experiment in its GenAI mode (traces, "No data") unless the URL asks for the
 # model-training mode; `isdarts ui` prints links with it for the same reason.
-TRAINING_MODE = "workflowType=machine_learning"
+TRAINING_MODE = UI_TRAINING_MODE
 SERVER_START_S = 180  # mlflow ui imports a lot; on a busy 2-core machine it takes a minute or more
 # Chromium's virtual time runs the page's timers and fetches without waiting in real time; the charts load
 # lazily after the metric histories arrive; 90 s of it draws the first screen of them on the smoke store.
@@ -67,10 +70,10 @@ def smoke_store(base: Path) -> Path:
     """A store holding what the smoke pipeline logs for one NB201 IS-DARTS search (IIM measured every epoch)."""
     from fault_check import Scratch  # the fault suite's throwaway project: smoke params, the real CIFAR subset
 
-    scratch = Scratch(base, epochs=4)
+    scratch = Scratch(base)
     for args in (["prepare-data"], [*scratch.search_args("isdarts"), "--method", "isdarts"]):
         result = scratch.run(*args)
-        if result.code != 0:
+        if result.returncode != 0:
             raise SystemExit(f"isdarts {args[0]} failed in the smoke project: {result.stderr[-800:]}")
     return scratch.store
 

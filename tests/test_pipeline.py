@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def smoke_params(fake_cifar: Path) -> dict:
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in ("dvc.yaml", "stages", "isdarts"):
+    for name in ("dvc.yaml", "stages", "isdarts", ".gitignore"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -138,7 +139,8 @@ def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_
     iim_keys = db.execute(
         "select count(distinct key) from metrics where run_uuid=? and key like 'iim/%'", (run_uuid,)
     ).fetchone()[0]
-    assert iim_keys == 30  # every op on every edge was measured before it was pruned
+    # Every op on every edge was measured before it was pruned; `none`'s IIM is infinite, which is not logged.
+    assert iim_keys == 6 * 4
     stage_tags = {v for (v,) in db.execute("select value from tags where key = 'dvc.stage'").fetchall()}
     assert {"retrain_darts@isdarts-0", "transfer_imagenet@isdarts-0", "sweep_search@r1"} <= stage_tags
     assert "Running stage 'report'" in first.stdout
@@ -146,14 +148,65 @@ def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_
     status = subprocess.run(["dvc", "status", "-q"], cwd=repo, env=env)
     assert status.returncode == 0, "pipeline should be up to date right after repro"
 
-    # Editing one method's option re-runs that method's search and lookup, then the report; nothing else.
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["nb201"]["options"]["darts1"]["arch"]["lr"] = 0.001
-    params["darts"]["retrain"]["epochs"] = 3
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    second = run(["dvc", "repro"], repo, env)
+    # Every training printed its progress line with an ETA under DVC.
+    assert "search_nb201@isdarts-0: epoch 1/5 (20%)" in first.stderr + first.stdout
+    assert "search_nb201@isdarts-0: epoch 5/5 (100%)" in first.stderr + first.stdout
+
+    # The results go into git (as in the project); the queued experiments below start from this commit.
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "smoke results"], repo, env)
+
+    # An experiment that changes one method's option and the retraining re-runs that method's search and
+    # lookup, the retrains and the report; nothing else.
+    second = run(["dvc", "exp", "run", "-S", "nb201.options.darts1.arch.lr=0.001", "-S", "darts.retrain.epochs=3",
+                  "-n", "edit"], repo, env)
     ran = {line.split("'")[1] for line in second.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {
         "search_nb201@darts1-0", "lookup_nb201@darts1", "retrain_darts@isdarts-0", "sweep_retrain@r1",
         "sweep_retrain@r0_5", "report",
     }, ran
+    run(["git", "checkout", "-q", "--", "."], repo, env)  # back to the committed results for the queue
+    queued_experiments_run_side_by_side_and_keep_every_mlflow_run(repo, env)
+
+
+def queued_experiments_run_side_by_side_and_keep_every_mlflow_run(repo: Path, env: dict[str, str]) -> None:
+    """Two queued experiments on two workers: each re-runs only the darts1 search it changes (the checkpoints
+    are no DVC outputs, so the copies DVC runs them in are up to date otherwise), both land in `dvc exp show`,
+    and their MLflow runs land in the repository's one store, tagged with the experiment's name."""
+    db = repo / "mlflow.db"
+    runs_before = sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0]
+    names = {"lr-2e3": 0.002, "lr-5e3": 0.005}
+    for name, lr in names.items():
+        run(["dvc", "exp", "run", "--queue", "-S", f"nb201.options.darts1.arch.lr={lr}", "-n", name], repo, env)
+    run(["dvc", "queue", "start", "-j", "2"], repo, env)
+    try:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            status = run(["dvc", "queue", "status"], repo, env).stdout
+            rows = [line.split() for line in status.splitlines() if any(n in line.split() for n in names)]
+            if len(rows) == 2 and all(row[-1] in ("Success", "Failed") for row in rows):
+                break
+            time.sleep(5)
+        assert all(row[-1] == "Success" for row in rows), status
+    finally:
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=repo, env=env, capture_output=True, timeout=120)
+    for name in names:
+        log = run(["dvc", "queue", "logs", name], repo, env).stdout
+        ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
+        assert ran == {"search_nb201@darts1-0", "lookup_nb201@darts1", "report"}, (name, ran)
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    experiments = {exp["name"]: exp for rev in shown for exp in (rev.get("experiments") or [])}
+    for name, lr in names.items():
+        data = experiments[name]["revs"][0]["data"]
+        assert data["params"]["params.yaml"]["data"]["nb201"]["options"]["darts1"]["arch"]["lr"] == lr
+        assert "results/nb201_darts1.json" in data["metrics"]
+
+    con = sqlite3.connect(db)
+    tagged = dict(con.execute(
+        "select t.value, count(*) from tags t join runs r using (run_uuid) where t.key = 'dvc.exp_name' "
+        "and r.status = 'FINISHED' group by t.value"
+    ).fetchall())
+    assert tagged.get("lr-2e3") == 1 and tagged.get("lr-5e3") == 1, tagged
+    assert con.execute("select count(*) from runs").fetchone()[0] == runs_before + 2
+    assert not list(repo.glob(".dvc/tmp/exps/*/mlflow.db")), "a queued experiment wrote its own store"

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from isdarts.errors import ReportError
-from isdarts.records import seed_dirs
 from isdarts.report.render import write_table
+from isdarts.report.runs import seed_histories
 from isdarts.report.table1 import METHOD_LABELS as TABLE1_METHODS
 from isdarts.report.table1 import build_table1
 from isdarts.report.table2 import build_table2
@@ -30,11 +30,7 @@ FIGURE_NAMES: tuple[str, ...] = ("nb201_iim_over_epochs.png", "darts_iim_over_ep
 
 def lowest_seed_history(method_dir: Path) -> Path | None:
     """history.json of the lowest seed under method_dir that has one (seed folders without it are unfinished)."""
-    for _, seed_dir in seed_dirs(method_dir):
-        history = seed_dir / "history.json"
-        if history.is_file():
-            return history
-    return None
+    return next((path for _, path in seed_histories(method_dir)), None)
 
 
 def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("reports/figures")) -> tuple[Path, ...]:
@@ -57,11 +53,11 @@ def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("repor
         return lowest_seed_history(method_dir) or method_dir / "seed_*" / "history.json"
 
     nb201_isdarts = history("nb201", "isdarts")
-    drawn = (plot_nb201_iim(nb201_isdarts, nb201_iim), plot_darts_iim(history("darts", "search", "isdarts"), darts_iim),
-             plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim),
-             plot_collapse(runs_dir, collapse))
-    return tuple(path for path, plot in zip((nb201_iim, darts_iim, alpha_iim, collapse), drawn, strict=True)
-                 if plot is not None)
+    drawn = {nb201_iim: plot_nb201_iim(nb201_isdarts, nb201_iim),
+             darts_iim: plot_darts_iim(history("darts", "search", "isdarts"), darts_iim),
+             alpha_iim: plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim),
+             collapse: plot_collapse(runs_dir, collapse)}
+    return tuple(path for path, plot in drawn.items() if plot is not None)
 
 
 def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),

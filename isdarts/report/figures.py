@@ -73,15 +73,14 @@ class AlphaVsIimPlot:
 
 
 # ---------------------------------------------------------------- data from histories
+def run_name(method: str, seed: int) -> str:
+    """A run as titles, legends and plot data name it: "IS-DARTS seed 0" (a folder not named for a method: as is)."""
+    return f"{DISPLAY_LABELS.get(method, method)} seed {seed}"
 
 
 def _finite(value: Any) -> float | None:
     """A plottable number, or None for null, inf and nan."""
     return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _label(history: SearchHistory) -> str:
-    return DISPLAY_LABELS.get(history.method, history.method)
 
 
 def _iim_plot(history: SearchHistory, title: str, matrices: Sequence[tuple[int, Matrix]],
@@ -109,7 +108,7 @@ def nb201_iim_data(history: SearchHistory) -> IimPlot:
     """Fig. 4 / A.3 data from an NB201 history: one panel per edge, one series per op."""
     matrices = [(r.epoch, r.iim) for r in history.epochs if r.iim is not None]
     panels = {edge: [(op, e, o) for o, op in enumerate(history.ops)] for e, edge in enumerate(history.edges)}
-    return _iim_plot(history, f"NB201 {_label(history)} seed {history.seed}", matrices, panels)
+    return _iim_plot(history, f"NB201 {run_name(history.method, history.seed)}", matrices, panels)
 
 
 def darts_iim_data(history: SearchHistory, kind: str = "normal") -> IimPlot:
@@ -123,7 +122,7 @@ def darts_iim_data(history: SearchHistory, kind: str = "normal") -> IimPlot:
         nodes.setdefault(f"node {edge.split('<-')[0]}", []).extend(
             (f"{edge} {op}", e, o) for o, op in enumerate(history.ops))
     panels = dict(sorted(nodes.items(), key=lambda kv: int(kv[0].split()[1])))
-    return _iim_plot(history, f"DARTS space {_label(history)} seed {history.seed}, {kind} cell", matrices, panels)
+    return _iim_plot(history, f"DARTS space {run_name(history.method, history.seed)}, {kind} cell", matrices, panels)
 
 
 def softmax(logits: Sequence[float]) -> tuple[float, ...]:
@@ -168,26 +167,43 @@ def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where:
     if first is None:
         return None
     return AlphaVsIimPlot(
-        ops=darts.ops, alpha_label=f"{_label(darts)} softmax(α)", alpha_epoch=last.epoch, iim_epoch=first.epoch,
+        ops=darts.ops, alpha_label=f"{DISPLAY_LABELS[darts.method]} softmax(α)", alpha_epoch=last.epoch,
+        iim_epoch=first.epoch,
         alpha=MappingProxyType({edge: softmax(last.alpha[e]) for e, edge in enumerate(darts.edges)}),
         importance=MappingProxyType({edge: importance(first.iim[e]) for e, edge in enumerate(darts.edges)}),
     )
 
 
 # ---------------------------------------------------------------- drawing
+LINESTYLES = ("-", "--", "-.", ":")
 
 
-_LINESTYLES = ("-", "--", "-.", ":")
+def new_figure(width: float, height: float, title: str) -> Figure:
+    """A figure (inches) titled ``title``, on its own Agg canvas: no pyplot, so no state shared between figures."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
-def _panels(n: int, panel_height: float) -> tuple[Figure, Sequence[Any]]:
+def style_axes(ax: Any, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> None:
+    """The type sizes every figure shares: panel title 9 pt, axis labels 8 pt, tick labels 7 pt."""
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _panels(n: int, panel_height: float, title: str) -> tuple[Figure, Sequence[Any]]:
     """A figure of n panels, 2 or 3 to a row, and its n axes; the grid's places left over are hidden."""
     cols = 3 if n > 4 else 2
     rows = math.ceil(n / cols)
     # Fixed margins (in inches) rather than constrained layout: the solver took most of the drawing time.
     width, height = 5.0 * cols, panel_height * rows + 0.4
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
+    fig = new_figure(width, height, title)
     fig.subplots_adjust(left=0.85 / width, right=1 - 0.15 / width, bottom=0.75 / height, top=1 - 0.55 / height,
                         wspace=0.3, hspace=0.45)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
@@ -201,12 +217,13 @@ def draw_iim(plot: IimPlot) -> Figure:
 
     An op keeps its colour in every panel; within a panel, a node's edges differ by line style.
     """
-    fig, axes = _panels(len(plot.panels), 3.8)
+    title = plot.title + ("; dotted: shrink steps" if plot.shrink_epochs else "")
+    fig, axes = _panels(len(plot.panels), 3.8, title)
     for ax, (name, series) in zip(axes, plot.panels.items(), strict=True):
         edges = list(dict.fromkeys(s.edge for s in series.values()))
         for label, s in series.items():
             ax.plot(s.epochs, s.values, marker="o", markersize=2.5, linewidth=1.0, label=label,
-                    color=f"C{plot.ops.index(s.op) % 10}", linestyle=_LINESTYLES[edges.index(s.edge) % 4])
+                    color=f"C{plot.ops.index(s.op) % 10}", linestyle=LINESTYLES[edges.index(s.edge) % 4])
         for epoch in plot.shrink_epochs:
             ax.axvline(epoch, color="0.55", linestyle=":", linewidth=0.9, label=SHRINK_LINE_LABEL)
         values = [v for s in series.values() for v in s.values]
@@ -215,22 +232,19 @@ def draw_iim(plot: IimPlot) -> Figure:
             # Plain "30" rather than mathtext "3×10¹", which is wider than the margin.
             ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
             ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
+        style_axes(ax, name, "epoch", "IIM (hooked value)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("IIM (hooked value)", fontsize=8)
-        ax.tick_params(labelsize=7)
         if series:
             ax.legend(fontsize=5 if len(series) > 8 else 7, ncol=2 if len(series) > 8 else 1)
         else:
             ax.text(0.5, 0.5, "no finite IIM values", ha="center", va="center", transform=ax.transAxes, fontsize=8)
-    fig.suptitle(plot.title + ("; dotted: shrink steps" if plot.shrink_epochs else ""), fontsize=10)
     return fig
 
 
 def draw_alpha_vs_iim(plot: AlphaVsIimPlot) -> Figure:
     """Grouped bars per edge: softmax(α) beside normalised IS-DARTS importance, one pair per op."""
-    fig, axes = _panels(len(plot.alpha), 3.6)
+    fig, axes = _panels(len(plot.alpha), 3.6,
+                        "DARTS α (softmax) vs IS-DARTS importance (1 / IIM hooked value, normalised per edge)")
     width = 0.4
     xs = range(len(plot.ops))
     for ax, edge in zip(axes, plot.alpha, strict=True):
@@ -239,11 +253,9 @@ def draw_alpha_vs_iim(plot: AlphaVsIimPlot) -> Figure:
         ax.bar([x + width / 2 for x in xs], plot.importance[edge], width,
                label=f"IS-DARTS importance (epoch {plot.iim_epoch})")
         ax.set_xticks(list(xs), plot.ops, rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"edge {edge}", fontsize=9)
+        style_axes(ax, f"edge {edge}")
         ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)
-    fig.suptitle("DARTS α (softmax) vs IS-DARTS importance (1 / IIM hooked value, normalised per edge)", fontsize=10)
     return fig
 
 
@@ -256,52 +268,47 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- one call per figure
-
-
-def _skip(out_path: Path, why: str) -> None:
+def skip_figure(out_path: Path, why: str) -> None:
+    """Say why a figure is not drawn, and remove the copy an earlier build left."""
     log.warning("figure %s skipped: %s", Path(out_path).name, why)
     # A figure left from an earlier build would show runs the current inputs no longer hold.
     Path(out_path).unlink(missing_ok=True)
 
 
-def _load_history(path: Path, out_path: Path) -> SearchHistory | None:
-    if not Path(path).is_file():
-        _skip(out_path, f"no history at {path}")
-        return None
-    return SearchHistory.read(Path(path))
+def _plot(out_path: Path, history_paths: Sequence[Path], data: Callable[..., Any], draw: Callable[[Any], Figure],
+          no_data: str) -> Any:
+    """Read the histories, make the figure's data from them and draw it into out_path; returns the data drawn.
 
-
-def _plot_iim(history_path: Path, out_path: Path, data: Callable[[SearchHistory], IimPlot]) -> IimPlot | None:
-    history = _load_history(history_path, out_path)
-    if history is None:
+    None (figure skipped) when a history is absent, or the data is None or an IIM figure without a line.
+    """
+    histories = []
+    for path in history_paths:
+        if not Path(path).is_file():
+            skip_figure(out_path, f"no history at {path}")
+            return None
+        histories.append(SearchHistory.read(Path(path)))
+    plot = data(*histories)
+    if plot is None or (isinstance(plot, IimPlot) and not any(plot.panels.values())):
+        skip_figure(out_path, no_data)
         return None
-    plot = data(history)
-    if not any(plot.panels.values()):
-        _skip(out_path, "the history holds no finite IIM value")
-        return None
-    save_figure(draw_iim(plot), out_path)
+    save_figure(draw(plot), out_path)
     return plot
 
 
 def plot_nb201_iim(history_path: Path, out_path: Path) -> IimPlot | None:
     """nb201_iim_over_epochs.png from an NB201 IS-DARTS history; None (skipped) without data."""
-    return _plot_iim(history_path, out_path, nb201_iim_data)
+    return _plot(out_path, [history_path], nb201_iim_data, draw_iim, "the history holds no finite IIM value")
 
 
 def plot_darts_iim(history_path: Path, out_path: Path, kind: str = "normal") -> IimPlot | None:
     """darts_iim_over_epochs.png from a DARTS-space IS-DARTS search history; None (skipped) without data."""
-    return _plot_iim(history_path, out_path, lambda history: darts_iim_data(history, kind))
+    return _plot(out_path, [history_path], lambda history: darts_iim_data(history, kind), draw_iim,
+                 "the history holds no finite IIM value")
 
 
 def plot_alpha_vs_iim(darts_history_path: Path, isdarts_history_path: Path, out_path: Path) -> AlphaVsIimPlot | None:
     """nb201_alpha_vs_iim.png (Fig. A.4) from an NB201 DARTS history and an IS-DARTS one; None when skipped."""
-    darts = _load_history(darts_history_path, out_path)
-    isdarts = _load_history(isdarts_history_path, out_path) if darts is not None else None
-    if darts is None or isdarts is None:
-        return None
-    plot = alpha_vs_iim_data(darts, isdarts, str(darts_history_path), str(isdarts_history_path))
-    if plot is None:
-        _skip(out_path, f"{isdarts_history_path} has no epoch with an IIM record")
-        return None
-    save_figure(draw_alpha_vs_iim(plot), out_path)
-    return plot
+    return _plot(out_path, [darts_history_path, isdarts_history_path],
+                 lambda darts, isdarts: alpha_vs_iim_data(darts, isdarts, str(darts_history_path),
+                                                          str(isdarts_history_path)),
+                 draw_alpha_vs_iim, f"{isdarts_history_path} has no epoch with an IIM record")

@@ -28,9 +28,8 @@ DISPLAY_LABELS: Mapping[str, str] = MappingProxyType({
     "lambda_darts": "Λ-DARTS", "idarts": "I-DARTS", "sdarts": "S-DARTS",
 })
 
+
 # ---------------------------------------------------------------- formatting
-
-
 def fmt_num(value: float | None, digits: int = 2) -> str:
     """Fixed-precision number, or the paper's "–" for None."""
     if value is None:
@@ -62,15 +61,16 @@ def days_unit(hours_unit: str) -> str:
     return hours_unit.replace("hours", "days", 1) if "hours" in hours_unit else f"days of {hours_unit}"
 
 
-def runs_text(seeds: Sequence[int]) -> str:
-    """"2 runs (seeds 0, 1)": how a reproduced row's note counts its runs."""
-    s = "" if len(seeds) == 1 else "s"
-    return f"{len(seeds)} run{s} (seed{s} {', '.join(map(str, seeds))})"
-
-
 def setting_text(profile: str, paper_settings: bool) -> str:
     """How a row's profile is introduced in the markdown notes."""
     return f"profile `{profile}` ({'paper settings' if paper_settings else 'not the paper settings'})"
+
+
+def note_head(label: str, profile: str, paper_settings: bool, seeds: Sequence[int]) -> str:
+    """How a reproduced row's note begins: "- **label**: profile `quick` (…), 2 runs (seeds 0, 1)"."""
+    s = "" if len(seeds) == 1 else "s"
+    runs = f"{len(seeds)} run{s} (seed{s} {', '.join(map(str, seeds))})"
+    return f"- **{label}**: {setting_text(profile, paper_settings)}, {runs}"
 
 
 def differs_text(mismatches: Sequence[str], paper_settings: bool | None = None) -> str:
@@ -87,8 +87,6 @@ def devices_text(runs: Iterable[Any]) -> str:
 
 
 # ---------------------------------------------------------------- statistics and verdicts
-
-
 @dataclass(frozen=True)
 class Summary:
     """Mean and sample std (ddof=1) of one column over seeds; std is None when n=1."""
@@ -162,8 +160,6 @@ def judged_cell(values: Sequence[float], paper: float | None, tolerance: float, 
 
 
 # ---------------------------------------------------------------- cells, columns, tables
-
-
 @dataclass(frozen=True)
 class Cell:
     """One cell in both renderings: its markdown text and its CSV values.
@@ -181,8 +177,8 @@ Row = Mapping[str, "Cell | str"]  # column key -> cell; a str is the same text i
 
 def number(mean: float | None, std: float | None = None) -> Cell:
     """A number printed as given, without a verdict (the paper's, the NB201 table's, one run's): "mean±std"."""
-    return Cell(fmt_mean_std(mean, std), (fmt_csv_num(mean),) if std is None else (fmt_csv_num(mean),
-                                                                                     fmt_csv_num(std)))
+    csv_values = (fmt_csv_num(mean),) if std is None else (fmt_csv_num(mean), fmt_csv_num(std))
+    return Cell(fmt_mean_std(mean, std), csv_values)
 
 
 def spread(summary: Summary, digits: int = 2) -> Cell:
@@ -274,8 +270,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: 
 
 
 # ---------------------------------------------------------------- the page and the report
-
-
 def no_runs_line(path: Path) -> str:
     """The line a table prints instead of our rows when the stage outputs are absent."""
     return f"**No reproduced runs found under `{path}`; run `dvc repro`.** Only the paper's rows are shown."

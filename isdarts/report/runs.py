@@ -1,4 +1,5 @@
-"""What Tables 2 and 3 share: a DARTS-space row of the seeds run under one profile, with its search cost.
+"""Reproduced runs folded into rows: which seed folders hold a history, and the DARTS-space row Tables 2 and 3
+share (the seeds run under one profile, with their search cost).
 
 Runs are found and read by ``isdarts.records`` (``DartsRun.collect``: typed, checked, and matched
 to the ``<method>/seed_<s>/`` folder they lie in); this module only folds the seeds of one setting
@@ -8,13 +9,19 @@ into a row.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from isdarts.errors import ReportError
-from isdarts.records import DartsRun
+from isdarts.records import DartsRun, seed_dirs
 from isdarts.report import render
+
+
+def seed_histories(method_dir: Path) -> list[tuple[int, Path]]:
+    """(seed, history.json) of each seed folder under method_dir that has one, by seed; the others are unfinished."""
+    return [(seed, d / "history.json") for seed, d in seed_dirs(method_dir) if (d / "history.json").is_file()]
 
 
 def group_by_setting(runs: Sequence[DartsRun]) -> list[list[Any]]:
@@ -73,20 +80,37 @@ class DartsRow:
         """The row's judged cells by the name the "outside the tolerance" list gives them."""
         raise NotImplementedError
 
+    def note(self) -> list[str]:
+        """The row's note and a line per seed."""
+        raise NotImplementedError
+
     def misses(self) -> list[tuple[str, render.JudgedCell]]:
         return [(f"{self.label} ({self.profile}), {name}", c) for name, c in self.judged_cells().items()]
 
-    def darts_note(self, body: str) -> str:
-        """The row's note: its setting, runs, ``body`` (what was trained on what), search cost, mismatches."""
+    def distinct(self, text: Callable[[Any], str]) -> str:
+        """``text(run)`` of the row's runs, each distinct text once, in seed order."""
+        return ", ".join(dict.fromkeys(text(run) for run in self.runs))
+
+    def darts_note(self, trained: str, on: str) -> str:
+        """The row's note: its setting and runs, "<trained> <epochs> epochs on <on>", its search cost and how it
+        differs from the paper."""
         cost = (f"search cost measured in {self.runs[0].search_cost_unit}" if self.cost_days is not None
                 else "search cost not recorded for every seed")
         differs = render.differs_text(list(dict.fromkeys(m for run in self.runs for m in run.paper_mismatches)),
                                       self.paper_settings)
-        return (f"- **{self.label}**: {render.setting_text(self.profile, self.paper_settings)}, "
-                f"{render.runs_text(self.seeds)}, {body}; {cost}.{differs}")
+        head = render.note_head(self.label, self.profile, self.paper_settings, self.seeds)
+        return f"{head}, {trained} {self.distinct(lambda r: str(r.epochs))} epochs on {on}; {cost}.{differs}"
 
     def row(self) -> render.Row:
         """The cells every DARTS-space row has: who, profile, runs, search cost, method family."""
         return {"source": "ours", "architecture": self.label, "profile": self.profile, "n_runs": str(len(self.runs)),
                 "seeds": " ".join(map(str, self.seeds)), "cost": render.cost(self.cost_days, self.cost_unit),
                 "method": "gradient"}
+
+
+def darts_report(stem: str, columns: Sequence[render.Column], paper_rows: Iterable[render.Row],
+                 ours: Sequence[DartsRow], runs_dir: Path, title: str, intro: str, **page: Any) -> render.Report:
+    """A DARTS-space table: the paper's rows, then ours with their notes; without ours, a "run `dvc repro`" line."""
+    return render.report(stem, columns, [*paper_rows, *(row.row() for row in ours)], ours, title, intro,
+                         notes=[line for row in ours for line in row.note()],
+                         empty=render.no_runs_line(Path(runs_dir)), what="error", **page)

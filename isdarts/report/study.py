@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from isdarts.records import SearchHistory, SearchMetrics, read_json
+from isdarts.records import SearchHistory, SearchMetrics
 from isdarts.report import render
 from isdarts.report.render import DISPLAY_LABELS, Cell, col, fmt_num
 from isdarts.report.trajectory import (
@@ -26,8 +26,8 @@ from isdarts.report.trajectory import (
 STUDY_FIGURE = "study_nb201_collapse.png"
 GPU_FIGURE = "study_gpu_nb201_collapse.png"  # scripts/gpu_study.py's runs, copied to runs/study_gpu/
 COLUMNS = (col("method", "Method"), col("seed", "Seed", "r"), col("profile", "Profile"), col("device", "Device"),
-           col("data", "Data"),
-           col("epochs", "Epochs", "r"), col("alpha_steps", "α steps", "r"), col("weight_steps", "Weight steps", "r"),
+           col("data", "Data"), col("epochs", "Epochs", "r"), col("alpha_steps", "α steps", "r"),
+           col("weight_steps", "Weight steps", "r"),
            col("final_c10", "Final cell C10 test", "r"), col("final_free", "Final param-free edges", "r"),
            col("peak_free", "Most param-free edges (epoch)", "r"), col("genotype", "Final cell"))
 
@@ -39,9 +39,7 @@ class StudyRun:
     history: SearchHistory
     metrics: SearchMetrics
 
-    @property
-    def label(self) -> str:
-        return DISPLAY_LABELS.get(self.history.method, self.history.method)
+    label = property(lambda self: DISPLAY_LABELS[self.history.method])
 
     def row(self) -> dict[str, Cell | str]:
         last = self.history.epochs[-1]
@@ -50,8 +48,9 @@ class StudyRun:
         final_c10 = last.cell.benchmark.cifar10_test if last.cell and last.cell.benchmark else None
         return {
             "method": self.label, "seed": str(self.history.seed), "profile": self.metrics.profile,
-            "device": self.metrics.device_name, "data": self.metrics.data_kind, "epochs": str(last.epoch), "alpha_steps": str(last.alpha_steps or 0),
-            "weight_steps": str(last.weight_steps), "final_c10": render.number(final_c10),
+            "device": self.metrics.device_name, "data": self.metrics.data_kind, "epochs": str(last.epoch),
+            "alpha_steps": str(last.alpha_steps or 0), "weight_steps": str(last.weight_steps),
+            "final_c10": render.number(final_c10),
             "final_free": f"{last.cell.param_free}/{NB201_EDGES}" if last.cell else render.MISSING,
             "peak_free": f"{peak.param_free}/{NB201_EDGES} ({peak_epoch})" if peak else render.MISSING,
             "genotype": f"`{self.metrics.genotype}`",
@@ -67,12 +66,9 @@ class StudyRun:
 
 def study_runs(study_dir: Path) -> list[StudyRun]:
     """The finished study searches under ``<study_dir>/nb201/``."""
-    runs = []
-    for history in search_histories(Path(study_dir) / "nb201"):
-        folder = Path(study_dir) / "nb201" / history.method / f"seed_{history.seed}"
-        metrics = SearchMetrics.from_json(read_json(folder / "metrics.json"), folder / "metrics.json")
-        runs.append(StudyRun(history, metrics))
-    return runs
+    folder = Path(study_dir) / "nb201"
+    return [StudyRun(history, SearchMetrics.read(folder / history.method / f"seed_{history.seed}" / "metrics.json"))
+            for history in search_histories(folder)]
 
 
 def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None

@@ -2,7 +2,7 @@
 
 Reads the `lookup` stage's result files (one per method), summarises each method over its seeds,
 judges every cell against the paper's number, and adds reference rows from the NB201 benchmark
-table (the all-skip collapse cell and the per-column optimum). ``AccuracyRow``, ``read_result`` and
+table (the all-skip collapse cell and the per-column optimum). ``AccuracyRow``, ``read_row`` and
 the accuracy columns are shared with Table A.1, which prints the same benchmark numbers for the
 ablated methods.
 """
@@ -18,13 +18,16 @@ from isdarts.benchmark.nb201 import ACCURACY_KEYS, ACCURACY_LABELS, Nb201Table, 
 from isdarts.errors import ReportError
 from isdarts.records import Nb201Result
 from isdarts.report import render
-from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell, table1_row
+from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell
 from isdarts.report.render import COST, JUDGED, Cell, JudgedCell, Row, col
 
 # Reproduced methods, in the order their rows are printed (input order must not matter).
 METHOD_LABELS: Mapping[str, str] = MappingProxyType({
     "darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "isdarts": "IS-DARTS", "lambda_darts": "Λ-DARTS",
 })
+
+# The paper's mean accuracies by method label: what our rows are judged against.
+PAPER_MEANS = MappingProxyType({p.method: {k: p.cells[k].mean for k in ACCURACY_KEYS} for p in TABLE1})
 
 # |our mean − paper mean| allowed in every column, in percentage points of accuracy.
 TOLERANCE = 1.0
@@ -70,9 +73,8 @@ class AccuracyRow:
 
     def note(self, with_device: bool) -> str:
         device = render.devices_text(self.runs) if with_device else ""
-        return (f"- **{self.label}**: {render.setting_text(self.profile, self.paper_settings)}, "
-                f"{render.runs_text(self.seeds)}, search cost measured in {self.cost_unit}{device}. "
-                f"{self.result.profile_note}")
+        return (f"{render.note_head(self.label, self.profile, self.paper_settings, self.seeds)}, "
+                f"search cost measured in {self.cost_unit}{device}. {self.result.profile_note}")
 
     def row(self) -> Row:
         return {"source": "ours", "method": self.label, "profile": self.profile, "n_runs": str(len(self.runs)),
@@ -83,21 +85,19 @@ class AccuracyRow:
         return [(f"{self.label}, {ACCURACY_LABELS[k]}", self.cells[k]) for k in ACCURACY_KEYS]
 
 
-def read_result(path: Path, labels: Mapping[str, str]) -> Nb201Result:
-    """A lookup result file whose method is a key of ``labels`` (the methods the table prints)."""
+def read_row(path: Path, labels: Mapping[str, str], paper: Mapping[str, Mapping[str, float | None]],
+             tolerance: float) -> AccuracyRow:
+    """A lookup result file as a row: its method must be a key of ``labels`` (the methods the table prints), and
+    its mean accuracies are judged against ``paper[label]`` (no such key: the paper has no such row)."""
     result = Nb201Result.read(path)
     if result.method not in labels:
         raise ReportError(f"{path}: key 'method' has unknown method {result.method!r}; "
                           f"expected one of {', '.join(labels)}")
-    return result
-
-
-def accuracy_row(result: Nb201Result, label: str, paper: Mapping[str, float | None] | None,
-                 tolerance: float) -> AccuracyRow:
-    """Judge a result's mean accuracies against ``paper`` (None: the paper has no such row)."""
+    label = labels[result.method]
     cells = {key: render.judged_cell([getattr(run.accuracies, key) for run in result.runs],
-                                     paper[key] if paper else None, tolerance, profile=result.profile,
-                                     paper_settings=result.paper_settings) for key in ACCURACY_KEYS}
+                                     paper[label][key] if label in paper else None, tolerance,
+                                     profile=result.profile, paper_settings=result.paper_settings)
+             for key in ACCURACY_KEYS}
     return AccuracyRow(result, label, MappingProxyType(cells))
 
 
@@ -114,13 +114,11 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
     rows: dict[str, AccuracyRow] = {}
     sources: dict[str, Path] = {}
     for path in map(Path, result_files):
-        result = read_result(path, METHOD_LABELS)
-        if result.method in rows:
-            raise ReportError(f"{path}: key 'method' {result.method!r} already read from {sources[result.method]}")
-        paper = table1_row(METHOD_LABELS[result.method])
-        means = {k: paper.cells[k].mean for k in ACCURACY_KEYS} if paper else None
-        rows[result.method] = accuracy_row(result, METHOD_LABELS[result.method], means, TOLERANCE)
-        sources[result.method] = path
+        row = read_row(path, METHOD_LABELS, PAPER_MEANS, TOLERANCE)
+        if row.method in rows:
+            raise ReportError(f"{path}: key 'method' {row.method!r} already read from {sources[row.method]}")
+        rows[row.method] = row
+        sources[row.method] = path
     ours = [rows[m] for m in METHOD_LABELS if m in rows]
     refs = references(benchmark if benchmark is not None else default_table())
     return render.report(

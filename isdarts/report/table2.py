@@ -17,15 +17,14 @@ from types import MappingProxyType
 from isdarts.records import RetrainMetrics
 from isdarts.report import render, runs
 from isdarts.report.paper import CLAIMS, TABLE2, TABLE2_COST_UNIT, Table2Row
-from isdarts.report.render import COST, JUDGED, SPREAD, JudgedCell, Row, Summary, col, fmt_num
+from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, SPREAD, JudgedCell, Row, Summary, col, fmt_num
 
 # |our mean − paper mean| allowed, in percentage points of test error. The paper's gradient-based
 # rows lie within ~0.5 pp of each other, so a looser bound could not tell the methods apart.
 TOLERANCE = 0.3
 
-# Our method -> the paper's row it is compared with (Table 2 has no Λ-, I- or S-DARTS row).
-PAPER_LABELS: Mapping[str, str] = MappingProxyType({"isdarts": "IS-DARTS", "darts1": "DARTS (1st)",
-                                                    "darts2": "DARTS (2nd)"})
+# Our method -> the paper's row it is compared with, named as we name it (Table 2 has no Λ-, I- or S-DARTS row).
+PAPER_LABELS: Mapping[str, str] = MappingProxyType({m: DISPLAY_LABELS[m] for m in ("isdarts", "darts1", "darts2")})
 
 COLUMNS = (col("source", "Source"), col("architecture", "Architecture"), col("profile", "Profile"),
            col("n_runs", "Runs", "r"), col("seeds"), col("test_error", "Test err (%)", "r", JUDGED),
@@ -51,10 +50,8 @@ class RetrainRow(runs.DartsRow):
                 "params_m": render.spread(self.params_m)}
 
     def note(self) -> list[str]:
-        data = ", ".join(dict.fromkeys(f"{r.train_images} training / {r.test_images} test images at {r.image_size} px"
-                                       for r in self.runs))
-        epochs = ", ".join(dict.fromkeys(str(r.epochs) for r in self.runs))
-        return [self.darts_note(f"retrained {epochs} epochs on {data}{render.devices_text(self.runs)}"),
+        data = self.distinct(lambda r: f"{r.train_images} training / {r.test_images} test images at {r.image_size} px")
+        return [self.darts_note("retrained", f"{data}{render.devices_text(self.runs)}"),
                 *(f"  - seed {r.seed}: final error {fmt_num(r.final_test_error)} %, best {fmt_num(r.best_test_error)} "
                   f"% (epoch {r.best_epoch}), {fmt_num(r.params_m)} M params, genotype `{r.genotype}`"
                   for r in self.runs)]
@@ -67,7 +64,7 @@ def retrain_row(seeds: Sequence[RetrainMetrics], where: str) -> RetrainRow:
     judge = partial(render.judged_cell, paper=paper.test_error.mean if paper else None, tolerance=TOLERANCE,
                     profile=first.profile, paper_settings=first.paper_settings)
     return RetrainRow(
-        render.DISPLAY_LABELS[first.method], tuple(seeds), *runs.search_cost_days(seeds, f"{where}/{first.method}"),
+        DISPLAY_LABELS[first.method], tuple(seeds), *runs.search_cost_days(seeds, f"{where}/{first.method}"),
         paper=paper, params_m=render.summarize([r.params_m for r in seeds]),
         test_error=judge([r.final_test_error for r in seeds]), best_error=judge([r.best_test_error for r in seeds]),
     )
@@ -75,22 +72,19 @@ def retrain_row(seeds: Sequence[RetrainMetrics], where: str) -> RetrainRow:
 
 def build_table2(retrain_dir: Path = Path("runs/darts/retrain")) -> render.Report:
     """Table 2 from the retrain stage's outputs; an absent or empty folder gives the paper rows only."""
-    groups = runs.group_by_setting(RetrainMetrics.collect(retrain_dir))
-    ours = [retrain_row(g, str(retrain_dir)) for g in groups]
+    ours = [retrain_row(g, str(retrain_dir)) for g in runs.group_by_setting(RetrainMetrics.collect(retrain_dir))]
     acc = CLAIMS.table2_isdarts_accuracy
-    return render.report(
+    return runs.darts_report(
         "table2", COLUMNS,
-        [*(runs.paper_row(p.architecture, p.cost_gpu_days, TABLE2_COST_UNIT, p.method,
-                          test_error=render.number(p.test_error.mean, p.test_error.std),
-                          params_m=render.number(p.params_m.mean, p.params_m.std)) for p in TABLE2),
-         *(row.row() for row in ours)],
-        ours, "Table 2 — DARTS search space, CIFAR-10",
+        (runs.paper_row(p.architecture, p.cost_gpu_days, TABLE2_COST_UNIT, p.method,
+                        test_error=render.number(p.test_error.mean, p.test_error.std),
+                        params_m=render.number(p.params_m.mean, p.params_m.std)) for p in TABLE2),
+        ours, retrain_dir, "Table 2 — DARTS search space, CIFAR-10",
         "Paper: IS-DARTS (AAAI 2024), Table 2 — test error (%) of the searched cell retrained on CIFAR-10, "
         f"params (M), search cost in {TABLE2_COST_UNIT}; its IS-DARTS row is the mean of 4 runs "
         f"({fmt_num(acc.mean)}±{fmt_num(acc.std)} % accuracy). Reproduced rows: final-epoch test error, "
         "mean±std (sample std) over our seeds, with the best epoch's error beside it (the official code's "
         "log reports the best epoch, so the paper's number may be a best-epoch one); params mean±std; "
         "search cost = mean search hours / 24, in the unit it was measured in.",
-        notes=[line for row in ours for line in row.note()], empty=render.no_runs_line(Path(retrain_dir)),
-        what="error", tolerance=TOLERANCE,
+        tolerance=TOLERANCE,
     )

@@ -64,15 +64,12 @@ class ImagenetRow(runs.DartsRow):
                 "madds_m": Cell(f"{madds.md} @{self.madds_input}", (*madds.csv, str(self.madds_input)))}
 
     def note(self) -> list[str]:
-        data = ", ".join(dict.fromkeys(
-            f"{r.data.classes} classes (" + " / ".join(f"{split} {count}" for split, count in
-                                                      sorted(r.data.split_totals.items())) + " images)"
-            for r in self.runs))
+        data = self.distinct(lambda r: f"{r.data.classes} classes ("
+                             + " / ".join(f"{split} {n}" for split, n in sorted(r.data.split_totals.items()))
+                             + " images)")
         kind = "a tiny ImageFolder made from CIFAR, not ImageNet" if self.tiny else "ImageNet"
-        setup = ", ".join(dict.fromkeys(f"{r.world_size} process{'es' if r.world_size != 1 else ''}, BN {r.bn}"
-                                        for r in self.runs))
-        epochs = ", ".join(dict.fromkeys(str(r.epochs) for r in self.runs))
-        return [self.darts_note(f"trained {epochs} epochs on {kind}: {data}; {setup}; "
+        setup = self.distinct(lambda r: f"{r.world_size} process{'es' if r.world_size != 1 else ''}, BN {r.bn}")
+        return [self.darts_note("trained", f"{kind}: {data}; {setup}; "
                                 f"MAdds counted at {self.madds_input}×{self.madds_input}"),
                 *(f"  - seed {r.seed}: top-1 {fmt_num(r.top1_error)} %, top-5 {fmt_num(r.top5_error)} %, "
                   f"genotype `{r.genotype}`" for r in self.runs)]
@@ -106,15 +103,14 @@ def imagenet_row(seeds: Sequence[ImagenetMetrics], where: str) -> ImagenetRow:
 
 def build_table3(imagenet_dir: Path = Path("runs/darts/imagenet")) -> render.Report:
     """Table 3 from the ImageNet stage's outputs; an absent or empty folder gives the paper rows only."""
-    groups = runs.group_by_setting(ImagenetMetrics.collect(imagenet_dir))
-    ours = [imagenet_row(g, str(imagenet_dir)) for g in groups]
+    ours = [imagenet_row(g, str(imagenet_dir)) for g in runs.group_by_setting(ImagenetMetrics.collect(imagenet_dir))]
     tiny = [row.label for row in ours if row.tiny]
-    return render.report(
+    return runs.darts_report(
         "table3", COLUMNS,
-        [*(runs.paper_row(p.architecture, p.cost_gpu_days, TABLE3_COST_UNIT, p.method,
-                          top1_error=render.number(p.top1_error), top5_error=render.number(p.top5_error),
-                          params_m=render.number(p.params_m)) for p in TABLE3), *(row.row() for row in ours)],
-        ours, "Table 3 — ImageNet (mobile setting), cell searched on CIFAR-10",
+        (runs.paper_row(p.architecture, p.cost_gpu_days, TABLE3_COST_UNIT, p.method,
+                        top1_error=render.number(p.top1_error), top5_error=render.number(p.top5_error),
+                        params_m=render.number(p.params_m)) for p in TABLE3),
+        ours, imagenet_dir, "Table 3 — ImageNet (mobile setting), cell searched on CIFAR-10",
         "Paper: IS-DARTS (AAAI 2024), Table 3 — top-1/top-5 error (%) on ImageNet, params (M), search cost "
         f"in {TABLE3_COST_UNIT}; (C) searched on CIFAR-10, (I) on ImageNet; its text gives IS-DARTS as "
         f"{CLAIMS.table3_isdarts_top1_accuracy:g} % top-1 accuracy. Reproduced rows: final-epoch errors, mean±std "
@@ -122,9 +118,8 @@ def build_table3(imagenet_dir: Path = Path("runs/darts/imagenet")) -> render.Rep
         "in the row's note (the paper's mobile setting is 224×224), not at the training resolution; search cost "
         "of the genotype = mean search hours / 24, in the unit it was measured in. The paper's table has no "
         "MAdds column.",
-        notes=[line for row in ours for line in row.note()], empty=render.no_runs_line(Path(imagenet_dir)),
         warnings=[f"**{', '.join(tiny)}: trained and tested on a tiny ImageFolder made from CIFAR (data.tiny), "
                   "not on ImageNet; these errors check the pipeline and say nothing about ImageNet.**", ""]
         if tiny else [],
-        what="error", judged="paper-profile runs with the paper's settings on ImageNet", tolerance=TOLERANCE,
+        judged="paper-profile runs with the paper's settings on ImageNet", tolerance=TOLERANCE,
     )

@@ -35,11 +35,10 @@ def build_table_a1(results_dir: Path = Path("results")) -> render.Report:
         if not path.is_file():
             absent.append(f"{label} (`{path}`)")
             continue
-        result = table1.read_result(path, LABELS)
-        if result.method != method:
-            raise ReportError(f"{path}: key 'method' is {result.method!r} but the file is named for {method!r}")
-        paper = next((row.accuracies for row in TABLE_A1 if row.method == label), None)
-        ours.append(table1.accuracy_row(result, label, paper, TOLERANCE))
+        row = table1.read_row(path, LABELS, {p.method: p.accuracies for p in TABLE_A1}, TOLERANCE)
+        if row.method != method:
+            raise ReportError(f"{path}: key 'method' is {row.method!r} but the file is named for {method!r}")
+        ours.append(row)
     notes = [row.note(with_device=False) for row in ours]
     if notes and absent:
         notes.append(f"- not run: {', '.join(absent)}; run `dvc repro`")

@@ -19,20 +19,15 @@ from __future__ import annotations
 
 import csv
 import io
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
+from isdarts.benchmark.nb201 import ACCURACY_KEYS
 from isdarts.io import atomic_write_text
-from isdarts.records import RetrainHistory, SearchHistory, seed_dirs, subdirs
-from isdarts.report.figures import importance, save_figure, softmax
-from isdarts.report.render import DISPLAY_LABELS
-
-log = logging.getLogger(__name__)
+from isdarts.records import RetrainHistory, SearchHistory, subdirs
+from isdarts.report import figures
+from isdarts.report.runs import seed_histories
 
 # The NB201 reference levels (CIFAR-10 test, %): the all-skip cell DARTS collapses to (the paper's Table 1,
 # DARTS 1st order) and the best cell of the benchmark.
@@ -40,8 +35,7 @@ NB201_COLLAPSE_C10_TEST = 54.30
 NB201_OPTIMUM_C10_TEST = 94.37
 NB201_EDGES = 6
 
-ACCURACY_COLUMNS = ("cifar10_valid", "cifar10_test", "cifar100_valid", "cifar100_test", "imagenet16_valid",
-                    "imagenet16_test")
+ACCURACY_COLUMNS = ACCURACY_KEYS
 SEARCH_COLUMNS = ("run", "method", "seed", "epoch", "weight_steps", "alpha_steps", "lr", "train_loss", "train_acc",
                   "test_loss", "test_acc", "images_per_s", "alive_ops", "param_free", "skip")
 RETRAIN_COLUMNS = ("run", "epoch", "lr", "drop_path", "train_loss", "train_acc", "test_loss", "test_acc",
@@ -52,13 +46,13 @@ OP_WEIGHT_COLUMNS = ("run", "method", "seed", "epoch", "edge", "op", "weight", "
 def search_histories(space_dir: Path) -> Iterator[SearchHistory]:
     """Every finished search history under ``<space_dir>/<method>/seed_<s>/``, by method then seed."""
     for method_dir in subdirs(space_dir):
-        for _, seed_dir in seed_dirs(method_dir):
-            if (seed_dir / "history.json").is_file():
-                yield SearchHistory.read(seed_dir / "history.json")
+        for _, path in seed_histories(method_dir):
+            yield SearchHistory.read(path)
 
 
-def run_name(history: SearchHistory) -> str:
-    return f"{DISPLAY_LABELS.get(history.method, history.method)} seed {history.seed}"
+def _run_columns(history: SearchHistory) -> dict[str, Any]:
+    """The columns that say which search a row of a plot table comes from."""
+    return {"run": figures.run_name(history.method, history.seed), "method": history.method, "seed": history.seed}
 
 
 def _alive_ops(alive: Any) -> int | None:
@@ -74,10 +68,9 @@ def search_rows(history: SearchHistory) -> list[dict[str, Any]]:
     for r in history.epochs:
         cell = r.cell
         row = {
-            "run": run_name(history), "method": history.method, "seed": history.seed, "epoch": r.epoch,
-            "weight_steps": r.weight_steps, "alpha_steps": r.alpha_steps, "lr": r.lr, "train_loss": r.train_loss,
-            "train_acc": r.train_acc, "test_loss": r.test_loss, "test_acc": r.test_acc,
-            "images_per_s": r.images_per_s, "alive_ops": _alive_ops(r.alive),
+            **_run_columns(history), "epoch": r.epoch, "weight_steps": r.weight_steps, "alpha_steps": r.alpha_steps,
+            "lr": r.lr, "train_loss": r.train_loss, "train_acc": r.train_acc, "test_loss": r.test_loss,
+            "test_acc": r.test_acc, "images_per_s": r.images_per_s, "alive_ops": _alive_ops(r.alive),
             "param_free": None if cell is None else cell.param_free, "skip": None if cell is None else cell.skip,
         }
         if history.space == "nb201":
@@ -94,18 +87,18 @@ def op_weight_rows(history: SearchHistory) -> list[dict[str, Any]]:
     rows = []
     for r in history.epochs:
         if isinstance(r.op_weights, tuple) or isinstance(r.alpha, tuple):
-            weights = r.op_weights if isinstance(r.op_weights, tuple) else [softmax(row) for row in r.alpha]
+            weights = r.op_weights if isinstance(r.op_weights, tuple) else [figures.softmax(row) for row in r.alpha]
             shown, source = r.alive, "softmax(alpha)"
         elif isinstance(r.iim, tuple):
-            weights, source = [importance(row) for row in r.iim], "IIM importance"
+            weights, source = [figures.importance(row) for row in r.iim], "IIM importance"
             shown = [[value is not None for value in row] for row in r.iim]  # null: pruned before measuring
         else:
             continue
         for e, edge in enumerate(history.edges):
             for o, op in enumerate(history.ops):
                 if shown is None or shown[e][o]:
-                    rows.append({"run": run_name(history), "method": history.method, "seed": history.seed,
-                                 "epoch": r.epoch, "edge": edge, "op": op, "weight": weights[e][o], "source": source})
+                    rows.append({**_run_columns(history), "epoch": r.epoch, "edge": edge, "op": op,
+                                 "weight": weights[e][o], "source": source})
     return rows
 
 
@@ -113,11 +106,10 @@ def retrain_rows(retrain_dir: Path) -> list[dict[str, Any]]:
     """One row per epoch of every finished CIFAR-10 retrain under ``<retrain_dir>/<method>/seed_<s>/``."""
     rows = []
     for method_dir in subdirs(retrain_dir):
-        for seed, seed_dir in seed_dirs(method_dir):
-            if (seed_dir / "history.json").is_file():
-                history = RetrainHistory.read(seed_dir / "history.json")
-                run = f"{DISPLAY_LABELS.get(method_dir.name, method_dir.name)} seed {seed}"
-                rows += [{"run": run, **{k: getattr(r, k) for k in RETRAIN_COLUMNS[1:]}} for r in history.epochs]
+        for seed, path in seed_histories(method_dir):
+            run = figures.run_name(method_dir.name, seed)
+            rows += [{"run": run, **{k: getattr(r, k) for k in RETRAIN_COLUMNS[1:]}}
+                     for r in RetrainHistory.read(path).epochs]
     return rows
 
 
@@ -153,18 +145,17 @@ def plot_collapse(runs_dir: Path, out_path: Path) -> Path | None:
     histories = [h for h in search_histories(Path(runs_dir) / "nb201")
                  if any(r.cell is not None and r.weight_steps is not None for r in h.epochs)]
     if not histories:
-        log.warning("figure %s skipped: no NB201 history records the argmax cell", Path(out_path).name)
-        Path(out_path).unlink(missing_ok=True)
+        figures.skip_figure(out_path, "no NB201 history records the argmax cell")
         return None
-    fig = Figure(figsize=(9.0, 7.0))
-    FigureCanvasAgg(fig)
+    fig = figures.new_figure(9.0, 7.0, "NB201: the cell each search would return if it stopped there "
+                             "(200-epoch benchmark accuracy)")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     methods = list(dict.fromkeys(h.method for h in histories))
     for h in histories:
         points = [(r.weight_steps, r.cell) for r in h.epochs if r.cell is not None and r.weight_steps is not None]
         steps = [s for s, _ in points]
-        style = {"color": f"C{methods.index(h.method) % 10}", "linestyle": ("-", "--", "-.", ":")[h.seed % 4],
-                 "marker": "o", "markersize": 3, "linewidth": 1.2, "label": run_name(h)}
+        style = {"color": f"C{methods.index(h.method) % 10}", "linestyle": figures.LINESTYLES[h.seed % 4],
+                 "marker": "o", "markersize": 3, "linewidth": 1.2, "label": figures.run_name(h.method, h.seed)}
         top.plot(steps, [c.benchmark.cifar10_test if c.benchmark else None for _, c in points], **style)
         bottom.plot(steps, [c.param_free / NB201_EDGES for _, c in points], **style)
     for level, label in ((NB201_OPTIMUM_C10_TEST, "NB201 optimum"),
@@ -172,19 +163,16 @@ def plot_collapse(runs_dir: Path, out_path: Path) -> Path | None:
         top.axhline(level, color="0.45", linestyle=":", linewidth=1.0)
         top.annotate(f"{label} {level:.2f}", (0.01, level), xycoords=("axes fraction", "data"), fontsize=7,
                      va="bottom", color="0.3")
-    top.set_ylabel("argmax cell: NB201 CIFAR-10 test (%)", fontsize=8)
+    figures.style_axes(top, ylabel="argmax cell: NB201 CIFAR-10 test (%)")
     top.set_ylim(min(50.0, top.get_ylim()[0]), 96.0)
     top.legend(fontsize=7, ncol=2, loc="lower right")
-    bottom.set_ylabel("parameter-free edges (share)", fontsize=8)
+    figures.style_axes(bottom, xlabel="weight steps (= α steps for the DARTS family)",
+                       ylabel="parameter-free edges (share)")
     bottom.set_ylim(-0.05, 1.05)
-    bottom.set_xlabel("weight steps (= α steps for the DARTS family)", fontsize=8)
     for ax in (top, bottom):
-        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    fig.suptitle("NB201: the cell each search would return if it stopped there (200-epoch benchmark accuracy)",
-                 fontsize=10)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.08, hspace=0.08)
-    return save_figure(fig, Path(out_path))
+    return figures.save_figure(fig, Path(out_path))
 
 
 __all__ = ["NB201_COLLAPSE_C10_TEST", "NB201_OPTIMUM_C10_TEST", "op_weight_rows", "plot_collapse",
