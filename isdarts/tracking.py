@@ -2,8 +2,9 @@
 
 Every MLflow call goes through :class:`Tracker`, which talks to the store through ``MlflowClient``
 with an explicit run id (no global active-run state), batches metrics per step, waits out a SQLite
-store locked by another writer, and turns itself into a no-op after the first other tracking error. ``mlflow`` is imported lazily, on the first
-:meth:`Tracker.start`, so that telemetry can be switched off before MLflow reads its settings.
+store locked by another writer, and turns itself into a no-op after the first other tracking error.
+``mlflow`` is imported lazily, on the first :meth:`Tracker.start`, so that telemetry can be switched
+off before MLflow reads its settings.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def is_transient_store_error(exc: BaseException) -> bool:
 
 
 def call_with_lock_retry(
-    fn: Callable[..., Any], *args: Any, delays: Sequence[float] | None = None, sleep: Callable[[float], None] = time.sleep,
-    **kwargs: Any,
+    fn: Callable[..., Any], *args: Any, delays: Sequence[float] | None = None,
+    sleep: Callable[[float], None] = time.sleep, **kwargs: Any,
 ) -> Any:
     """``fn(*args, **kwargs)``, tried again after each of `delays` (default LOCK_RETRY_DELAYS_S) while it fails
     with a transient store error (`is_transient_store_error`); any other error, or the last, propagates."""
@@ -600,7 +601,8 @@ class Tracker:
             model_id = logged.model_id
             with _global_tracking_uri(self.tracking_uri):  # log_model writes to the global URI's store
                 info = call_with_lock_retry(
-                    mlflow.pytorch.log_model, model, delays=self.lock_retry_delays, name=name, model_id=model_id, run_id=self.run_id, step=step,
+                    mlflow.pytorch.log_model, model, delays=self.lock_retry_delays, name=name, model_id=model_id,
+                    run_id=self.run_id, step=step,
                     signature=infer_signature(input_example, output_example), input_example=input_example,
                     serialization_format="pt2", pip_requirements=[f"torch=={_torch_version()}"],
                     metadata=json.loads(json.dumps(dict(metadata or {}), default=_jsonable)),

@@ -81,7 +81,7 @@ def run_mode(processes: int, epochs: int, metrics: int, mode: str, store: str) -
         wall = time.time() - start_at
         failed_processes = sum(p.returncode != 0 for p in procs)
         warned = 0
-        for (out, err), proc in zip(outputs, procs):
+        for (out, err), proc in zip(outputs, procs, strict=True):
             if proc.returncode != 0:
                 print(f"  a worker exited {proc.returncode}: {err.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue

@@ -3,12 +3,13 @@
     python scripts/ui_check.py                         # a fresh smoke store: one NB201 IS-DARTS search
     python scripts/ui_check.py --store mlflow.db       # the store `dvc repro` made (or the smoke pipeline's)
 
-It starts `mlflow ui` on a free localhost port over the store, loads five pages in headless Chromium (the
+It starts `mlflow ui` on a free localhost port over the store, loads six pages in headless Chromium (the
 experiments list, the NB201 experiment's runs table, one IS-DARTS search run's overview, its artifacts, its
-model-metrics charts and the IIM of one edge's ops on one chart), saves a screenshot and the rendered DOM of each under --out, and checks the
-rendered text: the experiment and run are listed, the run's metrics and tags are shown, the genotype
-artifact is there, and the IIM charts have drawn their lines. Look at the screenshots too: the text checks
-cannot see a chart that renders wrongly. Without Chromium (`apt-get install chromium`) it says so and exits 0.
+model-metrics charts and the IIM of one edge's ops on one chart), saves a screenshot and the rendered DOM of
+each under --out, and checks the rendered text: the experiment and run are listed, the run's metrics and
+tags are shown, the genotype artifact is there, and the IIM chart has drawn its lines. Look at the
+screenshots too: the text checks cannot see a chart that renders wrongly. Without Chromium
+(`apt-get install chromium`) it says so and exits 0.
 """
 
 from __future__ import annotations

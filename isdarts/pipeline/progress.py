@@ -77,6 +77,6 @@ def progress_for(run_name: str, params: Mapping[str, Any], env: Mapping[str, str
     is unknown."""
     epochs = total_epochs(params)
     stage = env.get("DVC_STAGE")
-    if epochs is None or not (stage or not sys.stderr.isatty()):
+    if epochs is None or (stage is None and sys.stderr.isatty()):
         return None
     return EpochProgress(stage or run_name, epochs)
