@@ -33,12 +33,13 @@ def iim_per_sample(x: torch.Tensor) -> torch.Tensor:
     channel_dim = x.dim() - 3
     channels = x.shape[channel_dim]
     x = x.float()
-    # Two passes (centre, then square) so that channels which agree give exactly zero variance.
+    # Two passes (centre, then square) so that channels which agree give exactly zero variance. Squaring
+    # in place saves a tensor the size of the op outputs: on CPU that allocation cost more than the maths.
     centred = x - x.mean(dim=channel_dim, keepdim=True)
-    var = centred.square().sum(dim=channel_dim) / (channels - 1)
+    var = centred.square_().sum(dim=channel_dim) / (channels - 1)
     per_pixel = (3.0 * (channels - 1) / channels) / var.square()
     # A non-finite input gives NaN variance; like the code's 0/0, count it as the least important.
-    per_pixel = per_pixel.masked_fill(per_pixel.isnan(), float("inf"))
+    per_pixel = per_pixel.nan_to_num_(nan=float("inf"), posinf=float("inf"))
     return per_pixel.mean(dim=(-2, -1))
 
 
