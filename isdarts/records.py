@@ -23,8 +23,9 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from isdarts.errors import ReportError
 
 __all__ = [
-    "METHODS", "Accuracies", "ArgmaxCell", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch", "ImagenetHistory",
-    "ImagenetManifest", "ImagenetMetrics", "Nb201Genotype", "Nb201Result", "Nb201Run", "Nb201Summary", "Record",
+    "METHODS", "Accuracies", "ArgmaxCell", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch",
+    "ImagenetHistory", "ImagenetManifest", "ImagenetMetrics", "Nb201Genotype", "Nb201Result", "Nb201Run",
+    "Nb201Summary", "Record",
     "RetrainEpoch", "RetrainHistory", "RetrainMetrics", "SearchEpoch", "SearchHistory", "SearchMetrics",
     "ShrinkSchedule", "SweepRetrainMetrics", "At", "finished", "read_json", "seed_dirs", "subdirs",
 ]

@@ -474,8 +474,8 @@ TRANSFER_ARGS = (
 
 def check_transfer_preemptions(scratch: Scratch, rng: random.Random, n: int, score: Score) -> None:
     """`n` ImageNet transfers (`python -m isdarts.train.imagenet` on a tiny ImageFolder of subset images)
-    sent SIGTERM at a drawn moment after their first checkpoint: each stops with exit 143 and the re-run's history equals an
-    uninterrupted transfer's."""
+    sent SIGTERM at a drawn moment after their first checkpoint: each stops with exit 143 and the re-run's history
+    equals an uninterrupted transfer's."""
     from isdarts.data.cifar import load_prepared
     from isdarts.data.imagefolder import make_tiny_imagefolder
 

@@ -23,7 +23,6 @@ CI runs it at tiny size on CPU (tests/test_gpu_study.py).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile

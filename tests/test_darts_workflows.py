@@ -13,19 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from fakes import write_fake_cifar10
+from PIL import Image
 
 from isdarts.config.train import ImagenetConfig, RetrainConfig
 from isdarts.data.cifar import CLASSES, load_cifar10, locate_cifar10, save_prepared
-from isdarts.data.imagefolder import check_imagefolder
+from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
+from isdarts.data.downsample import reduce_cifar
+from isdarts.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_imagefolder
 from isdarts.errors import ConfigError, DataError, GenotypeError, NonFiniteLossError
 from isdarts.pipeline.imagenet import IMAGENET_EXPERIMENT, prepare_imagenet_data, transfer_run
 from isdarts.pipeline.retrain import RETRAIN_EXPERIMENT, retrain_run
 from isdarts.spaces.darts.genotype import load_named_genotype
-from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
-from isdarts.data.downsample import reduce_cifar
-from isdarts.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
 from isdarts.spaces.darts.network import NetworkImageNet
 from isdarts.train.export import load_trained
 from isdarts.train.imagenet import CHECKPOINT_NAME as IMAGENET_CKPT
@@ -149,7 +148,8 @@ def test_retrain_run_writes_schema_and_resumes_into_the_same_mlflow_run(arrays, 
         assert _steps(mlflow_env, run.info.run_id, key) == [1, 2], key
     assert run.data.metrics["final_test_acc"] == pytest.approx(resumed["final_test_acc"])
     assert run.data.metrics["madds_m"] > 0 and run.data.tags["model_file"] == str(tmp_path / "killed/out/model.pt2")
-    trained = load_trained(build_network(load_named_genotype("ISDARTS"), RETRAIN), tmp_path / "killed/ckpt" / RETRAIN_CKPT)
+    network = build_network(load_named_genotype("ISDARTS"), RETRAIN)
+    trained = load_trained(network, tmp_path / "killed/ckpt" / RETRAIN_CKPT)
     images = reduce_cifar(arrays, image_size=16, train_images=1, test_images=8).test_x  # a CIFAR batch, as trained
     _check_logged_model(mlflow_env, run, trained, images, CIFAR10_MEAN, CIFAR10_STD)
 

@@ -22,7 +22,8 @@ SPEC.loader.exec_module(gpu_study)
 @pytest.mark.usefixtures("one_thread")
 def test_tiny_gpu_study_runs_both_searches_and_feeds_the_study_page(shared_cifar_subset, tmp_path):
     out = tmp_path / "out"
-    assert gpu_study.main(["--data", str(shared_cifar_subset), "--out", str(out), "--cpu-tiny", "--budget-s", "300"]) == 0
+    args = ["--data", str(shared_cifar_subset), "--out", str(out), "--cpu-tiny", "--budget-s", "300"]
+    assert gpu_study.main(args) == 0
     results = json.loads((out / "results.json").read_text())
     for method in ("darts1", "isdarts"):
         assert results[method]["finished"] is True

@@ -17,9 +17,9 @@ from isdarts.config.train import ImagenetConfig
 from isdarts.data.imagefolder import check_imagefolder, imagenet_transforms, make_tiny_imagefolder
 from isdarts.errors import DataError, Preempted
 from isdarts.spaces.darts.genotype import load_named_genotype
+from isdarts.train import imagenet as imagenet_module
 from isdarts.train.distributed import per_rank_batch
 from isdarts.train.epochs import HISTORY_NAME, METRICS_NAME
-from isdarts.train import imagenet as imagenet_module
 from isdarts.train.imagenet import check_input_size, train_imagenet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -50,7 +50,7 @@ def test_run_study_runs_each_search_once_and_the_page_reads_them(tmp_path):
                      "--threads", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2/2 searches done" in done.stdout
-    for method, epochs in (("darts1", 3), ("isdarts", 5)):
+    for method in ("darts1", "isdarts"):
         folder = root / "runs" / "study" / "nb201" / method / "seed_0"
         assert {p.name for p in folder.iterdir()} >= {"history.json", "metrics.json", "genotype.json"}
         assert (root / "logs" / "study" / f"{method}-seed0.log").is_file()

@@ -7,16 +7,16 @@ import math
 
 import pytest
 import torch
+from test_search_loop import arrays, search, tiny_darts_cfg, tiny_params  # noqa: F401 (fixture)
 
-from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
-from isdarts.search.loop import epoch_metrics
+from isdarts.benchmark.nb201 import default_table
 from isdarts.records import SearchHistory
 from isdarts.report.trajectory import ACCURACY_COLUMNS, SEARCH_COLUMNS, op_weight_rows, search_rows, to_csv
+from isdarts.search.loop import epoch_metrics
 from isdarts.spaces.darts.genotype import PARAM_FREE_OPS
 from isdarts.spaces.darts.supernet import DartsSupernet
 from isdarts.spaces.nb201.genotype import NB201_OPS, Nb201Genotype
 from isdarts.spaces.nb201.supernet import Nb201Supernet
-from test_search_loop import arrays, search, tiny_darts_cfg, tiny_params  # noqa: F401 (fixture)
 
 NB201_METHODS = ["isdarts", "idarts", "darts1", "darts2", "lambda_darts", "sdarts"]
 
@@ -24,7 +24,7 @@ NB201_METHODS = ["isdarts", "idarts", "darts1", "darts2", "lambda_darts", "sdart
 def iim_choice(record) -> list[int]:
     """Per edge, the alive op with the lowest hooked IIM: the cell a final selection would keep."""
     return [min((o for o in range(len(NB201_OPS)) if alive[o]), key=lambda o: row[o])
-            for row, alive in zip(record["iim"], record["alive"])]
+            for row, alive in zip(record["iim"], record["alive"], strict=True)]
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -128,7 +128,8 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     from isdarts.report.trajectory import plot_collapse
 
     empty, figures = build_study(tmp_path / "none", tmp_path / "figures")
-    assert figures == () and "No study run is committed under `runs/study/`" in empty.markdown and empty.csv.count("\n") == 1
+    assert figures == () and empty.csv.count("\n") == 1
+    assert "No study run is committed under `runs/study/`" in empty.markdown
     study = tmp_path / "study"
     histories = {}
     for method in ("darts1", "isdarts"):
@@ -142,7 +143,7 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     assert figure == tmp_path / "figures" / STUDY_FIGURE and figure.read_bytes().startswith(b"\x89PNG")
     rows = list(csv.DictReader(io.StringIO(page.csv)))
     assert [row["method"] for row in rows] == ["DARTS (1st)", "IS-DARTS"]
-    for row, method in zip(rows, ("darts1", "isdarts")):
+    for row, method in zip(rows, ("darts1", "isdarts"), strict=True):
         last = histories[method]["epochs"][-1]
         assert row["weight_steps"] == str(last["weight_steps"]) and row["alpha_steps"] == str(last["alpha_steps"])
         assert float(row["final_c10"]) == last["cell"]["benchmark"]["cifar10_test"]

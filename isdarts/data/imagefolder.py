@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
-from torchvision import transforms
+
+if TYPE_CHECKING:
+    from torchvision import transforms
 
 from isdarts.data.cifar import DataError
 
@@ -120,6 +122,10 @@ class Lighting:
 
 def imagenet_transforms(train: bool, size: int = 224) -> transforms.Compose:
     """The paper's ImageNet pipeline (spec §2): augmentation for training, resize + centre crop for testing."""
+    # Imported here: torchvision's import pulls in torch._dynamo (about 2 s), which every pipeline stage paid
+    # through the command line although only the ImageNet transfer needs it.
+    from torchvision import transforms
+
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if train:
         return transforms.Compose([

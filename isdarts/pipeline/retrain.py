@@ -95,8 +95,8 @@ def retrain_run(
 
     Writes `model_path` (default out_dir/model.pt2: the trained network, see isdarts.train.export),
     out_dir/history.json and out_dir/metrics.json once the last epoch is done, logs the network as the run's
-    MLflow model "model", and returns the metrics; when `stop_after_epochs` cuts the run short it returns {"finished": False, ...} and
-    writes nothing.
+    MLflow model "model", and returns the metrics; when `stop_after_epochs` cuts the run short it returns
+    {"finished": False, ...} and writes nothing.
     """
     genotype_file, out_dir = Path(genotype_file), Path(out_dir)
     genotype = read_genotype(genotype_file)
@@ -133,7 +133,8 @@ def retrain_run(
         network = load_trained(build_network(genotype, cfg, len(data.classes)), Path(checkpoint_dir) / CHECKPOINT_NAME)
         size = data.train_x.shape[-1]
         model = export_inference(
-            network, Path(model_path or out_dir / MODEL_NAME), image_size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD, classes=data.classes,
+            network, Path(model_path or out_dir / MODEL_NAME), image_size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+            classes=data.classes,
             dataset="CIFAR-10", genotype=str(genotype), params_m=metrics["params_m"],
             madds_m=count_flops_m(network, size),
         )

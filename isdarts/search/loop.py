@@ -53,8 +53,8 @@ COMMON_RESULT_MODULES = (
     "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
     "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
     "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
-    "isdarts.search.speed", "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.train.checkpoint",
-    "isdarts.train.epochs", "isdarts.train.preempt", "isdarts.train.runtime",
+    "isdarts.search.speed", "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused",
+    "isdarts.train.checkpoint", "isdarts.train.epochs", "isdarts.train.preempt", "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
     "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet",

@@ -47,4 +47,4 @@ def op_weights(weights: torch.Tensor | Sequence[torch.Tensor], kinds: Sequence[s
     lists: (edges, ops) on NB201, {kind: (edges, ops)} on the DARTS space."""
     if kinds is None:
         return weights.detach().cpu().double().tolist()  # type: ignore[union-attr]
-    return {kind: w.detach().cpu().double().tolist() for kind, w in zip(kinds, weights)}
+    return {kind: w.detach().cpu().double().tolist() for kind, w in zip(kinds, weights, strict=True)}

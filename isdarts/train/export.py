@@ -83,7 +83,8 @@ def export_inference(
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     card = {
         **card, "input": f"float32 RGB images in [0, 1], shape (N, 3, {height}, {width})",
-        "output": f"logits, shape (N, {len(classes)})", "image_size": height if height == width else f"{height}x{width}",
+        "output": f"logits, shape (N, {len(classes)})",
+        "image_size": height if height == width else f"{height}x{width}",
         "mean": list(mean), "std": list(std), "classes": list(classes),
     }
     model = Inference(network.cpu().eval(), mean, std).eval()

@@ -24,16 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
+from torch.utils.data import DataLoader, Dataset
 
 from isdarts.config.train import ImagenetConfig
 from isdarts.data.imagefolder import ResumableOrder, SeededImages, check_imagefolder, imagenet_transforms
+from isdarts.errors import Preempted
 from isdarts.spaces.darts.genotype import DartsGenotype, load_named_genotype
 from isdarts.spaces.darts.network import NetworkImageNet, count_flops_m, count_parameters_m
 from isdarts.train import distributed as ddp
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
-from isdarts.errors import Preempted
 from isdarts.train.epochs import EpochLoop, Record, write_outputs
 from isdarts.train.preempt import StepControl
 from isdarts.train.runtime import Stopwatch, check_finite, make_deterministic, resolve_device, run_cost
@@ -107,7 +106,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, n_total
 
 def _loaders(
     root: Path, cfg: ImagenetConfig, info: ddp.DistInfo, seed: int, device: torch.device
-) -> tuple[ImageFolder, ImageFolder, DataLoader, DataLoader]:
+) -> tuple[Dataset, Dataset, DataLoader, DataLoader]:
+    from torchvision.datasets import ImageFolder  # lazily, like imagenet_transforms: a slow import
+
     local_batch = ddp.per_rank_batch(cfg.batch_size, info.world_size)
     train_set = ImageFolder(str(root / "train"), imagenet_transforms(cfg.augment, cfg.image_size))
     val_set = ImageFolder(str(root / "val"), imagenet_transforms(False, cfg.image_size))
