@@ -15,15 +15,13 @@ from isdarts.report import ReportError, build_all
 from isdarts.report.figures import (
     SHRINK_LINE_LABEL,
     Series,
-    darts_iim_data,
     draw_alpha_vs_iim,
     draw_iim,
-    importance,
-    nb201_iim_data,
+    iim_data,
     plot_alpha_vs_iim,
-    plot_darts_iim,
-    plot_nb201_iim,
+    plot_iim,
 )
+from isdarts.report.trajectory import importance
 from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS
 from isdarts.spaces.darts.supernet import DARTS_EDGES
 
@@ -103,7 +101,7 @@ def test_nb201_iim_series_are_the_history_values(tmp_path):
     history = nb201_history()
     path = put(tmp_path, "runs/nb201/isdarts/seed_0/history.json", history)
     out = tmp_path / "fig" / "nb201_iim_over_epochs.png"
-    plot = plot_nb201_iim(path, out)
+    plot = plot_iim(path, out)
     assert _is_png(out)
     assert list(plot.panels) == NB201_EDGES
     assert plot.shrink_epochs == (2, 3)
@@ -126,7 +124,7 @@ def test_nb201_iim_series_are_the_history_values(tmp_path):
 def test_darts_iim_panels_per_node(tmp_path):
     path = put(tmp_path, "history.json", darts_history())
     out = tmp_path / "darts_iim_over_epochs.png"
-    plot = plot_darts_iim(path, out)
+    plot = plot_iim(path, out)
     assert _is_png(out)
     assert list(plot.panels) == ["node 0", "node 1", "node 2", "node 3"]
     node0 = plot.panels["node 0"]
@@ -136,7 +134,7 @@ def test_darts_iim_panels_per_node(tmp_path):
     assert len(plot.panels["node 3"]) == 5  # one candidate per input edge of node 3
     fig = draw_iim(plot)
     assert _plotted(fig.axes[0])["0<-1 skip_connect"] == ([2, 3], [2.0 + e, 3.0 + e])
-    reduce = darts_iim_data(SearchHistory.from_json(darts_history()), kind="reduce")
+    reduce = iim_data(SearchHistory.from_json(darts_history()), kind="reduce")
     assert len(reduce.panels["node 0"]) == 16  # every (edge, op) of node 0 is finite in the reduce cell
 
 
@@ -145,13 +143,13 @@ def test_malformed_history(tmp_path):
     history["epochs"][2]["iim"] = [[1.0] * 5] * 5  # 5 edges, the history names 6
     path = put(tmp_path, "history.json", history)
     with pytest.raises(ReportError, match=r"history\.json: epochs\[2\]\.iim: expected a 6x5 list of lists"):
-        plot_nb201_iim(path, tmp_path / "x.png")
+        plot_iim(path, tmp_path / "x.png")
     del history["edges"]
     with pytest.raises(ReportError, match="missing key 'edges'"):
-        nb201_iim_data(SearchHistory.from_json(history, "h.json"))
+        iim_data(SearchHistory.from_json(history, "h.json"))
     put(tmp_path, "bad.json", "{")
     with pytest.raises(ReportError, match="bad.json.*malformed JSON"):
-        plot_darts_iim(tmp_path / "bad.json", tmp_path / "y.png")
+        plot_iim(tmp_path / "bad.json", tmp_path / "y.png")
 
 
 # ---------------------------------------------------------------- DARTS α against IS-DARTS importance
@@ -196,11 +194,11 @@ def test_missing_history_is_skipped_with_warning(tmp_path, caplog):
     out = tmp_path / "nb201_iim_over_epochs.png"
     out.write_bytes(b"stale")
     with caplog.at_level(logging.WARNING, logger="isdarts.report.figures"):
-        assert plot_nb201_iim(tmp_path / "absent.json", out) is None
+        assert plot_iim(tmp_path / "absent.json", out) is None
     assert "skipped" in caplog.text and "absent.json" in caplog.text
     assert not out.exists()  # a figure from an earlier build must not outlive its input
     no_iim = put(tmp_path, "h.json", nb201_history("darts1"))
-    assert plot_nb201_iim(no_iim, out) is None
+    assert plot_iim(no_iim, out) is None
 
 
 def test_build_all_lists_figures_and_rebuilds_identically(tmp_path):

@@ -9,9 +9,9 @@ import pytest
 import torch
 from test_search_loop import arrays, search, tiny_darts_cfg, tiny_params  # noqa: F401 (fixture)
 
-from isdarts.benchmark.nb201 import default_table
+from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
 from isdarts.records import SearchHistory
-from isdarts.report.trajectory import ACCURACY_COLUMNS, SEARCH_COLUMNS, op_weight_rows, search_rows, to_csv
+from isdarts.report.trajectory import SEARCH_COLUMNS, op_weight_rows, search_rows, to_csv
 from isdarts.search.loop import epoch_metrics
 from isdarts.spaces.darts.genotype import PARAM_FREE_OPS
 from isdarts.spaces.darts.supernet import DartsSupernet
@@ -58,7 +58,7 @@ def test_nb201_each_epoch_records_the_cell_a_stop_there_returns(arrays, tmp_path
 
     # The DVC plot rows (report side) read the same history back through its record.
     record = SearchHistory.from_json(history, "history.json")
-    rows = list(csv.DictReader(io.StringIO(to_csv(search_rows(record), SEARCH_COLUMNS + ACCURACY_COLUMNS))))
+    rows = list(csv.DictReader(io.StringIO(to_csv(search_rows(record), SEARCH_COLUMNS + ACCURACY_KEYS))))
     assert len(rows) == 5
     assert [float(row["cifar10_test"]) if row["cifar10_test"] else None for row in rows] == [
         r["cell"]["benchmark"]["cifar10_test"] if r["cell"] else None for r in epochs]
@@ -115,7 +115,7 @@ def test_darts_space_records_parameter_free_and_skip_inputs_per_node(arrays, tmp
     assert metrics["cell/param_free"] == epochs[-1]["cell"]["param_free"]
     rows = search_rows(SearchHistory.from_json(result["history"], "history.json"))
     assert [row["skip"] for row in rows] == [r["cell"]["skip"] for r in epochs]
-    assert not any(k in rows[0] for k in ACCURACY_COLUMNS)
+    assert not any(k in rows[0] for k in ACCURACY_KEYS)
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -124,8 +124,8 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     is a PNG drawn from every run and rebuilds byte-identically; without runs the page says how to make them."""
     import json
 
+    from isdarts.report.figures import plot_collapse
     from isdarts.report.study import STUDY_FIGURE, build_study
-    from isdarts.report.trajectory import plot_collapse
 
     empty, figures = build_study(tmp_path / "none", tmp_path / "figures")
     assert figures == () and empty.csv.count("\n") == 1

@@ -1,8 +1,7 @@
-"""One entry point that rebuilds every report file (paper tables and figures) from stage outputs.
+"""One entry point that rebuilds every report file (tables, figures, study page, DVC plot data) from stage outputs.
 
-Reads only files DVC tracks: ``results/`` (NB201 lookups) and ``runs/`` (DARTS-space metrics and
-search histories), never the MLflow database. Every table is built before any is written, so a
-malformed input raises ReportError and leaves the previous reports as they were.
+Reads only files DVC tracks, ``results/`` and ``runs/``, never the MLflow database. Every table is built before
+any is written, so a malformed input raises ReportError and leaves the previous reports as they were.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ from isdarts.report.table2 import build_table2
 from isdarts.report.table3 import build_table3
 from isdarts.report.table_a1 import build_table_a1
 from isdarts.report.table_a2 import build_table_a2
-
-__all__ = ["FIGURE_NAMES", "build_all", "build_figures", "lowest_seed_history"]
+from isdarts.report.trajectory import write_plot_data
 
 log = logging.getLogger(__name__)
 
@@ -28,49 +26,35 @@ FIGURE_NAMES: tuple[str, ...] = ("nb201_iim_over_epochs.png", "darts_iim_over_ep
                                  "nb201_collapse.png")
 
 
-def lowest_seed_history(method_dir: Path) -> Path | None:
-    """history.json of the lowest seed under method_dir that has one (seed folders without it are unfinished)."""
-    return next((path for _, path in seed_histories(method_dir)), None)
-
-
 def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("reports/figures")) -> tuple[Path, ...]:
-    """Draw every figure whose histories exist into figures_dir; returns the PNGs written.
-
-    The folder is created even when no figure can be drawn, so a pipeline that declares it as an
-    output always finds it.
-    """
+    """Draw every figure whose histories exist into figures_dir; returns the PNGs written. The folder is created
+    even when no figure can be drawn, so a pipeline that declares it as an output always finds it."""
     # matplotlib costs ~1 s to import; table-only callers never pay it.
-    from isdarts.report.figures import plot_alpha_vs_iim, plot_darts_iim, plot_nb201_iim
-    from isdarts.report.trajectory import plot_collapse
+    from isdarts.report.figures import plot_alpha_vs_iim, plot_collapse, plot_iim
 
     runs_dir, figures_dir = Path(runs_dir), Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
-    nb201_iim, darts_iim, alpha_iim, collapse = (figures_dir / name for name in FIGURE_NAMES)
 
     def history(*parts: str) -> Path:
+        """The lowest finished seed's history.json; without one, a path the plot reports as absent (figure skipped)."""
         method_dir = runs_dir.joinpath(*parts)
-        # A missing history is reported by the plot function (warning, figure skipped).
-        return lowest_seed_history(method_dir) or method_dir / "seed_*" / "history.json"
+        return next((path for _, path in seed_histories(method_dir)), method_dir / "seed_*" / "history.json")
 
-    nb201_isdarts = history("nb201", "isdarts")
-    drawn = {nb201_iim: plot_nb201_iim(nb201_isdarts, nb201_iim),
-             darts_iim: plot_darts_iim(history("darts", "search", "isdarts"), darts_iim),
-             alpha_iim: plot_alpha_vs_iim(history("nb201", "darts1"), nb201_isdarts, alpha_iim),
+    nb201_iim, darts_iim, alpha_iim, collapse = (figures_dir / name for name in FIGURE_NAMES)
+    drawn = {nb201_iim: plot_iim(history("nb201", "isdarts"), nb201_iim),
+             darts_iim: plot_iim(history("darts", "search", "isdarts"), darts_iim),
+             alpha_iim: plot_alpha_vs_iim(history("nb201", "darts1"), history("nb201", "isdarts"), alpha_iim),
              collapse: plot_collapse(runs_dir, collapse)}
     return tuple(path for path, plot in drawn.items() if plot is not None)
 
 
 def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs"),
               reports_dir: Path = Path("reports")) -> tuple[Path, ...]:
-    """Write every table (.md and .csv) and figure into reports_dir; returns the files written.
-
-    Table 1 needs at least one NB201 result file; the other tables print the paper's rows and a
-    "run `dvc repro`" line when their runs are absent. Figures whose histories are absent are
-    skipped with a warning and not returned.
-    """
+    """Write every table (.md and .csv), figure, the study page and the DVC plot data into reports_dir; returns
+    the files written. Table 1 needs at least one NB201 result file; the other tables print the paper's rows and
+    a "run `dvc repro`" line when their runs are absent, and figures whose histories are absent are skipped."""
     results_dir, runs_dir, reports_dir = Path(results_dir), Path(runs_dir), Path(reports_dir)
-    table1_files = [results_dir / f"nb201_{m}.json" for m in TABLE1_METHODS]
-    table1_files = [path for path in table1_files if path.is_file()]
+    table1_files = [path for m in TABLE1_METHODS if (path := results_dir / f"nb201_{m}.json").is_file()]
     if not table1_files:
         names = ", ".join(f"nb201_{m}.json" for m in TABLE1_METHODS)
         raise ReportError(f"{results_dir}: no NB201 results ({names}); run `dvc repro` (the lookup stage) first")
@@ -79,9 +63,8 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
               build_table_a2(runs_dir / "darts" / "sweep")]
     written = [path for table in tables for path in write_table(table, reports_dir)]
     written += build_figures(runs_dir, reports_dir / "figures")
-    # With the figures' matplotlib, after the tables.
+    # The study page draws a figure: like build_figures, it imports matplotlib only once the tables are written.
     from isdarts.report.study import build_study
-    from isdarts.report.trajectory import write_plot_data
 
     study, study_figures = build_study(runs_dir / "study", reports_dir / "figures", runs_dir / "study_gpu")
     written += [*write_table(study, reports_dir), *study_figures]

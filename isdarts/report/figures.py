@@ -1,16 +1,7 @@
-"""The paper's figures redrawn from search histories (history.json files DVC tracks, never MLflow).
+"""The paper's figures (Fig. 4 / A.3, A.4) and the collapse study's, redrawn from the search histories DVC tracks.
 
-- IIM over epochs (paper Fig. 4 / A.3): the hooked IIM value of every candidate op against the
-  epoch, with the shrink steps marked, for NB201 (one panel per edge) and the DARTS normal cell
-  (one panel per intermediate node).
-- DARTS α against IS-DARTS importance (Fig. A.4): per NB201 edge, softmax(α) of a DARTS search
-  beside the normalised importance IS-DARTS measured at its first IIM epoch.
-
-Histories are read as ``isdarts.records.SearchHistory`` (checked there, shapes included). Drawing
-uses matplotlib's object API with the Agg canvas (no pyplot: no global backend or figure registry),
-a fixed dpi and no "Software" PNG tag, so a rebuild on one machine is byte-identical. Each
-``plot_*`` returns the data it drew, or None when an input history is absent (figure skipped with a
-warning, stale copy removed).
+matplotlib's object API on the Agg canvas (no pyplot: no global state), a fixed dpi and no "Software" PNG tag make
+a rebuild on one machine byte-identical. A figure whose inputs are absent is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -30,14 +21,18 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from isdarts.errors import ReportError
 from isdarts.io import atomic_write_bytes
-from isdarts.records import Matrix, SearchHistory
+from isdarts.records import SearchHistory
 from isdarts.report.render import DISPLAY_LABELS
+from isdarts.report.trajectory import importance, run_name, search_histories, softmax
 
 log = logging.getLogger(__name__)
 
-DPI = 100
-_PNG_METADATA = {"Software": None}  # matplotlib writes its version there; a rebuild must not differ by it
 SHRINK_LINE_LABEL = "_shrink"  # leading underscore: matplotlib keeps it out of the legend
+LINESTYLES = ("-", "--", "-.", ":")
+# The NB201 reference levels (CIFAR-10 test, %): the all-skip cell DARTS collapses to (the paper's Table 1,
+# DARTS 1st order) and the best cell of the benchmark.
+NB201_COLLAPSE_C10_TEST = 54.30
+NB201_OPTIMUM_C10_TEST = 94.37
 
 
 @dataclass(frozen=True)
@@ -73,84 +68,33 @@ class AlphaVsIimPlot:
 
 
 # ---------------------------------------------------------------- data from histories
-def run_name(method: str, seed: int) -> str:
-    """A run as titles, legends and plot data name it: "IS-DARTS seed 0" (a folder not named for a method: as is)."""
-    return f"{DISPLAY_LABELS.get(method, method)} seed {seed}"
-
-
-def _finite(value: Any) -> float | None:
-    """A plottable number, or None for null, inf and nan."""
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _iim_plot(history: SearchHistory, title: str, matrices: Sequence[tuple[int, Matrix]],
-              panels: Mapping[str, Sequence[tuple[str, int, int]]]) -> IimPlot:
-    """What both IIM figures share: each panel's (line label, edge, op) candidates in ``panels``, drawn as the
-    finite points of matrix[edge][op] over the (epoch, matrix) pairs, under ``title``.
-
-    A candidate without any finite value (pruned from the start, or `none` at +inf) is left out.
-    """
-    drawn = {}
-    for name, cells in panels.items():
-        series = {}
-        for label, e, o in cells:
-            points = [(epoch, v) for epoch, m in matrices if (v := _finite(m[e][o])) is not None]
+def iim_data(history: SearchHistory, kind: str = "normal") -> IimPlot:
+    """Fig. 4 / A.3 data: each candidate's finite IIM values over the epochs (a candidate without any, pruned from
+    the start or `none` at +inf, is left out). NB201: a panel per edge, a line per op; DARTS space (its ``kind``
+    cell): a panel per intermediate node (edge "i<-j" feeds node i), a line per (edge, op)."""
+    nb201 = history.space == "nb201"
+    matrices = [(r.epoch, r.iim if nb201 else r.iim[kind]) for r in history.epochs if r.iim is not None]
+    panels: dict[str, dict[str, Series]] = {}
+    for e, edge in enumerate(history.edges):
+        panel = panels.setdefault(edge if nb201 else f"node {edge.split('<-')[0]}", {})
+        for o, op in enumerate(history.ops):
+            points = [(epoch, float(v)) for epoch, m in matrices if (v := m[e][o]) is not None and math.isfinite(v)]
             if points:
                 epochs, values = zip(*points, strict=True)
-                series[label] = Series(history.edges[e], history.ops[o], epochs, values)
-        drawn[name] = MappingProxyType(series)
-    shrinks = tuple(r.epoch for r in history.epochs if r.shrink_step is not None)
-    return IimPlot(f"{title}: IIM (hooked value, larger = less important)", history.ops, MappingProxyType(drawn),
-                   shrinks)
-
-
-def nb201_iim_data(history: SearchHistory) -> IimPlot:
-    """Fig. 4 / A.3 data from an NB201 history: one panel per edge, one series per op."""
-    matrices = [(r.epoch, r.iim) for r in history.epochs if r.iim is not None]
-    panels = {edge: [(op, e, o) for o, op in enumerate(history.ops)] for e, edge in enumerate(history.edges)}
-    return _iim_plot(history, f"NB201 {run_name(history.method, history.seed)}", matrices, panels)
-
-
-def darts_iim_data(history: SearchHistory, kind: str = "normal") -> IimPlot:
-    """DARTS-space IIM data for one cell kind: one panel per intermediate node, one series per (edge, op).
-
-    Edge "i<-j" feeds node i.
-    """
-    matrices = [(r.epoch, r.iim[kind]) for r in history.epochs if isinstance(r.iim, Mapping)]
-    nodes: dict[str, list[tuple[str, int, int]]] = {}
-    for e, edge in enumerate(history.edges):
-        nodes.setdefault(f"node {edge.split('<-')[0]}", []).extend(
-            (f"{edge} {op}", e, o) for o, op in enumerate(history.ops))
-    panels = dict(sorted(nodes.items(), key=lambda kv: int(kv[0].split()[1])))
-    return _iim_plot(history, f"DARTS space {run_name(history.method, history.seed)}, {kind} cell", matrices, panels)
-
-
-def softmax(logits: Sequence[float]) -> tuple[float, ...]:
-    """softmax over one edge's α (shifted by the max, so large logits do not overflow)."""
-    top = max(logits)
-    exps = [math.exp(x - top) for x in logits]
-    total = math.fsum(exps)
-    return tuple(x / total for x in exps)
-
-
-def importance(hooked: Sequence[float | None]) -> tuple[float, ...]:
-    """One edge's IIM hooked values as importances that sum to 1.
-
-    The hooked value is inverse to importance (spec §7.5: larger = less important), so
-    importance = 1 / value, normalised over the edge. A masked op (null), `none` (+inf) and any
-    non-finite or non-positive value count as importance 0; an edge with no positive entry is all 0.
-    """
-    raw = [1.0 / v if (v := _finite(x)) is not None and v > 0 else 0.0 for x in hooked]
-    total = math.fsum(raw)
-    return tuple(r / total for r in raw) if total > 0 else tuple(0.0 for _ in raw)
+                panel[op if nb201 else f"{edge} {op}"] = Series(edge, op, epochs, values)
+    if not nb201:
+        panels = dict(sorted(panels.items(), key=lambda kv: int(kv[0].split()[1])))
+    name = run_name(history.method, history.seed)
+    title = f"NB201 {name}" if nb201 else f"DARTS space {name}, {kind} cell"
+    return IimPlot(f"{title}: IIM (hooked value, larger = less important)", history.ops,
+                   MappingProxyType({k: MappingProxyType(v) for k, v in panels.items()}),
+                   tuple(r.epoch for r in history.epochs if r.shrink_step is not None))
 
 
 def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where: str = "darts history",
                       isdarts_where: str = "isdarts history") -> AlphaVsIimPlot | None:
-    """Fig. A.4 data: DARTS's last-epoch softmax(α) and IS-DARTS's first measured importance, per edge.
-
-    None when IS-DARTS has no epoch with an IIM record yet (nothing to compare).
-    """
+    """Fig. A.4 data: DARTS's last-epoch softmax(α) and IS-DARTS's first measured importance, per edge; None when
+    IS-DARTS has no epoch with an IIM record yet."""
     for key in ("edges", "ops"):
         if getattr(isdarts, key) != getattr(darts, key):
             raise ReportError(f"{isdarts_where}: key {key!r} {list(getattr(isdarts, key))} differs from "
@@ -161,7 +105,7 @@ def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where:
     if not isinstance(last.alpha, tuple):
         raise ReportError(f"{darts_where}: epochs[-1]: missing key 'alpha'")
     for e, row in enumerate(last.alpha):
-        if any(_finite(x) is None for x in row):
+        if not all(x is not None and math.isfinite(x) for x in row):
             raise ReportError(f"{darts_where}: epochs[-1].alpha[{e}] holds a non-finite or non-number value")
     first = next((r for r in isdarts.epochs if isinstance(r.iim, tuple)), None)
     if first is None:
@@ -175,9 +119,6 @@ def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where:
 
 
 # ---------------------------------------------------------------- drawing
-LINESTYLES = ("-", "--", "-.", ":")
-
-
 def new_figure(width: float, height: float, title: str) -> Figure:
     """A figure (inches) titled ``title``, on its own Agg canvas: no pyplot, so no state shared between figures."""
     fig = Figure(figsize=(width, height))
@@ -188,12 +129,9 @@ def new_figure(width: float, height: float, title: str) -> Figure:
 
 def style_axes(ax: Any, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> None:
     """The type sizes every figure shares: panel title 9 pt, axis labels 8 pt, tick labels 7 pt."""
-    if title is not None:
-        ax.set_title(title, fontsize=9)
-    if xlabel is not None:
-        ax.set_xlabel(xlabel, fontsize=8)
-    if ylabel is not None:
-        ax.set_ylabel(ylabel, fontsize=8)
+    for text, setter, size in ((title, ax.set_title, 9), (xlabel, ax.set_xlabel, 8), (ylabel, ax.set_ylabel, 8)):
+        if text is not None:
+            setter(text, fontsize=size)
     ax.tick_params(labelsize=7)
 
 
@@ -213,10 +151,8 @@ def _panels(n: int, panel_height: float, title: str) -> tuple[Figure, Sequence[A
 
 
 def draw_iim(plot: IimPlot) -> Figure:
-    """One panel per entry of plot.panels, a line per series (log scale when all values are positive).
-
-    An op keeps its colour in every panel; within a panel, a node's edges differ by line style.
-    """
+    """A panel per entry of plot.panels, a line per series (log scale when all values are positive); an op keeps its
+    colour in every panel, and within a panel a node's edges differ by line style."""
     title = plot.title + ("; dotted: shrink steps" if plot.shrink_epochs else "")
     fig, axes = _panels(len(plot.panels), 3.8, title)
     for ax, (name, series) in zip(axes, plot.panels.items(), strict=True):
@@ -259,15 +195,16 @@ def draw_alpha_vs_iim(plot: AlphaVsIimPlot) -> Figure:
     return fig
 
 
+# ---------------------------------------------------------------- one call per figure
 def save_figure(fig: Figure, path: Path) -> Path:
-    """PNG at DPI without the Software tag, written atomically; returns path."""
+    """PNG at 100 dpi, written atomically; returns path."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata=_PNG_METADATA)
+    # matplotlib writes its version into the Software tag; a rebuild must not differ by it.
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
-# ---------------------------------------------------------------- one call per figure
 def skip_figure(out_path: Path, why: str) -> None:
     """Say why a figure is not drawn, and remove the copy an earlier build left."""
     log.warning("figure %s skipped: %s", Path(out_path).name, why)
@@ -275,12 +212,9 @@ def skip_figure(out_path: Path, why: str) -> None:
     Path(out_path).unlink(missing_ok=True)
 
 
-def _plot(out_path: Path, history_paths: Sequence[Path], data: Callable[..., Any], draw: Callable[[Any], Figure],
-          no_data: str) -> Any:
-    """Read the histories, make the figure's data from them and draw it into out_path; returns the data drawn.
-
-    None (figure skipped) when a history is absent, or the data is None or an IIM figure without a line.
-    """
+def _plot(out_path: Path, history_paths: Sequence[Path], data: Callable[..., Any], no_data: str) -> Any:
+    """Read the histories, make the figure's data from them and draw it into out_path; returns the data drawn, or
+    None (figure skipped) when a history is absent, or the data is None or an IIM figure without a line."""
     histories = []
     for path in history_paths:
         if not Path(path).is_file():
@@ -291,24 +225,54 @@ def _plot(out_path: Path, history_paths: Sequence[Path], data: Callable[..., Any
     if plot is None or (isinstance(plot, IimPlot) and not any(plot.panels.values())):
         skip_figure(out_path, no_data)
         return None
-    save_figure(draw(plot), out_path)
+    save_figure(draw_iim(plot) if isinstance(plot, IimPlot) else draw_alpha_vs_iim(plot), out_path)
     return plot
 
 
-def plot_nb201_iim(history_path: Path, out_path: Path) -> IimPlot | None:
-    """nb201_iim_over_epochs.png from an NB201 IS-DARTS history; None (skipped) without data."""
-    return _plot(out_path, [history_path], nb201_iim_data, draw_iim, "the history holds no finite IIM value")
-
-
-def plot_darts_iim(history_path: Path, out_path: Path, kind: str = "normal") -> IimPlot | None:
-    """darts_iim_over_epochs.png from a DARTS-space IS-DARTS search history; None (skipped) without data."""
-    return _plot(out_path, [history_path], lambda history: darts_iim_data(history, kind), draw_iim,
-                 "the history holds no finite IIM value")
+def plot_iim(history_path: Path, out_path: Path) -> IimPlot | None:
+    """nb201_iim_over_epochs.png or darts_iim_over_epochs.png (normal cell) from an IS-DARTS search history."""
+    return _plot(out_path, [history_path], iim_data, "the history holds no finite IIM value")
 
 
 def plot_alpha_vs_iim(darts_history_path: Path, isdarts_history_path: Path, out_path: Path) -> AlphaVsIimPlot | None:
-    """nb201_alpha_vs_iim.png (Fig. A.4) from an NB201 DARTS history and an IS-DARTS one; None when skipped."""
+    """nb201_alpha_vs_iim.png (Fig. A.4) from an NB201 DARTS history and an IS-DARTS one."""
     return _plot(out_path, [darts_history_path, isdarts_history_path],
                  lambda darts, isdarts: alpha_vs_iim_data(darts, isdarts, str(darts_history_path),
                                                           str(isdarts_history_path)),
-                 draw_alpha_vs_iim, f"{isdarts_history_path} has no epoch with an IIM record")
+                 f"{isdarts_history_path} has no epoch with an IIM record")
+
+
+def plot_collapse(runs_dir: Path, out_path: Path) -> Path | None:
+    """nb201_collapse.png: the argmax cell's CIFAR-10 test accuracy and share of parameter-free edges against
+    weight steps, a line per NB201 search under runs_dir that records the cell (None, skipped, when none does),
+    with the all-skip collapse level and the benchmark optimum."""
+    histories = [h for h in search_histories(Path(runs_dir) / "nb201")
+                 if any(r.cell is not None and r.weight_steps is not None for r in h.epochs)]
+    if not histories:
+        skip_figure(out_path, "no NB201 history records the argmax cell")
+        return None
+    fig = new_figure(9.0, 7.0, "NB201: the cell each search would return if it stopped there "
+                     "(200-epoch benchmark accuracy)")
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    methods = list(dict.fromkeys(h.method for h in histories))
+    for h in histories:
+        points = [(r.weight_steps, r.cell) for r in h.epochs if r.cell is not None and r.weight_steps is not None]
+        steps = [s for s, _ in points]
+        style = {"color": f"C{methods.index(h.method) % 10}", "linestyle": LINESTYLES[h.seed % 4],
+                 "marker": "o", "markersize": 3, "linewidth": 1.2, "label": run_name(h.method, h.seed)}
+        top.plot(steps, [c.benchmark.cifar10_test if c.benchmark else None for _, c in points], **style)
+        bottom.plot(steps, [c.param_free / len(h.edges) for _, c in points], **style)
+    for level, label in ((NB201_OPTIMUM_C10_TEST, "NB201 optimum"),
+                         (NB201_COLLAPSE_C10_TEST, "all-skip collapse (paper: DARTS)")):
+        top.axhline(level, color="0.45", linestyle=":", linewidth=1.0)
+        top.annotate(f"{label} {level:.2f}", (0.01, level), xycoords=("axes fraction", "data"), fontsize=7,
+                     va="bottom", color="0.3")
+    style_axes(top, ylabel="argmax cell: NB201 CIFAR-10 test (%)")
+    top.set_ylim(min(50.0, top.get_ylim()[0]), 96.0)
+    top.legend(fontsize=7, ncol=2, loc="lower right")
+    style_axes(bottom, xlabel="weight steps (= α steps for the DARTS family)", ylabel="parameter-free edges (share)")
+    bottom.set_ylim(-0.05, 1.05)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.08, hspace=0.08)
+    return save_figure(fig, Path(out_path))

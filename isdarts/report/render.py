@@ -1,10 +1,8 @@
 """The one renderer every paper table uses: number formatting, statistics and verdicts, cells and columns, the page.
 
-A table is data: a tuple of ``Column``s and a list of rows, each row a mapping from column key to
-``Cell`` (its markdown text and its CSV values). ``table_md`` and ``table_csv`` render any table, so
-a table module only says which numbers go in which column. Every report must be byte-identical for
-identical inputs (CI diffs the rebuilt markdown against the committed one), so formatting is
-fixed-precision and nothing here reads the clock.
+A table is data: ``Column``s and rows mapping column keys to ``Cell``s (markdown text and CSV values), so a
+table module only says which numbers go where. CI diffs rebuilt reports against the committed ones, so
+formatting is fixed-precision and nothing here reads the clock.
 """
 
 from __future__ import annotations
@@ -19,14 +17,13 @@ from types import MappingProxyType
 from typing import Any
 
 from isdarts.io import atomic_write_text
+from isdarts.search.methods import METHODS
 
 MISSING = "–"  # the paper's own mark for "no number"
 
-# Every method the pipeline runs, in the order reproduced rows are printed.
-DISPLAY_LABELS: Mapping[str, str] = MappingProxyType({
-    "isdarts": "IS-DARTS", "darts1": "DARTS (1st)", "darts2": "DARTS (2nd)",
-    "lambda_darts": "Λ-DARTS", "idarts": "I-DARTS", "sdarts": "S-DARTS",
-})
+# Every method's label from the methods table, in the order reproduced rows are printed.
+DISPLAY_LABELS: Mapping[str, str] = MappingProxyType(
+    {m: METHODS[m].label for m in ("isdarts", "darts1", "darts2", "lambda_darts", "idarts", "sdarts")})
 
 
 # ---------------------------------------------------------------- formatting
@@ -108,14 +105,11 @@ VERDICT_MARKERS = MappingProxyType({"pass": "✓", "fail": "✗", "not_comparabl
 
 @dataclass(frozen=True)
 class Verdict:
-    """How one reproduced cell compares with the paper; only status "pass" counts as reproduced."""
+    """How one reproduced cell compares with the paper (status: a VERDICT_MARKERS key); only "pass" reproduces."""
 
-    status: str  # "pass" | "fail" | "not_comparable" | "no_paper"
+    status: str
     text: str
-
-    @property
-    def marker(self) -> str:
-        return VERDICT_MARKERS[self.status]
+    marker = property(lambda self: VERDICT_MARKERS[self.status])
 
 
 def comparable(profile: str, paper_settings: bool) -> bool:
@@ -230,6 +224,7 @@ def cell(row: Row, key: str) -> Cell:
 
 
 def csv_header(columns: Sequence[Column]) -> tuple[str, ...]:
+    """The CSV header of a table: every column's CSV columns, in order."""
     return tuple(name for column in columns for name in column.csv)
 
 

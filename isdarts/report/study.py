@@ -1,10 +1,7 @@
-"""The collapse study's page: reports/study.md (and .csv) and figures/study_nb201_collapse.png, from runs/study/.
-
-scripts/run_study.py runs the study profile's NB201 searches (DARTS-family methods with the paper's number
-of α steps, IS-DARTS with as many weight steps) into runs/study/nb201/<method>/seed_<s>/. Each run's row
-states its profile, data, steps and seed, and where its argmax cell ended and how far it drifted towards
-parameter-free edges on the way. The study is never judged against the paper: its supernet and data are
-smaller, so the page reports what happened and sets it beside the paper's collapse level, nothing more.
+"""The collapse study's page, reports/study.md (and .csv), and its figures, from the NB201 searches of
+scripts/run_study.py (runs/study/) and scripts/gpu_study.py (runs/study_gpu/). Each row states a run's setting and
+where its argmax cell ended and drifted on the way. The study's supernet and data are smaller than the paper's, so
+the page sets the runs beside the paper's collapse level and judges nothing.
 """
 
 from __future__ import annotations
@@ -14,14 +11,9 @@ from pathlib import Path
 
 from isdarts.records import SearchHistory, SearchMetrics
 from isdarts.report import render
+from isdarts.report.figures import NB201_COLLAPSE_C10_TEST, NB201_OPTIMUM_C10_TEST, plot_collapse
 from isdarts.report.render import DISPLAY_LABELS, Cell, col, fmt_num
-from isdarts.report.trajectory import (
-    NB201_COLLAPSE_C10_TEST,
-    NB201_EDGES,
-    NB201_OPTIMUM_C10_TEST,
-    plot_collapse,
-    search_histories,
-)
+from isdarts.report.trajectory import search_histories
 
 STUDY_FIGURE = "study_nb201_collapse.png"
 GPU_FIGURE = "study_gpu_nb201_collapse.png"  # scripts/gpu_study.py's runs, copied to runs/study_gpu/
@@ -42,7 +34,7 @@ class StudyRun:
     label = property(lambda self: DISPLAY_LABELS[self.history.method])
 
     def row(self) -> dict[str, Cell | str]:
-        last = self.history.epochs[-1]
+        last, edges = self.history.epochs[-1], len(self.history.edges)
         cells = [(r.epoch, r.cell) for r in self.history.epochs if r.cell is not None]
         peak_epoch, peak = max(cells, key=lambda ec: (ec[1].param_free, -ec[0])) if cells else (None, None)
         final_c10 = last.cell.benchmark.cifar10_test if last.cell and last.cell.benchmark else None
@@ -51,8 +43,8 @@ class StudyRun:
             "device": self.metrics.device_name, "data": self.metrics.data_kind, "epochs": str(last.epoch),
             "alpha_steps": str(last.alpha_steps or 0), "weight_steps": str(last.weight_steps),
             "final_c10": render.number(final_c10),
-            "final_free": f"{last.cell.param_free}/{NB201_EDGES}" if last.cell else render.MISSING,
-            "peak_free": f"{peak.param_free}/{NB201_EDGES} ({peak_epoch})" if peak else render.MISSING,
+            "final_free": f"{last.cell.param_free}/{edges}" if last.cell else render.MISSING,
+            "peak_free": f"{peak.param_free}/{edges} ({peak_epoch})" if peak else render.MISSING,
             "genotype": f"`{self.metrics.genotype}`",
         }
 
@@ -77,9 +69,8 @@ def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
     study's runs under `study_dir`, and the paper-size GPU runs of scripts/gpu_study.py under `gpu_dir`."""
     runs = study_runs(study_dir)
     gpu_runs = study_runs(gpu_dir) if gpu_dir is not None else []
-    figures = tuple(path for runs_here, folder, name in ((runs, study_dir, STUDY_FIGURE),
-                                                         (gpu_runs, gpu_dir, GPU_FIGURE))
-                    if runs_here and (path := plot_collapse(folder, Path(figures_dir) / name)) is not None)
+    drawn = [plot_collapse(folder, Path(figures_dir) / name)
+             for group, folder, name in ((runs, study_dir, STUDY_FIGURE), (gpu_runs, gpu_dir, GPU_FIGURE)) if group]
     intro = ("Does DARTS drift to parameter-free cells at the paper's number of α steps, and does IS-DARTS? "
              "Each row is one NB201 search of `profiles/study.yaml` (run by `scripts/run_study.py`): the DARTS "
              "family gets the paper's number of α steps (50 epochs × 390 ≈ 19,500) on a supernet and data a CPU "
@@ -100,9 +91,7 @@ def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
                   "C=16, N=5, 32x32 images, the paper's optimiser settings and step counts (`scripts/gpu_study.py`; "
                   f"the Data column says whether it had the full CIFAR-10); `figures/{GPU_FIGURE}` draws them.", "",
                   *(run.summary() for run in gpu_runs), "", render.table_md(COLUMNS, [run.row() for run in gpu_runs])]
-    markdown = "\n".join(lines).rstrip("\n") + "\n"
-    rows = [run.row() for run in (*runs, *gpu_runs)]
-    return render.Report("study", (*runs, *gpu_runs), markdown, render.table_csv(COLUMNS, rows)), figures
-
-
-__all__ = ["GPU_FIGURE", "STUDY_FIGURE", "StudyRun", "build_study", "study_runs"]
+    everything = (*runs, *gpu_runs)
+    page = render.Report("study", everything, "\n".join(lines).rstrip("\n") + "\n",
+                         render.table_csv(COLUMNS, [run.row() for run in everything]))
+    return page, tuple(path for path in drawn if path is not None)

@@ -1,10 +1,8 @@
 """Table 1 rebuilt: NAS-Bench-201 searched on CIFAR-10, the paper's rows beside ours.
 
-Reads the `lookup` stage's result files (one per method), summarises each method over its seeds,
-judges every cell against the paper's number, and adds reference rows from the NB201 benchmark
-table (the all-skip collapse cell and the per-column optimum). ``AccuracyRow``, ``read_row`` and
-the accuracy columns are shared with Table A.1, which prints the same benchmark numbers for the
-ablated methods.
+Each lookup result file (one per method) becomes a row judged cell by cell against the paper, beside
+reference rows from the NB201 table (the all-skip collapse cell, the per-column optimum). Table A.1 shares
+``AccuracyRow``, ``read_row`` and the accuracy columns.
 """
 
 from __future__ import annotations
@@ -19,12 +17,11 @@ from isdarts.errors import ReportError
 from isdarts.records import Nb201Result
 from isdarts.report import render
 from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell
-from isdarts.report.render import COST, JUDGED, Cell, JudgedCell, Row, col
+from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, Cell, JudgedCell, Row, col
 
 # Reproduced methods, in the order their rows are printed (input order must not matter).
-METHOD_LABELS: Mapping[str, str] = MappingProxyType({
-    "darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "isdarts": "IS-DARTS", "lambda_darts": "Λ-DARTS",
-})
+METHOD_LABELS: Mapping[str, str] = MappingProxyType(
+    {m: DISPLAY_LABELS[m] for m in ("darts1", "darts2", "isdarts", "lambda_darts")})
 
 # The paper's mean accuracies by method label: what our rows are judged against.
 PAPER_MEANS = MappingProxyType({p.method: {k: p.cells[k].mean for k in ACCURACY_KEYS} for p in TABLE1})
@@ -42,12 +39,9 @@ CSV_COLUMNS: tuple[str, ...] = render.csv_header(COLUMNS)
 
 
 def given_cells(values: Mapping[str, PaperCell | float]) -> dict[str, Cell]:
-    """The accuracy cells of a row printed as given (the paper's, or the NB201 table's): no verdict.
-
-    A bare number is a single value without a std (Table A.1's paper rows, the reference rows).
-    """
-    given = {k: c if isinstance(c, PaperCell) else PaperCell(c) for k, c in values.items()}
-    return {k: render.number(c.mean, c.std) for k, c in given.items()}
+    """The accuracy cells of a row printed as given, without a verdict: the paper's (a bare number has no std) or
+    the NB201 table's."""
+    return {k: render.number(*((c.mean, c.std) if isinstance(c, PaperCell) else (c,))) for k, c in values.items()}
 
 
 @dataclass(frozen=True)
@@ -115,10 +109,9 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
     sources: dict[str, Path] = {}
     for path in map(Path, result_files):
         row = read_row(path, METHOD_LABELS, PAPER_MEANS, TOLERANCE)
-        if row.method in rows:
+        if row.method in sources:
             raise ReportError(f"{path}: key 'method' {row.method!r} already read from {sources[row.method]}")
-        rows[row.method] = row
-        sources[row.method] = path
+        rows[row.method], sources[row.method] = row, path
     ours = [rows[m] for m in METHOD_LABELS if m in rows]
     refs = references(benchmark if benchmark is not None else default_table())
     return render.report(

@@ -1,8 +1,7 @@
 """Table A.1 rebuilt: IIM and shrinking ablated on NAS-Bench-201 (IS-DARTS vs I-DARTS vs S-DARTS).
 
-Reads the lookup stage's ``results/nb201_{isdarts,idarts,sdarts}.json`` and prints the six NB201
-accuracies of each method over its seeds beside the paper's single numbers (no std); rows and
-columns are Table 1's (plus the seeds in CSV), and only paper-profile runs are judged.
+The lookup results of isdarts, idarts and sdarts in Table 1's rows and columns (plus the seeds in CSV), beside
+the paper's single numbers (no std); only paper-profile runs are judged.
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from types import MappingProxyType
 from isdarts.errors import ReportError
 from isdarts.report import render, table1
 from isdarts.report.paper import TABLE_A1
-from isdarts.report.render import COST, col
+from isdarts.report.render import COST, DISPLAY_LABELS, col
 
 # The ablation's methods in the paper's row order; IS-DARTS is read from the same file as Table 1's.
-LABELS: Mapping[str, str] = MappingProxyType({"isdarts": "IS-DARTS", "idarts": "I-DARTS", "sdarts": "S-DARTS"})
+LABELS: Mapping[str, str] = MappingProxyType({m: DISPLAY_LABELS[m] for m in ("isdarts", "idarts", "sdarts")})
 
 # The same ±1 pp of accuracy Table 1 uses: the same benchmark numbers, so the same yardstick.
 TOLERANCE: float = table1.TOLERANCE
