@@ -27,7 +27,7 @@ __all__ = [
     "ImagenetHistory", "ImagenetManifest", "ImagenetMetrics", "Nb201Genotype", "Nb201Result", "Nb201Run",
     "Nb201Summary", "Record",
     "RetrainEpoch", "RetrainHistory", "RetrainMetrics", "SearchEpoch", "SearchHistory", "SearchMetrics",
-    "ShrinkSchedule", "SweepRetrainMetrics", "At", "finished", "read_json", "seed_dirs", "subdirs",
+    "ShrinkSchedule", "SweepRetrainMetrics", "At", "finished", "parse_value", "read_json", "seed_dirs", "subdirs",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def _record(cls: type[R], data: Any, at: At) -> R:
         if key in data and data[key] is None and f.metadata.get("optional"):
             nulls[key] = None  # written as null, not left out: kept in `extra` so to_json writes it back
         elif key in data:
-            values[f.name] = _parse(data[key], hints[f.name], at, key)
+            values[f.name] = parse_value(data[key], hints[f.name], at, key)
         elif not f.metadata.get("optional"):
             raise at.error(f"missing key {key!r}")
     record = cls(**values, extra={**nulls, **{k: v for k, v in data.items() if k not in known}})
@@ -130,16 +130,17 @@ def _record(cls: type[R], data: Any, at: At) -> R:
     return record
 
 
-def _parse(value: Any, hint: Any, at: At, key: str | int, finite: bool = True) -> Any:
-    """``value`` (at ``key`` of the object at ``at``) checked against ``hint`` and made immutable."""
+def parse_value(value: Any, hint: Any, at: At, key: str | int, finite: bool = True) -> Any:
+    """``value`` (at ``key`` of the object at ``at``) checked against the type ``hint`` and made immutable; the
+    report also checks the paper's numbers with it."""
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
-        return _parse(value, args[0], at, key, finite=_NONFINITE not in args[1:])
+        return parse_value(value, args[0], at, key, finite=_NONFINITE not in args[1:])
     if origin in (Union, types.UnionType):
         arm = next((a for a in args if _fits(value, a)), None)
         if arm is None:
             raise _type_error(value, hint, at, key)
-        return _parse(value, arm, at, key, finite)
+        return parse_value(value, arm, at, key, finite)
     if origin is Literal:
         if value not in args:
             raise _key_error(at, key, f"is {value!r}; expected {' or '.join(map(repr, args))}")
@@ -148,13 +149,13 @@ def _parse(value: Any, hint: Any, at: At, key: str | int, finite: bool = True) -
         raise _type_error(value, hint, at, key)
     inner = at.child(key)
     if origin is tuple and args[-1:] == (Ellipsis,):
-        return tuple(_parse(v, args[0], inner, i, finite) for i, v in enumerate(value))
+        return tuple(parse_value(v, args[0], inner, i, finite) for i, v in enumerate(value))
     if origin is tuple:
         if len(value) != len(args):
             raise inner.error(f"expected {len(args)} items, got {len(value)}")
-        return tuple(_parse(v, a, inner, i, finite) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(parse_value(v, a, inner, i, finite) for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is Mapping:
-        return types.MappingProxyType({k: _parse(v, args[1], inner, k, finite) for k, v in value.items()})
+        return types.MappingProxyType({k: parse_value(v, args[1], inner, k, finite) for k, v in value.items()})
     if isinstance(hint, type) and issubclass(hint, Record):
         return _record(hint, value, inner)
     if hint is float and finite and not math.isfinite(value):
@@ -168,7 +169,7 @@ def _key_error(at: At, key: str | int, message: str) -> ReportError:
 
 
 def _fits(value: Any, hint: Any) -> bool:
-    """Whether value has the JSON kind hint asks for (contents are checked by _parse)."""
+    """Whether value has the JSON kind hint asks for (contents are checked by parse_value)."""
     origin = get_origin(hint) or hint
     if origin is Annotated:
         return _fits(value, get_args(hint)[0])

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS
-from isdarts.report import ReportError, build_table_a1, build_table_a2, write_table
-from isdarts.report.table_a1 import CSV_COLUMNS as A1_CSV_COLUMNS
-from isdarts.report.table_a2 import CSV_COLUMNS as A2_CSV_COLUMNS
+from isdarts.report import ReportError, build_table_a1, build_table_a2, table_a1, table_a2, write_table
+from isdarts.report.render import csv_header
 from isdarts.report.table_a2 import RATE_NAMES
 
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
@@ -108,7 +107,7 @@ def test_a1_paper_profile_judged(tmp_path):
 def test_a1_csv_and_absent(results, tmp_path):
     _, csv_path = write_table(build_table_a1(results), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
-    assert tuple(rows[0]) == A1_CSV_COLUMNS
+    assert tuple(rows[0]) == csv_header(table_a1.COLUMNS)
     assert [(r["source"], r["method"]) for r in rows] == [
         ("paper", "IS-DARTS"), ("paper", "I-DARTS"), ("paper", "S-DARTS"), ("ours", "IS-DARTS"), ("ours", "S-DARTS")]
     assert rows[-1]["cifar10_test_mean"] == "62.0" and rows[-1]["seeds"] == "1 0"
@@ -175,7 +174,7 @@ def test_a2_paper_profile_judged(tmp_path):
 def test_a2_csv(sweep, tmp_path):
     _, csv_path = write_table(build_table_a2(sweep), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
-    assert tuple(rows[0]) == A2_CSV_COLUMNS
+    assert tuple(rows[0]) == csv_header(table_a2.COLUMNS)
     assert [r["rate_label"] for r in rows if r["source"] == "paper"] == ["1 (I-DARTS)", "0.5", "0.25", "0.143",
                                                                          "0.1", "0.05"]
     ours = [r for r in rows if r["source"] == "ours"]

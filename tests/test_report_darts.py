@@ -10,10 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from isdarts.report import ReportError, build_all, build_table2, build_table3, write_table
-from isdarts.report.render import cost, days_unit
-from isdarts.report.table2 import CSV_COLUMNS as T2_COLUMNS
-from isdarts.report.table3 import CSV_COLUMNS as T3_COLUMNS
+from isdarts.report import ReportError, build_all, build_table2, build_table3, table2, table3, write_table
+from isdarts.report.render import cost, csv_header, days_unit
 
 GENOTYPE = "Genotype(normal=[('dua_sepc_3x3', 0)], normal_concat=[2], reduce=[('max_pool_3x3', 1)], reduce_concat=[2])"
 
@@ -138,7 +136,7 @@ def test_custom_profile_is_never_a_pass(tmp_path):
 def test_table2_csv(retrain_dir, tmp_path):
     _, csv_path = write_table(build_table2(retrain_dir), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
-    assert tuple(rows[0]) == T2_COLUMNS
+    assert tuple(rows[0]) == csv_header(table2.COLUMNS)
     assert [r["source"] for r in rows] == ["paper"] * 18 + ["ours"] * 2
     ours = rows[18]
     assert (ours["architecture"], ours["seeds"], ours["test_error_mean"], ours["cost_unit"]) == (
@@ -238,7 +236,7 @@ def test_table3_missing_tiny_flag_and_csv(tmp_path):
     put(tmp_path / "ok", "isdarts/seed_0/metrics.json", data)
     _, csv_path = write_table(build_table3(tmp_path / "ok"), tmp_path / "out")
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
-    assert tuple(rows[0]) == T3_COLUMNS and len(rows) == 21
+    assert tuple(rows[0]) == csv_header(table3.COLUMNS) and len(rows) == 21
     assert (rows[-1]["tiny_data"], rows[-1]["madds_input"], rows[-1]["top1_error_mean"]) == ("true", "224", "80.0")
     del data["data"]["tiny"]
     put(tmp_path / "bad", "isdarts/seed_0/metrics.json", data)

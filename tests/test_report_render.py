@@ -10,9 +10,11 @@ from isdarts.report.render import (
     JUDGED,
     Cell,
     Column,
+    JudgedCell,
     col,
     cost,
-    judged_cell,
+    csv_header,
+    judge,
     number,
     spread,
     summarize,
@@ -40,14 +42,14 @@ HEADERS = {
 
 @pytest.mark.parametrize("module", list(HEADERS), ids=lambda m: m.__name__.rsplit(".", 1)[1])
 def test_csv_headers_are_the_committed_ones(module):
-    assert module.CSV_COLUMNS == HEADERS[module]
+    assert csv_header(module.COLUMNS) == HEADERS[module]
 
 
 COLUMNS = (col("who", "Who"), col("seeds"), col("err", "Err", "r", JUDGED), Column("note", "Note", (), "c"), COST)
 
 
 def test_one_row_spec_renders_both_files():
-    ours = judged_cell([2.0, 3.0], 2.4, 0.3, profile="paper", paper_settings=True)
+    ours = JudgedCell(summarize([2.0, 3.0]), 2.4, judge(2.5, 2.4, 0.3, comparable=True))
     rows = [{"who": "paper", "err": number(2.4, 0.1), "cost": cost(1.5, "GPU-days", "paper")},
             {"who": "ours", "seeds": "0 1", "err": ours.cell, "note": Cell("md only"), "cost": cost(None, None),
              "unprinted": "ignored"}]

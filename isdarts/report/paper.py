@@ -1,25 +1,24 @@
 """The IS-DARTS paper's published numbers (AAAI 2024), typed and checked once on import.
 
-The numbers themselves lie in ``paper_numbers.yaml`` beside this module (its header names the
-source: the paper's Tables 1, 2, 3, A.1, A.2 and its text claims; the paper's "–" is null there and
-``None`` here). This module only gives them types: every table's columns must name exactly its row
-type's fields, and every cell must have its field's type, so a slip in the file fails here, on
-import, rather than as a wrong verdict. Means and stds are kept apart so reports can compare means
-and print both.
+The numbers lie in ``paper_numbers.yaml`` beside this module (its header names the source; the paper's "–" is
+null there and None here). Every row must name exactly its type's fields and every cell must have its field's
+type, checked as the results files are (``isdarts.records``), so a slip in the file fails on import rather than
+as a wrong verdict. Means and stds are kept apart so reports can compare means and print both.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib import resources
+from types import MappingProxyType
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 import yaml
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS
 from isdarts.errors import ReportError
+from isdarts.records import At, parse_value
 
 SOURCE = "isdarts/report/paper_numbers.yaml"
 
@@ -101,36 +100,26 @@ class PaperClaims:
 
 T = TypeVar("T")
 
-# What a YAML value may be for each field type; true/false is never a number (bool is an int subclass).
-_KINDS = {float: (int, float), int: (int,), str: (str,), type(None): (type(None),)}
 
-
-def _typed(value: Any, hint: Any, where: str) -> Any:
-    """``value`` if it has the type ``hint`` names; a PaperCell is given as [mean, std] or a bare mean."""
-    arms = get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if PaperCell in arms:
-        mean, std = value if isinstance(value, list) and len(value) == 2 else (value, None)
-        return PaperCell(_typed(mean, float, where), _typed(std, float | None, where))
-    if isinstance(value, bool) or not isinstance(value, tuple(k for arm in arms for k in _KINDS[arm])):
-        raise ReportError(f"{SOURCE}: {where}: {value!r} is not {' or '.join(a.__name__ for a in arms)}")
-    return value
+def _typed(value: Any, hint: Any, at: At, key: str) -> Any:
+    """``value`` checked against ``hint``; a PaperCell is given as [mean, std] or as a bare mean."""
+    if hint is not PaperCell:
+        return parse_value(value, hint, at, key)
+    number = parse_value(value, float | tuple[float, float | None], at, key)
+    return PaperCell(*number) if isinstance(number, tuple) else PaperCell(number)
 
 
 def _build(kind: type[T], given: Mapping[str, Any], where: str) -> T:
     """``kind`` from one value per field (a Mapping field: one per accuracy key), and no other key."""
-    hints = get_type_hints(kind)
+    hints, at = get_type_hints(kind), At(SOURCE, where)
     keys = {f.name: ACCURACY_KEYS if get_origin(hints[f.name]) is Mapping else None for f in fields(kind)}
     expected = sorted(key for name, accuracy_keys in keys.items() for key in accuracy_keys or (name,))
     if sorted(given) != expected:
         raise ReportError(f"{SOURCE}: {where} has keys {sorted(given)}; expected {expected}")
-    values = {}
-    for name, accuracy_keys in keys.items():
-        if accuracy_keys is None:
-            values[name] = _typed(given[name], hints[name], f"{where}.{name}")
-        else:
-            inner = get_args(hints[name])[1]
-            values[name] = types.MappingProxyType({k: _typed(given[k], inner, f"{where}.{k}") for k in accuracy_keys})
-    return kind(**values)
+    return kind(**{
+        name: _typed(given[name], hints[name], at, name) if accuracy_keys is None
+        else MappingProxyType({k: _typed(given[k], get_args(hints[name])[1], at, k) for k in accuracy_keys})
+        for name, accuracy_keys in keys.items()})
 
 
 def _table(data: Mapping[str, Any], name: str, kind: type[T]) -> tuple[T, ...]:
@@ -146,17 +135,12 @@ def _table(data: Mapping[str, Any], name: str, kind: type[T]) -> tuple[T, ...]:
 _DATA = yaml.safe_load(resources.files(__package__).joinpath("paper_numbers.yaml").read_text(encoding="utf-8"))
 
 TABLE1 = _table(_DATA, "table1", Table1Row)
-TABLE1_COST_UNIT: str = _typed(_DATA["table1"]["cost_unit"], str, "table1.cost_unit")
-TABLE1_SEEDS: int = _typed(_DATA["table1"]["seeds"], int, "table1.seeds")  # the caption: mean±std of 4 seeds
+TABLE1_COST_UNIT: str = _typed(_DATA["table1"]["cost_unit"], str, At(SOURCE, "table1"), "cost_unit")
+TABLE1_SEEDS: int = _typed(_DATA["table1"]["seeds"], int, At(SOURCE, "table1"), "seeds")  # mean±std of 4 seeds
 TABLE2 = _table(_DATA, "table2", Table2Row)
-TABLE2_COST_UNIT: str = _typed(_DATA["table2"]["cost_unit"], str, "table2.cost_unit")
+TABLE2_COST_UNIT: str = _typed(_DATA["table2"]["cost_unit"], str, At(SOURCE, "table2"), "cost_unit")
 TABLE3 = _table(_DATA, "table3", Table3Row)
-TABLE3_COST_UNIT: str = _typed(_DATA["table3"]["cost_unit"], str, "table3.cost_unit")
+TABLE3_COST_UNIT: str = _typed(_DATA["table3"]["cost_unit"], str, At(SOURCE, "table3"), "cost_unit")
 TABLE_A1 = _table(_DATA, "table_a1", AblationRow)
 TABLE_A2 = _table(_DATA, "table_a2", ShrinkRateRow)
 CLAIMS = _build(PaperClaims, _DATA["claims"], "claims")
-
-
-def table1_row(method_label: str) -> Table1Row | None:
-    """The paper's Table 1 row with this label, or None when the paper has no such row."""
-    return next((row for row in TABLE1 if row.method == method_label), None)

@@ -1,8 +1,8 @@
 """The one renderer every paper table uses: number formatting, statistics and verdicts, cells and columns, the page.
 
-A table is data: ``Column``s and rows mapping column keys to ``Cell``s (markdown text and CSV values), so a
-table module only says which numbers go where. CI diffs rebuilt reports against the committed ones, so
-formatting is fixed-precision and nothing here reads the clock.
+A table is data: ``Column``s and rows mapping column keys to ``Cell``s (markdown text and CSV values), so a table
+module only says which numbers go where. CI diffs rebuilt reports against the committed ones: formatting is
+fixed-precision and nothing here reads the clock.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -37,10 +37,8 @@ def fmt_num(value: float | None, digits: int = 2) -> str:
 
 
 def fmt_mean_std(mean: float | None, std: float | None, digits: int = 2, n: int | None = None) -> str:
-    """"mean±std"; just "mean" without a std; a single run (n=1) prints ±0.00 and says n=1.
-
-    A single run has no spread to measure, so its "±0.00" must not pass for the paper's "all seeds agree".
-    """
+    """"mean±std"; just "mean" without a std; a single run (n=1) says so, lest its "±0.00" (no spread to measure)
+    pass for the paper's "all seeds agree"."""
     if mean is None:
         return MISSING
     if n == 1:
@@ -56,31 +54,6 @@ def fmt_csv_num(value: float | None) -> str:
 def days_unit(hours_unit: str) -> str:
     """The unit a cost in ``hours_unit`` is in after dividing by 24; the measured device stays named."""
     return hours_unit.replace("hours", "days", 1) if "hours" in hours_unit else f"days of {hours_unit}"
-
-
-def setting_text(profile: str, paper_settings: bool) -> str:
-    """How a row's profile is introduced in the markdown notes."""
-    return f"profile `{profile}` ({'paper settings' if paper_settings else 'not the paper settings'})"
-
-
-def note_head(label: str, profile: str, paper_settings: bool, seeds: Sequence[int]) -> str:
-    """How a reproduced row's note begins: "- **label**: profile `quick` (…), 2 runs (seeds 0, 1)"."""
-    s = "" if len(seeds) == 1 else "s"
-    runs = f"{len(seeds)} run{s} (seed{s} {', '.join(map(str, seeds))})"
-    return f"- **{label}**: {setting_text(profile, paper_settings)}, {runs}"
-
-
-def differs_text(mismatches: Sequence[str], paper_settings: bool | None = None) -> str:
-    """The sentence a note ends with: how the run differs from the paper (None: say nothing when it matches)."""
-    if mismatches:
-        return f" Differs from the paper in: {'; '.join(mismatches)}."
-    return " Matches the paper's settings." if paper_settings else ""
-
-
-def devices_text(runs: Iterable[Any]) -> str:
-    """" on <device>, <device>" for the runs that recorded a device name; empty when none did."""
-    devices = sorted({run.device_name for run in runs if run.device_name})
-    return f" on {', '.join(devices)}" if devices else ""
 
 
 # ---------------------------------------------------------------- statistics and verdicts
@@ -112,11 +85,6 @@ class Verdict:
     marker = property(lambda self: VERDICT_MARKERS[self.status])
 
 
-def comparable(profile: str, paper_settings: bool) -> bool:
-    """Only a paper-profile run with the paper's settings is judged; a custom profile guarantees nothing."""
-    return paper_settings and profile == "paper"
-
-
 def judge(ours: float, paper: float | None, tolerance: float, *, comparable: bool,
           profile: str = "quick") -> Verdict:
     """Our mean against the paper's: within ±tolerance passes, and only for paper-setting runs."""
@@ -145,22 +113,11 @@ class JudgedCell:
         return Cell(f"{ours.md} {self.verdict.marker}", (*ours.csv, self.verdict.text))
 
 
-def judged_cell(values: Sequence[float], paper: float | None, tolerance: float, *, profile: str,
-                paper_settings: bool) -> JudgedCell:
-    """Summarise ``values`` over seeds and judge the mean against the paper's number."""
-    summary = summarize(values)
-    ok = comparable(profile, paper_settings)
-    return JudgedCell(summary, paper, judge(summary.mean, paper, tolerance, comparable=ok, profile=profile))
-
-
 # ---------------------------------------------------------------- cells, columns, tables
 @dataclass(frozen=True)
 class Cell:
-    """One cell in both renderings: its markdown text and its CSV values.
-
-    A column may span several CSV columns (mean, std, verdict); values a cell leaves off the end are
-    empty, so a paper number without a std or verdict still lands in the mean column.
-    """
+    """One cell in both renderings: its markdown text and its CSV values; values it leaves off the end of a column
+    that spans several CSV columns are empty, so a paper number without a std or verdict lands in the mean column."""
 
     md: str = MISSING
     csv: tuple[str, ...] = ()
@@ -236,8 +193,7 @@ def table_md(columns: Sequence[Column], rows: Sequence[Row]) -> str:
 
 
 def table_csv(columns: Sequence[Column], rows: Sequence[Row]) -> str:
-    """The CSV of ``rows``, each column's values padded with empty ones to its width; "\\n" line ends, so the
-    file is the same on every OS."""
+    """The CSV of ``rows``, each column's values padded with empty ones to its width; "\\n" ends every OS's lines."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(csv_header(columns))
@@ -286,13 +242,9 @@ def report(stem: str, columns: Sequence[Column], rows: Sequence[Row], reproduced
            warnings: Sequence[str] = (), tail: Sequence[str] = (), unjudged: Sequence[Any] | None = None,
            table: str | None = None) -> Report:
     """``rows`` under ``columns`` as CSV and, on the page every table shares, as markdown (``table``: another
-    markdown layout). The page: title, the paper's setting, our runs' notes (or ``empty``), warnings, which
-    rows are not paper-scale, the verdict rule (when a reproduced ``what`` passes, which runs are ``judged``
-    at all) and legend, the table, the cells outside the tolerance and ``tail``.
-
-    ``reproduced`` rows have a label, a profile, ``judged`` and ``misses()`` ((name, JudgedCell) pairs);
-    ``unjudged`` (default: the rows not judged) are the ones said not to be paper-scale.
-    """
+    layout): title, the paper's setting, our runs' notes (or ``empty``), warnings, which ``reproduced`` rows
+    (runs.Reproduced) are not paper-scale (default: those not judged), the verdict rule (when a reproduced
+    ``what`` passes, which runs are ``judged`` at all) and legend, the table, the cells outside the tolerance."""
     out = [f"# {title}", "", intro, "", *(["Reproduced:", "", *notes] if notes else [empty]), "", *warnings]
     unjudged = [row for row in reproduced if not row.judged] if unjudged is None else unjudged
     if unjudged:

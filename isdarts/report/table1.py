@@ -1,8 +1,7 @@
 """Table 1 rebuilt: NAS-Bench-201 searched on CIFAR-10, the paper's rows beside ours.
 
-Each lookup result file (one per method) becomes a row judged cell by cell against the paper, beside
-reference rows from the NB201 table (the all-skip collapse cell, the per-column optimum). Table A.1 shares
-``AccuracyRow``, ``read_row`` and the accuracy columns.
+Each lookup result file (one per method) becomes a row judged cell by cell against the paper, beside reference
+rows from the NB201 table (the all-skip collapse cell, the per-column optimum). Table A.1 shares the rows and columns.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from isdarts.records import Nb201Result
 from isdarts.report import render
 from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell
 from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, Cell, JudgedCell, Row, col
+from isdarts.report.runs import Reproduced
 
 # Reproduced methods, in the order their rows are printed (input order must not matter).
 METHOD_LABELS: Mapping[str, str] = MappingProxyType(
@@ -35,64 +35,61 @@ ALL_SKIP_ARCH = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~
 HEAD = (col("source", "Source"), col("method", "Method"), col("profile", "Profile"), col("n_runs", "Runs", "r"))
 ACCURACIES = tuple(col(key, ACCURACY_LABELS[key], "r", JUDGED) for key in ACCURACY_KEYS)
 COLUMNS = (*HEAD, COST, *ACCURACIES)
-CSV_COLUMNS: tuple[str, ...] = render.csv_header(COLUMNS)
 
 
-def given_cells(values: Mapping[str, PaperCell | float]) -> dict[str, Cell]:
-    """The accuracy cells of a row printed as given, without a verdict: the paper's (a bare number has no std) or
+def given_row(source: str, method: str, profile: Cell | str, values: Mapping[str, PaperCell | float],
+              **cells: Cell) -> Row:
+    """A row whose accuracies are printed as given, without a verdict: the paper's (a bare number has no std) or
     the NB201 table's."""
-    return {k: render.number(*((c.mean, c.std) if isinstance(c, PaperCell) else (c,))) for k, c in values.items()}
+    return {"source": source, "method": method, "profile": profile, **cells,
+            **{k: render.number(*((c.mean, c.std) if isinstance(c, PaperCell) else (c,))) for k, c in values.items()}}
 
 
 @dataclass(frozen=True)
-class AccuracyRow:
-    """One method's reproduced NB201 row, from one lookup result file: one judged cell per accuracy key."""
+class AccuracyRow(Reproduced):
+    """One method's reproduced NB201 row, from one lookup result file, judged against the paper's accuracies."""
 
     result: Nb201Result
     label: str
-    cells: Mapping[str, JudgedCell]
+    paper: Mapping[str, float | None] | None  # None: the paper has no row for this method
 
-    method = property(lambda self: self.result.method)
-    profile = property(lambda self: self.result.profile)
-    paper_settings = property(lambda self: self.result.paper_settings)
-    cost_unit = property(lambda self: self.result.cost_unit)
+    setting = property(lambda self: self.result)
     runs = property(lambda self: self.result.runs)
-    seeds = property(lambda self: tuple(run.seed for run in self.runs))
-    judged = property(lambda self: render.comparable(self.profile, self.paper_settings))
+    cost_unit = property(lambda self: self.result.cost_unit)
+
+    @property
+    def cells(self) -> dict[str, JudgedCell]:
+        """One judged cell per accuracy key."""
+        return {key: self.judge([getattr(run.accuracies, key) for run in self.runs],
+                                None if self.paper is None else self.paper[key], TOLERANCE) for key in ACCURACY_KEYS}
 
     @property
     def cost_hours(self) -> float:
         """Mean search hours per run, in cost_unit as measured."""
         return render.summarize([run.search_hours for run in self.runs]).mean
 
+    def judged_cells(self) -> dict[str, JudgedCell]:
+        return {ACCURACY_LABELS[key]: cell for key, cell in self.cells.items()}
+
     def note(self, with_device: bool) -> str:
-        device = render.devices_text(self.runs) if with_device else ""
-        return (f"{render.note_head(self.label, self.profile, self.paper_settings, self.seeds)}, "
-                f"search cost measured in {self.cost_unit}{device}. {self.result.profile_note}")
+        return (f"{self.note_head()}, search cost measured in {self.cost_unit}"
+                f"{self.devices() if with_device else ''}. {self.result.profile_note}")
 
     def row(self) -> Row:
         return {"source": "ours", "method": self.label, "profile": self.profile, "n_runs": str(len(self.runs)),
                 "seeds": " ".join(map(str, self.seeds)), "cost": render.cost(self.cost_hours, self.cost_unit, "hours"),
                 **{key: judged.cell for key, judged in self.cells.items()}}
 
-    def misses(self) -> list[tuple[str, JudgedCell]]:
-        return [(f"{self.label}, {ACCURACY_LABELS[k]}", self.cells[k]) for k in ACCURACY_KEYS]
 
-
-def read_row(path: Path, labels: Mapping[str, str], paper: Mapping[str, Mapping[str, float | None]],
-             tolerance: float) -> AccuracyRow:
+def read_row(path: Path, labels: Mapping[str, str], paper: Mapping[str, Mapping[str, float | None]]) -> AccuracyRow:
     """A lookup result file as a row: its method must be a key of ``labels`` (the methods the table prints), and
-    its mean accuracies are judged against ``paper[label]`` (no such key: the paper has no such row)."""
+    its accuracies are judged against ``paper[label]`` (no such key: the paper has no such row)."""
     result = Nb201Result.read(path)
     if result.method not in labels:
         raise ReportError(f"{path}: key 'method' has unknown method {result.method!r}; "
                           f"expected one of {', '.join(labels)}")
     label = labels[result.method]
-    cells = {key: render.judged_cell([getattr(run.accuracies, key) for run in result.runs],
-                                     paper[label][key] if label in paper else None, tolerance,
-                                     profile=result.profile, paper_settings=result.paper_settings)
-             for key in ACCURACY_KEYS}
-    return AccuracyRow(result, label, MappingProxyType(cells))
+    return AccuracyRow(result, label, paper.get(label))
 
 
 def references(benchmark: Nb201Table) -> dict[str, Mapping[str, float]]:
@@ -108,7 +105,7 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
     rows: dict[str, AccuracyRow] = {}
     sources: dict[str, Path] = {}
     for path in map(Path, result_files):
-        row = read_row(path, METHOD_LABELS, PAPER_MEANS, TOLERANCE)
+        row = read_row(path, METHOD_LABELS, PAPER_MEANS)
         if row.method in sources:
             raise ReportError(f"{path}: key 'method' {row.method!r} already read from {sources[row.method]}")
         rows[row.method], sources[row.method] = row, path
@@ -116,11 +113,9 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
     refs = references(benchmark if benchmark is not None else default_table())
     return render.report(
         "table1", COLUMNS,
-        [*({"source": "paper", "method": p.method, "profile": "paper", **given_cells(p.cells),
-            "cost": render.cost(p.cost_hours, TABLE1_COST_UNIT, "hours")} for p in TABLE1),
-         *(row.row() for row in ours),
-         *({"source": "reference", "method": label, "profile": Cell("NB201 table"), **given_cells(accuracies)}
-           for label, accuracies in refs.items())],
+        [*(given_row("paper", p.method, "paper", p.cells, cost=render.cost(p.cost_hours, TABLE1_COST_UNIT, "hours"))
+           for p in TABLE1), *(row.row() for row in ours),
+         *(given_row("reference", label, Cell("NB201 table"), accuracies) for label, accuracies in refs.items())],
         ours, "Table 1 — NAS-Bench-201, searched on CIFAR-10",
         f"Paper: IS-DARTS (AAAI 2024), Table 1 — accuracy (%) of the searched cell, mean±std over {TABLE1_SEEDS} "
         f"seeds; search cost in {TABLE1_COST_UNIT}. Reproduced rows: accuracies are the NB201 benchmark's "

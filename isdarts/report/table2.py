@@ -1,23 +1,21 @@
 """Table 2 rebuilt: the DARTS search space on CIFAR-10, the paper's rows beside our retrained cells.
 
-Reads ``runs/darts/retrain/<method>/seed_<s>/metrics.json`` and folds the seeds of one method and
-profile into one row: the final-epoch test error (what the run ends with) with the best epoch's
-error beside it (the official code's log reports the best), the params, and the search cost in
-days of whatever device it was measured on. Only paper-profile rows are judged.
+Reads ``runs/darts/retrain/<method>/seed_<s>/metrics.json``; a row per method and profile holds the final-epoch
+test error (what the run ends with) with the best epoch's beside it (the official code's log reports the best),
+the params, and the search cost in days of whatever device it was measured on. Only paper-profile rows are judged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 
 from isdarts.records import RetrainMetrics
 from isdarts.report import render, runs
 from isdarts.report.paper import CLAIMS, TABLE2, TABLE2_COST_UNIT, Table2Row
-from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, SPREAD, JudgedCell, Row, Summary, col, fmt_num
+from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, SPREAD, JudgedCell, Row, col, fmt_num
 
 # |our mean − paper mean| allowed, in percentage points of test error. The paper's gradient-based
 # rows lie within ~0.5 pp of each other, so a looser bound could not tell the methods apart.
@@ -30,7 +28,6 @@ COLUMNS = (col("source", "Source"), col("architecture", "Architecture"), col("pr
            col("n_runs", "Runs", "r"), col("seeds"), col("test_error", "Test err (%)", "r", JUDGED),
            col("best_error", "Best-epoch err (%)", "r", JUDGED), col("params_m", "Params (M)", "r", SPREAD), COST,
            col("method", "Method"))
-CSV_COLUMNS: tuple[str, ...] = render.csv_header(COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -38,9 +35,13 @@ class RetrainRow(runs.DartsRow):
     """One reproduced row: its final and best-epoch errors judged against the paper's row, and its size."""
 
     paper: Table2Row | None
-    test_error: JudgedCell
-    best_error: JudgedCell
-    params_m: Summary
+
+    def error(self, values: list[float]) -> JudgedCell:
+        return self.judge(values, self.paper.test_error.mean if self.paper else None, TOLERANCE)
+
+    test_error = property(lambda self: self.error([r.final_test_error for r in self.runs]))
+    best_error = property(lambda self: self.error([r.best_test_error for r in self.runs]))
+    params_m = property(lambda self: render.summarize([r.params_m for r in self.runs]))
 
     def judged_cells(self) -> dict[str, JudgedCell]:
         return {"final error": self.test_error, "best-epoch error": self.best_error}
@@ -51,23 +52,17 @@ class RetrainRow(runs.DartsRow):
 
     def note(self) -> list[str]:
         data = self.distinct(lambda r: f"{r.train_images} training / {r.test_images} test images at {r.image_size} px")
-        return [self.darts_note("retrained", f"{data}{render.devices_text(self.runs)}"),
+        return [self.darts_note("retrained", f"{data}{self.devices()}"),
                 *(f"  - seed {r.seed}: final error {fmt_num(r.final_test_error)} %, best {fmt_num(r.best_test_error)} "
                   f"% (epoch {r.best_epoch}), {fmt_num(r.params_m)} M params, genotype `{r.genotype}`"
                   for r in self.runs)]
 
 
 def retrain_row(seeds: Sequence[RetrainMetrics], where: str) -> RetrainRow:
-    """One row from the seeds of one method and profile."""
-    first = seeds[0]
-    paper = next((row for row in TABLE2 if row.architecture == PAPER_LABELS.get(first.method)), None)
-    judge = partial(render.judged_cell, paper=paper.test_error.mean if paper else None, tolerance=TOLERANCE,
-                    profile=first.profile, paper_settings=first.paper_settings)
-    return RetrainRow(
-        DISPLAY_LABELS[first.method], tuple(seeds), *runs.search_cost_days(seeds, f"{where}/{first.method}"),
-        paper=paper, params_m=render.summarize([r.params_m for r in seeds]),
-        test_error=judge([r.final_test_error for r in seeds]), best_error=judge([r.best_test_error for r in seeds]),
-    )
+    """One row from the seeds of one method and profile, beside the paper's row for that method."""
+    method = seeds[0].method
+    paper = next((row for row in TABLE2 if row.architecture == PAPER_LABELS.get(method)), None)
+    return RetrainRow(DISPLAY_LABELS[method], tuple(seeds), *runs.search_cost_days(seeds, f"{where}/{method}"), paper)
 
 
 def build_table2(retrain_dir: Path = Path("runs/darts/retrain")) -> render.Report:
@@ -76,8 +71,7 @@ def build_table2(retrain_dir: Path = Path("runs/darts/retrain")) -> render.Repor
     acc = CLAIMS.table2_isdarts_accuracy
     return runs.darts_report(
         "table2", COLUMNS,
-        (runs.paper_row(p.architecture, p.cost_gpu_days, TABLE2_COST_UNIT, p.method,
-                        test_error=render.number(p.test_error.mean, p.test_error.std),
+        (runs.paper_row(p, TABLE2_COST_UNIT, test_error=render.number(p.test_error.mean, p.test_error.std),
                         params_m=render.number(p.params_m.mean, p.params_m.std)) for p in TABLE2),
         ours, retrain_dir, "Table 2 — DARTS search space, CIFAR-10",
         "Paper: IS-DARTS (AAAI 2024), Table 2 — test error (%) of the searched cell retrained on CIFAR-10, "

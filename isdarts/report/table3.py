@@ -1,16 +1,15 @@
 """Table 3 rebuilt: the CIFAR-10-searched cell transferred to ImageNet (mobile setting), paper beside ours.
 
-Reads ``runs/darts/imagenet/<method>/seed_<s>/metrics.json`` and folds the seeds of one method and
-profile into one row: final-epoch top-1/top-5 error, params, MAdds counted at the paper's 224×224
-input (whatever resolution the run trained at), and the genotype's search cost. A run on the tiny
-ImageFolder made from CIFAR (data.tiny) is a pipeline check, never an ImageNet number, and is never judged.
+Reads ``runs/darts/imagenet/<method>/seed_<s>/metrics.json``; a row per method and profile holds the final-epoch
+top-1/top-5 error, params, MAdds counted at the paper's 224×224 input (whatever resolution the run trained at),
+and the genotype's search cost. A run on the tiny ImageFolder made from CIFAR (data.tiny) is a pipeline check,
+never an ImageNet number, and is never judged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 
@@ -18,7 +17,7 @@ from isdarts.errors import ReportError
 from isdarts.records import ImagenetMetrics
 from isdarts.report import render, runs
 from isdarts.report.paper import CLAIMS, TABLE3, TABLE3_COST_UNIT, Table3Row
-from isdarts.report.render import COST, JUDGED, SPREAD, Cell, Column, JudgedCell, Row, Summary, col, fmt_num
+from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, SPREAD, Cell, Column, JudgedCell, Row, col, fmt_num
 
 # |our mean − paper mean| allowed for top-1 and top-5, in percentage points of error: the paper's
 # CIFAR-searched gradient rows span ~3 pp of top-1, so 1 pp still separates IS-DARTS from DARTS (C).
@@ -32,7 +31,6 @@ COLUMNS = (col("source", "Source"), col("architecture", "Architecture"), col("pr
            col("top5_error", "Top-5 err (%)", "r", JUDGED), col("params_m", "Params (M)", "r", SPREAD),
            Column("madds_m", "MAdds (M)", ("madds_m_mean", "madds_m_std", "madds_input"), "r"), COST,
            col("method", "Method"))
-CSV_COLUMNS: tuple[str, ...] = render.csv_header(COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -40,17 +38,23 @@ class ImagenetRow(runs.DartsRow):
     """One reproduced row on one kind of data: top-1/top-5 judged against the paper's row, size and MAdds."""
 
     tiny: bool
-    paper: Table3Row | None
-    top1_error: JudgedCell
-    top5_error: JudgedCell
-    params_m: Summary
-    madds_m: Summary
     madds_input: int
+    paper: Table3Row | None
+
+    def error(self, key: str) -> JudgedCell:
+        """The seeds' ``key`` (top1_error or top5_error, named alike in our runs and the paper's row), judged."""
+        paper = getattr(self.paper, key) if self.paper else None
+        return self.judge([getattr(run, key) for run in self.runs], paper, TOLERANCE)
+
+    top1_error = property(lambda self: self.error("top1_error"))
+    top5_error = property(lambda self: self.error("top5_error"))
+    params_m = property(lambda self: render.summarize([r.params_m for r in self.runs]))
+    madds_m = property(lambda self: render.summarize([r.madds_m for r in self.runs]))
 
     @property
     def judged(self) -> bool:
         # Tiny data is never the paper's setting, whatever the profile claims.
-        return render.comparable(self.profile, self.paper_settings and not self.tiny)
+        return super().judged and not self.tiny
 
     def judged_cells(self) -> dict[str, JudgedCell]:
         return {"top-1 error": self.top1_error, "top-5 error": self.top5_error}
@@ -84,21 +88,14 @@ def _one(values: Sequence[object], key: str, where: str) -> object:
 
 
 def imagenet_row(seeds: Sequence[ImagenetMetrics], where: str) -> ImagenetRow:
-    """One row from the seeds of one method and profile."""
-    first = seeds[0]
-    where = f"{where}/{first.method}"
+    """One row from the seeds of one method and profile, beside the paper's row for that method."""
+    method = seeds[0].method
+    where = f"{where}/{method}"
     tiny = bool(_one([r.data.tiny for r in seeds], "data.tiny", where))
     madds_input = int(_one([r.madds_input for r in seeds], "madds_input", where))
-    paper = next((row for row in TABLE3 if row.architecture == PAPER_LABELS.get(first.method)), None)
-    judge = partial(render.judged_cell, tolerance=TOLERANCE, profile=first.profile,
-                    paper_settings=first.paper_settings and not tiny)
-    return ImagenetRow(
-        f"{render.DISPLAY_LABELS[first.method]} (C)", tuple(seeds), *runs.search_cost_days(seeds, where),
-        tiny=tiny, paper=paper, madds_input=madds_input,
-        top1_error=judge([r.top1_error for r in seeds], paper.top1_error if paper else None),
-        top5_error=judge([r.top5_error for r in seeds], paper.top5_error if paper else None),
-        params_m=render.summarize([r.params_m for r in seeds]), madds_m=render.summarize([r.madds_m for r in seeds]),
-    )
+    paper = next((row for row in TABLE3 if row.architecture == PAPER_LABELS.get(method)), None)
+    return ImagenetRow(f"{DISPLAY_LABELS[method]} (C)", tuple(seeds), *runs.search_cost_days(seeds, where), tiny,
+                       madds_input, paper)
 
 
 def build_table3(imagenet_dir: Path = Path("runs/darts/imagenet")) -> render.Report:
@@ -107,9 +104,8 @@ def build_table3(imagenet_dir: Path = Path("runs/darts/imagenet")) -> render.Rep
     tiny = [row.label for row in ours if row.tiny]
     return runs.darts_report(
         "table3", COLUMNS,
-        (runs.paper_row(p.architecture, p.cost_gpu_days, TABLE3_COST_UNIT, p.method,
-                        top1_error=render.number(p.top1_error), top5_error=render.number(p.top5_error),
-                        params_m=render.number(p.params_m)) for p in TABLE3),
+        (runs.paper_row(p, TABLE3_COST_UNIT, top1_error=render.number(p.top1_error),
+                        top5_error=render.number(p.top5_error), params_m=render.number(p.params_m)) for p in TABLE3),
         ours, imagenet_dir, "Table 3 — ImageNet (mobile setting), cell searched on CIFAR-10",
         "Paper: IS-DARTS (AAAI 2024), Table 3 — top-1/top-5 error (%) on ImageNet, params (M), search cost "
         f"in {TABLE3_COST_UNIT}; (C) searched on CIFAR-10, (I) on ImageNet; its text gives IS-DARTS as "

@@ -22,7 +22,6 @@ LABELS: Mapping[str, str] = MappingProxyType({m: DISPLAY_LABELS[m] for m in ("is
 TOLERANCE: float = table1.TOLERANCE
 
 COLUMNS = (*table1.HEAD, col("seeds"), COST, *table1.ACCURACIES)
-CSV_COLUMNS: tuple[str, ...] = render.csv_header(COLUMNS)
 
 
 def build_table_a1(results_dir: Path = Path("results")) -> render.Report:
@@ -34,7 +33,7 @@ def build_table_a1(results_dir: Path = Path("results")) -> render.Report:
         if not path.is_file():
             absent.append(f"{label} (`{path}`)")
             continue
-        row = table1.read_row(path, LABELS, {p.method: p.accuracies for p in TABLE_A1}, TOLERANCE)
+        row = table1.read_row(path, LABELS, {p.method: p.accuracies for p in TABLE_A1})
         if row.method != method:
             raise ReportError(f"{path}: key 'method' is {row.method!r} but the file is named for {method!r}")
         ours.append(row)
@@ -44,8 +43,7 @@ def build_table_a1(results_dir: Path = Path("results")) -> render.Report:
     looked_for = ", ".join(f"nb201_{m}.json" for m in LABELS)
     return render.report(
         "table_a1", COLUMNS,
-        [*({"source": "paper", "method": p.method, "profile": "paper", **table1.given_cells(p.accuracies)}
-           for p in TABLE_A1), *(row.row() for row in ours)],
+        [*(table1.given_row("paper", p.method, "paper", p.accuracies) for p in TABLE_A1), *(row.row() for row in ours)],
         ours, "Table A.1 — ablation on NAS-Bench-201: IS-DARTS vs I-DARTS vs S-DARTS",
         "Paper: IS-DARTS (AAAI 2024), Table A.1 — accuracy (%) of the cell searched on CIFAR-10, single numbers "
         "(no std). I-DARTS is IIM without shrinking, S-DARTS shrinking without IIM (§3.5; the appendix swaps the "

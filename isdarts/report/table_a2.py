@@ -1,8 +1,8 @@
 """Table A.2 rebuilt: the shrink rate on the DARTS search space, CIFAR-10, the paper's rates as columns.
 
-Reads one retrained cell per shrink rate from ``runs/darts/sweep/<rate_name>/retrain/metrics.json``
-and lays the rates out as columns, as the paper does; one run per rate, as in the paper. The CSV
-keeps one row per rate (the paper's, then ours). Only paper-profile runs are judged.
+Reads one retrained cell per shrink rate (one run, as in the paper) from
+``runs/darts/sweep/<rate_name>/retrain/metrics.json``; the markdown lays the rates out as columns, as the paper
+does, and the CSV keeps one row per rate (the paper's, then ours). Only paper-profile runs are judged.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from types import MappingProxyType
 
 from isdarts.errors import ReportError
 from isdarts.records import SweepRetrainMetrics, finished, subdirs
-from isdarts.report import render, runs
+from isdarts.report import render
 from isdarts.report.paper import TABLE_A2, ShrinkRateRow
 from isdarts.report.render import COST, Cell, Column, JudgedCell, Row, col, fmt_csv_num, fmt_num
+from isdarts.report.runs import Reproduced, search_cost_days
 
 # Sweep folder -> the paper's shrink rate, in the paper's column order (rate falling, steps rising).
 RATE_NAMES: Mapping[str, float] = MappingProxyType({
@@ -29,7 +30,6 @@ TOLERANCE = 0.3
 COLUMNS = (*map(col, ("source", "rate_name", "rate", "rate_label", "profile", "seed", "steps", "interval")),
            Column("test_error", None, ("test_error", "test_error_verdict")),
            Column("best_error", None, ("best_error", "best_error_verdict")), col("params_m"), COST)
-CSV_COLUMNS: tuple[str, ...] = render.csv_header(COLUMNS)
 
 # The markdown's rows, one per (label, whose row, column key); its columns are the paper's rates.
 MD_ROWS = (
@@ -56,28 +56,27 @@ def _single(judged: JudgedCell) -> Cell:
 
 
 @dataclass(frozen=True)
-class SweepRun:
+class SweepRun(Reproduced):
     """One shrink rate's retrained cell, the paper's column for its rate, and both judged errors."""
 
     rate_name: str
     run: SweepRetrainMetrics
     paper: ShrinkRateRow
-    test_error: JudgedCell
-    best_error: JudgedCell
 
     label = property(lambda self: f"rate {self.run.rate_label}")
-    profile = property(lambda self: self.run.profile)
-    judged = property(lambda self: render.comparable(self.run.profile, self.run.paper_settings))
+    runs = property(lambda self: (self.run,))
+    test_error = property(lambda self: self.judge([self.run.final_test_error], self.paper.test_error, TOLERANCE))
+    best_error = property(lambda self: self.judge([self.run.best_test_error], self.paper.test_error, TOLERANCE))
 
-    def misses(self) -> list[tuple[str, JudgedCell]]:
-        return [(f"{self.label}, final error", self.test_error), (f"{self.label}, best-epoch error", self.best_error)]
+    def judged_cells(self) -> dict[str, JudgedCell]:
+        return {"final error": self.test_error, "best-epoch error": self.best_error}
 
     def note(self) -> str:
         r = self.run
-        return (f"- **{self.label}** (`{self.rate_name}`): {render.setting_text(r.profile, r.paper_settings)}, "
-                f"seed {r.seed}, {r.steps} shrink steps, interval {_interval(r.interval).md}, anchor `{r.anchor}`; "
-                f"retrained {r.epochs} epochs on {r.train_images} training / {r.test_images} test images; "
-                f"genotype `{r.genotype}`.{render.differs_text(r.paper_mismatches)}")
+        return (f"- **{self.label}** (`{self.rate_name}`): {self.setting_text()}, seed {r.seed}, {r.steps} shrink "
+                f"steps, interval {_interval(r.interval).md}, anchor `{r.anchor}`; retrained {r.epochs} epochs on "
+                f"{r.train_images} training / {r.test_images} test images; genotype `{r.genotype}`."
+                f"{self.differs(say_matches=False)}")
 
     def row(self) -> Row:
         r = self.run
@@ -85,7 +84,7 @@ class SweepRun:
                 "rate_label": r.rate_label, "profile": r.profile, "seed": str(r.seed), "steps": str(r.steps),
                 "interval": _interval(r.interval), "test_error": _single(self.test_error),
                 "best_error": _single(self.best_error), "params_m": render.number(r.params_m),
-                "cost": render.cost(*runs.search_cost_days([r], self.rate_name))}
+                "cost": render.cost(*search_cost_days([r], self.rate_name))}
 
 
 def paper_row(p: ShrinkRateRow) -> Row:
@@ -101,11 +100,7 @@ def read_sweep_run(path: Path, rate_name: str) -> SweepRun:
     rate = RATE_NAMES[rate_name]
     if abs(run.rate - rate) > _RATE_MATCH:
         raise ReportError(f"{path}: key 'rate' is {run.rate} but the folder {rate_name!r} is rate {rate}")
-    paper = next(row for row in TABLE_A2 if abs(row.rate - rate) <= _RATE_MATCH)
-    kw = {"profile": run.profile, "paper_settings": run.paper_settings}
-    test, best = (render.judged_cell([error], paper.test_error, TOLERANCE, **kw)
-                  for error in (run.final_test_error, run.best_test_error))
-    return SweepRun(rate_name, run, paper, test, best)
+    return SweepRun(rate_name, run, next(row for row in TABLE_A2 if abs(row.rate - rate) <= _RATE_MATCH))
 
 
 def build_table_a2(sweep_dir: Path = Path("runs/darts/sweep")) -> render.Report:
