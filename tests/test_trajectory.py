@@ -153,3 +153,10 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     assert "DARTS (1st) seed 0: after" in page.markdown and "study-profile numbers" in page.markdown
     first = figure.read_bytes()
     assert plot_collapse(study, tmp_path / "again.png").read_bytes() == first
+
+
+def test_study_page_prints_step_counts_with_thousands_separators_and_plain_csv():
+    from isdarts.report.render import Cell
+    from isdarts.report.study import _count
+
+    assert _count(19492) == Cell("19,492", ("19492",)) and _count(0) == Cell("0", ("0",))

@@ -24,6 +24,11 @@ COLUMNS = (col("method", "Method"), col("seed", "Seed", "r"), col("profile", "Pr
            col("peak_free", "Most param-free edges (epoch)", "r"), col("genotype", "Final cell"))
 
 
+def _count(steps: int) -> Cell:
+    """A step count with thousands separators in markdown (19,492), plain in CSV."""
+    return Cell(f"{steps:,}", (str(steps),))
+
+
 @dataclass(frozen=True)
 class StudyRun:
     """One study search: its history and metrics, and where its argmax cell went."""
@@ -41,7 +46,7 @@ class StudyRun:
         return {
             "method": self.label, "seed": str(self.history.seed), "profile": self.metrics.profile,
             "device": self.metrics.device_name, "data": self.metrics.data_kind, "epochs": str(last.epoch),
-            "alpha_steps": str(last.alpha_steps or 0), "weight_steps": str(last.weight_steps),
+            "alpha_steps": _count(last.alpha_steps or 0), "weight_steps": _count(last.weight_steps),
             "final_c10": render.number(final_c10),
             "final_free": f"{last.cell.param_free}/{edges}" if last.cell else render.MISSING,
             "peak_free": f"{peak.param_free}/{edges} ({peak_epoch})" if peak else render.MISSING,
@@ -50,8 +55,8 @@ class StudyRun:
 
     def summary(self) -> str:
         row = self.row()
-        return (f"- {self.label} seed {self.history.seed}: after {row['alpha_steps']} α steps and "
-                f"{row['weight_steps']} weight steps its cell has {row['final_free']} parameter-free edges (most "
+        return (f"- {self.label} seed {self.history.seed}: after {row['alpha_steps'].md} α steps and "
+                f"{row['weight_steps'].md} weight steps its cell has {row['final_free']} parameter-free edges (most "
                 f"on the way: {row['peak_free']}) and scores {row['final_c10'].md} CIFAR-10 test in the benchmark "
                 f"(collapse level {fmt_num(NB201_COLLAPSE_C10_TEST)}, optimum {fmt_num(NB201_OPTIMUM_C10_TEST)}).")
 
