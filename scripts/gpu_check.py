@@ -55,7 +55,8 @@ from isdarts.train.runtime import describe_device, make_deterministic, make_gene
 
 PAPER_TRAIN, PAPER_TEST = 50_000, 10_000
 PAPER_EPOCHS = {"nb201": 30, "darts": 50}
-# What the levers table compares: each lever alone against plain eager NCHW float32, then all of them.
+# What the levers tables compare: each lever alone against plain eager NCHW float32, then all of them; then
+# all of them with the compiled step replayed as CUDA graphs (inductor's reduce-overhead mode, CUDA only).
 LEVERS: dict[str, dict[str, bool]] = {
     "eager": {"channels_last": False, "amp": False, "compile": False, "cudnn_benchmark": False},
     "channels_last": {"channels_last": True, "amp": False, "compile": False, "cudnn_benchmark": False},
@@ -63,7 +64,12 @@ LEVERS: dict[str, dict[str, bool]] = {
     "cudnn_benchmark": {"channels_last": False, "amp": False, "compile": False, "cudnn_benchmark": True},
     "compile": {"channels_last": False, "amp": False, "compile": True, "cudnn_benchmark": False},
     "combined": {"channels_last": True, "amp": True, "compile": True, "cudnn_benchmark": True},
+    "combined + CUDA graphs": {"channels_last": True, "amp": True, "compile": True, "cudnn_benchmark": True},
 }
+CUDA_ONLY = ("cudnn_benchmark", "combined + CUDA graphs")
+# The NB201 levers that need no compile run before the timed search, so that a short budget still times the
+# search; "combined" (what `auto` picks on CUDA) goes with them, since the search then reuses its compiled code.
+NB201_FIRST = ("eager", "channels_last", "bf16", "cudnn_benchmark", "combined")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,6 +261,20 @@ def correctness_lines(result: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------- 2. levers
+class GraphedForward(FastForward):
+    """The fast forward compiled in inductor's reduce-overhead mode, which replays each step as CUDA graphs:
+    measured here against the default mode before `auto` could pick it."""
+
+    def __init__(self, model: torch.nn.Module, plan: SpeedPlan) -> None:
+        super().__init__(model, plan)
+        self.compiled = torch.compile(self.eager, backend=plan.compile_backend, mode="reduce-overhead", dynamic=False)
+
+    def __call__(self, x: torch.Tensor, weights: Any = None, probe: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if probe is None and self.model.training:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs are done with
+        return super().__call__(x, weights, probe)
+
+
 class Timer:
     """Device time of a run of steps: CUDA events on a GPU (no host stalls between steps), wall time on CPU."""
 
@@ -281,9 +301,10 @@ def measure_lever(space: str, name: str, size: Size, device: torch.device, backe
     cfg = search_cfg(space, size, device, **LEVERS[name])
     make_deterministic(0)
     method = build_method(cfg, 10, device, make_generator(torch.device("cpu"), 2))
-    plan = resolve_speed(cfg, device)
-    if plan.compile and backend != plan.compile_backend:
-        method.model.forward = FastForward(method.model, dataclasses.replace(plan, compile_backend=backend))
+    plan = dataclasses.replace(resolve_speed(cfg, device), compile_backend=backend)
+    graphs = name == "combined + CUDA graphs"
+    if graphs or (plan.compile and backend != "inductor"):
+        method.model.forward = (GraphedForward if graphs else FastForward)(method.model, plan)
     batch = cfg.batch_size
     x, y = random_batch(batch, device)
     method.set_epoch(0)
@@ -316,12 +337,14 @@ def measure_iim_cost(space: str, size: Size, device: torch.device) -> dict[str, 
 
 
 def run_levers(space: str, size: Size, device: torch.device, budget: Budget, backend: str,
-               compile_guess_s: float) -> dict[str, Any]:
+               compile_guess_s: float, names: tuple[str, ...] = tuple(LEVERS), iim: bool = True) -> dict[str, Any]:
+    """images/s per lever in `names`; a lever that fails is recorded as failed and the others still run."""
     results: dict[str, Any] = {}
     compile_s = compile_guess_s
-    for name, lever in LEVERS.items():
-        if name == "cudnn_benchmark" and device.type != "cuda":
-            continue  # a CUDA switch: nothing to measure on CPU
+    for name in names:
+        lever = LEVERS[name]
+        if name in CUDA_ONLY and device.type != "cuda":
+            continue  # a CUDA feature: nothing to measure on CPU
         if lever["compile"] and space not in size.compile_spaces:
             results[name] = {"skipped": "not in this mode"}
             continue
@@ -329,22 +352,30 @@ def run_levers(space: str, size: Size, device: torch.device, budget: Budget, bac
         if not budget.allows(need):
             results[name] = {"skipped": f"budget: {budget.left():.0f} s left, about {need:.0f} s needed"}
             continue
-        results[name] = measure_lever(space, name, size, device, backend)
+        try:
+            results[name] = measure_lever(space, name, size, device, backend)
+        except Exception as exc:  # a GPU check runs once: keep the other levers' numbers
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()}
+            continue
         if lever["compile"]:
             compile_s = max(results[name]["warmup_s"], 1.0)
-    if budget.allows(10.0):
+    if iim and budget.allows(10.0):
         results["iim_pass"] = measure_iim_cost(space, size, device)
     return results
 
 
-def lever_lines(space: str, results: dict[str, Any]) -> list[str]:
-    base = results.get("eager", {}).get("images_per_s")
+def lever_lines(space: str, results: dict[str, Any], base: float | None = None) -> list[str]:
+    """The levers table; `base` is eager's images/s where eager ran in another section."""
+    base = results.get("eager", {}).get("images_per_s", base)
     lines = ["| lever | images/s | vs eager | warm-up s |", "|---|---|---|---|"]
     for name, r in results.items():
         if name == "iim_pass":
             continue
         if "skipped" in r:
             lines.append(f"| {name} | skipped ({r['skipped']}) | | |")
+            continue
+        if "error" in r:
+            lines.append(f"| {name} | FAILED: {r['error'].splitlines()[0][:300]} | | |")
             continue
         ratio = f"{r['images_per_s'] / base:.2f}x" if base else ""
         lines.append(f"| {name} | {r['images_per_s']:.0f} | {ratio} | {r['warmup_s']:.1f} |")
@@ -401,7 +432,16 @@ def run_searches(size: Size, arrays: CifarArrays, device: torch.device, budget: 
     results: dict[str, Any] = {}
     nb201, note = _affordable("nb201", size, device, budget, 60.0, compile_s["nb201"])
     plan = resolve_speed(nb201, device)
-    records = timed_search(nb201, arrays, device, size.search_epochs)
+    try:
+        records = timed_search(nb201, arrays, device, size.search_epochs)
+    except Exception as exc:
+        if not plan.compile:
+            raise
+        # The search's number is this check's main result: time it eager rather than lose it.
+        results["nb201 compiled"] = {"error": f"{type(exc).__name__}: {exc}"[:2000], "traceback": traceback.format_exc()}
+        nb201, note = dataclasses.replace(nb201, compile=False), f"compile off: the compiled search failed ({exc!r:.200})"
+        plan = resolve_speed(nb201, device)
+        records = timed_search(nb201, arrays, device, size.search_epochs)
     results["nb201"] = {"plan": dataclasses.asdict(plan), "note": note, "records": records,
                         **extrapolate(records, PAPER_EPOCHS["nb201"], nb201.shrink.steps, plan.compile)}
     # Two DARTS-space epochs on a few thousand images: judged from NB201's epoch, the DARTS net being ~3x dearer.
@@ -484,10 +524,15 @@ def main(argv: list[str] | None = None) -> int:
         report.run(f"correctness {space}", lambda sp=space: check_correctness(sp, size, device, 1e-3),
                    correctness_lines)
     guess = 20.0 if args.cpu_tiny else 90.0  # seconds one compile takes, until one is measured
-    report.run("levers nb201", lambda: run_levers("nb201", size, device, budget, backend, guess),
+    report.run("levers nb201", lambda: run_levers("nb201", size, device, budget, backend, guess, NB201_FIRST),
                lambda r: lever_lines("nb201", r))
     report.run("search", lambda: run_searches(size, arrays, device, budget, compile_estimates(report, guess)),
                search_lines)
+    eager = report.data["sections"]["levers nb201"].get("eager", {}).get("images_per_s")
+    later = tuple(name for name in LEVERS if name not in NB201_FIRST)
+    report.run("levers nb201, compiled", lambda: run_levers("nb201", size, device, budget, backend, guess, later,
+                                                            iim=False),
+               lambda r: lever_lines("nb201", r, eager))
     report.run("levers darts", lambda: run_levers("darts", size, device, budget, backend, 2 * guess),
                lambda r: lever_lines("darts", r))
     report.data["wall_s"] = time.monotonic() - started

@@ -39,12 +39,14 @@ def test_cpu_tiny_mode_runs_every_check_without_mlflow_or_dvc(shared_cifar_subse
         for lever in ("eager", "channels_last", "bf16"):
             assert levers[lever]["images_per_s"] > 0
         assert levers["iim_pass"]["ratio"] > 0
-    assert sections["levers nb201"]["compile"]["compile_backend"] == "aot_eager"
+    assert sections["levers nb201"]["combined"]["compile_backend"] == "aot_eager"
+    assert sections["levers nb201, compiled"]["compile"]["compile_backend"] == "aot_eager"
     search = sections["search"]
     assert [r["epoch"] for r in search["nb201"]["records"]] == [1, 2] and search["nb201"]["epochs"] == 30
     assert search["darts"]["epochs"] == 50 and search["darts"]["estimate_s"] > 0
     summary = (tmp_path / "summary.md").read_text()
-    for heading in ("## correctness nb201", "## levers nb201", "## search", "## levers darts"):
+    for heading in ("## correctness nb201", "## levers nb201", "## search", "## levers nb201, compiled",
+                    "## levers darts"):
         assert heading in summary
     assert "30-epoch search estimated at" in summary and "the full CIFAR-10 is not available" in summary
 
