@@ -81,6 +81,26 @@ def test_auto_rules_per_space_and_device(monkeypatch):
     assert resolve_speed(forced, CPU) == SpeedPlan(channels_last=True, amp=True, compile=False, cudnn_benchmark=False)
 
 
+def test_unfused_supernets_stay_nchw_on_cuda_where_their_channels_last_gradients_were_wrong(monkeypatch):
+    """Measured on an H200 (BENCHMARKS.md, GPU check): unfused channels-last gradients up to 1.3x the largest
+    gradient away from float64, fused ones and NCHW right. `auto` avoids it; asking for it is refused."""
+    monkeypatch.setattr("isdarts.search.speed._bf16_ok", lambda device: device.type == "cuda")
+    cuda = torch.device("cuda")
+    raw = quick_raw()
+    for space in ("nb201", "darts"):
+        raw[space]["search"]["fused_ops"] = False
+    params = params_from_dict(raw)
+    for cfg in (params.nb201.search("isdarts"), params.darts.runs.search("isdarts")):
+        assert resolve_speed(cfg, cuda).channels_last is False
+    assert resolve_speed(params.darts.runs.search("isdarts"), CPU).channels_last is True  # right on CPU
+    forced = nb201_cfg(fused_ops=False, channels_last=True)
+    expected = (r"nb201\.search: channels_last = true with fused_ops = false gives wrong gradients on CUDA"
+                r".*set channels_last to auto or false, or fused_ops to true")
+    with pytest.raises(ConfigError, match=expected):
+        resolve_speed(forced, cuda)
+    assert resolve_speed(forced, CPU).channels_last is True
+
+
 def test_auto_leaves_the_cpu_forward_untouched():
     method = build_method(nb201_cfg(C=4, N=1), 10, CPU, make_generator(CPU, 0))
     assert "forward" not in vars(method.model)  # the class's own forward: CPU results cannot change

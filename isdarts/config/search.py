@@ -129,7 +129,7 @@ class SearchConfig:
     fused_ops: bool = True  # one call per op kind and input state instead of one per op (spaces/fused.py)
     # The GPU fast path, `auto`, true or false each; isdarts.search.speed says what `auto` picks per space and
     # device (on CPU `auto` changes nothing but the memory format).
-    channels_last: str | bool = "auto"  # auto: on for the DARTS space and on CUDA; off for NB201 on CPU
+    channels_last: str | bool = "auto"  # auto: DARTS space on CPU, fused ops on CUDA; off for NB201 on CPU
     amp: str | bool = "auto"  # bf16 autocast of the weight and α steps; auto: on for CUDA
     compile: str | bool = "auto"  # torch.compile of the supernet's training forward; auto: on for CUDA
     cudnn_benchmark: str | bool = "auto"  # cuDNN picks conv kernels by timing them; auto: on for CUDA

@@ -1,8 +1,11 @@
 """The GPU fast path of a search: what each `auto` speed setting means on a space and device, and the one
 place that applies bf16 autocast and torch.compile to a supernet.
 
-- `channels_last`: on for the DARTS space (its depthwise convs ran about 4x faster channels-last on CPU)
-  and on CUDA; off for NB201 on CPU, where it measured no faster at full mask and 0.97x on the single path.
+- `channels_last`: on for the DARTS space on CPU (its depthwise convs ran about 4x faster channels-last)
+  and for the fused supernets on CUDA; off for NB201 on CPU, where it measured no faster at full mask and
+  0.97x on the single path. Never for the unfused supernets on CUDA: on an H200 (PyTorch 2.11, 2026-12-04)
+  their channels-last gradients were wrong, up to 1.3x the largest gradient away from float64, while the
+  fused ones agreed with float64 and both agreed in NCHW (scripts/gpu_check.py, BENCHMARKS.md).
 - `amp`: bf16 autocast of the weight and α steps; on for CUDA devices with bf16, off on CPU.
 - `compile`: `torch.compile` of the supernet's training forward; on for CUDA, off on CPU.
 - `cudnn_benchmark`: cuDNN times its conv kernels once per shape (a search's shapes are static); on for
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from isdarts.config.search import SearchConfig
+from isdarts.errors import ConfigError
 
 AMP_DTYPE = torch.bfloat16
 # Compiled graphs per code object before dynamo falls back to eager: a search compiles once per mask state
@@ -55,8 +59,14 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
     def pick(value: str | bool, auto: bool) -> bool:
         return auto if value == "auto" else bool(value)
 
+    if cuda and cfg.channels_last is True and not cfg.fused_ops:
+        raise ConfigError(
+            f"params.yaml: {cfg.space}.search: channels_last = true with fused_ops = false gives wrong gradients "
+            "on CUDA (the unfused ops' channels-last backward; see BENCHMARKS.md, GPU check); set channels_last "
+            "to auto or false, or fused_ops to true"
+        )
     return SpeedPlan(
-        channels_last=pick(cfg.channels_last, cuda or cfg.space == "darts"),
+        channels_last=pick(cfg.channels_last, cfg.fused_ops if cuda else cfg.space == "darts"),
         amp=pick(cfg.amp, _bf16_ok(device)),
         compile=pick(cfg.compile, cuda),
         cudnn_benchmark=pick(cfg.cudnn_benchmark, cuda),
