@@ -45,38 +45,36 @@ sys.path.insert(0, str(ROOT))  # also works without PYTHONPATH=.
 from isdarts.config import params_from_dict  # noqa: E402
 from isdarts.config.search import SearchConfig  # noqa: E402
 from isdarts.data.cifar import CifarArrays, load_cifar10, locate_cifar10  # noqa: E402
-from isdarts.search.iim import (  # noqa: E402
-    IimAccumulator,
-    _PerKindProbe,
-    aggregate_cells,
-    measure_iim,
-    measure_iim_darts,
-)
+from isdarts.search.iim import measure_iim, measure_iim_darts  # noqa: E402
 from isdarts.search.loop import build_method, run_search  # noqa: E402
 from isdarts.search.shrink import shrink_step  # noqa: E402
-from isdarts.search.speed import FastForward, SpeedPlan, resolve_speed  # noqa: E402
+from isdarts.search.speed import FastForward, resolve_speed  # noqa: E402
 from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet, darts_node_subsets  # noqa: E402
 from isdarts.spaces.nb201.supernet import Nb201Supernet, per_edge_subsets  # noqa: E402
+from isdarts.train.graphs import BatchGraph  # noqa: E402
 from isdarts.train.runtime import describe_device, make_deterministic, make_generator, resolve_device, synchronize  # noqa: E402
 
 PAPER_TRAIN, PAPER_TEST = 50_000, 10_000
 PAPER_EPOCHS = {"nb201": 30, "darts": 50}
-# What the levers tables compare: each lever alone against plain eager NCHW float32, then all of them; then
-# all of them with the compiled step replayed as CUDA graphs (inductor's reduce-overhead mode, CUDA only).
+# What the levers tables compare: each lever alone against plain eager NCHW float32, then the eager ones
+# together, then all of them (what `auto` picks on CUDA).
+_OFF = {"channels_last": False, "amp": False, "compile": False, "cudnn_benchmark": False, "cuda_graphs": False}
 LEVERS: dict[str, dict[str, bool]] = {
-    "eager": {"channels_last": False, "amp": False, "compile": False, "cudnn_benchmark": False},
-    "channels_last": {"channels_last": True, "amp": False, "compile": False, "cudnn_benchmark": False},
-    "bf16": {"channels_last": False, "amp": True, "compile": False, "cudnn_benchmark": False},
-    "cudnn_benchmark": {"channels_last": False, "amp": False, "compile": False, "cudnn_benchmark": True},
-    "compile": {"channels_last": False, "amp": False, "compile": True, "cudnn_benchmark": False},
-    "combined": {"channels_last": True, "amp": True, "compile": True, "cudnn_benchmark": True},
-    "combined + CUDA graphs": {"channels_last": True, "amp": True, "compile": True, "cudnn_benchmark": True},
+    "eager": _OFF,
+    "channels_last": {**_OFF, "channels_last": True},
+    "bf16": {**_OFF, "amp": True},
+    "cudnn_benchmark": {**_OFF, "cudnn_benchmark": True},
+    "cuda_graphs": {**_OFF, "cuda_graphs": True},
+    "compile": {**_OFF, "compile": True},
+    "combined": {"channels_last": True, "amp": True, "compile": True, "cudnn_benchmark": True, "cuda_graphs": False},
+    "combined + cuda_graphs": {"channels_last": True, "amp": True, "compile": True, "cudnn_benchmark": True,
+                               "cuda_graphs": True},
 }
-CUDA_ONLY = ("cudnn_benchmark", "combined + CUDA graphs")
+CUDA_ONLY = ("cudnn_benchmark", "cuda_graphs", "combined + cuda_graphs")
 SECTIONS = ("correctness", "profile", "graphs", "levers", "search")
 # The NB201 levers that need no compile run before the timed search, so that a short budget still times the
 # search; "combined" (what `auto` picks on CUDA) goes with them, since the search then reuses its compiled code.
-NB201_FIRST = ("eager", "channels_last", "bf16", "cudnn_benchmark", "combined")
+NB201_FIRST = ("eager", "channels_last", "bf16", "cudnn_benchmark", "cuda_graphs", "combined")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,20 +306,6 @@ def correctness_lines(result: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------- 2. levers
-class GraphedForward(FastForward):
-    """The fast forward compiled in inductor's reduce-overhead mode, which replays each step as CUDA graphs:
-    measured here against the default mode before `auto` could pick it."""
-
-    def __init__(self, model: torch.nn.Module, plan: SpeedPlan) -> None:
-        super().__init__(model, plan)
-        self.compiled = torch.compile(self.eager, backend=plan.compile_backend, mode="reduce-overhead", dynamic=False)
-
-    def __call__(self, x: torch.Tensor, weights: Any = None, probe: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if probe is None and self.model.training:
-            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last step's graph outputs are done with
-        return super().__call__(x, weights, probe)
-
-
 class Timer:
     """Device time of a run of steps: CUDA events on a GPU (no host stalls between steps), wall time on CPU."""
 
@@ -349,15 +333,16 @@ def measure_lever(space: str, name: str, size: Size, device: torch.device, backe
     make_deterministic(0)
     method = build_method(cfg, 10, device, make_generator(torch.device("cpu"), 2))
     plan = dataclasses.replace(resolve_speed(cfg, device), compile_backend=backend)
-    graphs = name == "combined + CUDA graphs"
-    if graphs or (plan.compile and backend != "inductor"):
-        method.model.forward = (GraphedForward if graphs else FastForward)(method.model, plan)
+    if plan.compile and backend != "inductor":
+        method.model.forward = FastForward(method.model, plan)
     batch = cfg.batch_size
     x, y = random_batch(batch, device)
     method.set_epoch(0)
+    # As the search loop runs it: replayed as a CUDA graph where the lever says so (warm-up: eager, capture).
+    step = BatchGraph(method.train_step, plan.cuda_graphs)
     timer = Timer(device)
-    warm = timer.seconds(lambda: [method.train_step(x, y) for _ in range(size.warmup)])
-    timed = timer.seconds(lambda: [method.train_step(x, y) for _ in range(size.steps)])
+    warm = timer.seconds(lambda: [step(x, y) for _ in range(max(2, size.warmup))])
+    timed = timer.seconds(lambda: [step(x, y) for _ in range(size.steps)])
     return {"images_per_s": batch * size.steps / timed, "warmup_s": warm, "plan": dataclasses.asdict(plan),
             "compile_backend": backend if plan.compile else None}
 
@@ -458,7 +443,8 @@ def profile_step(space: str, size: Size, device: torch.device) -> dict[str, Any]
     issued = time.perf_counter() - began
     synchronize(device)
     total = time.perf_counter() - began
-    result: dict[str, Any] = {"host_issue_ms": 1e3 * issued / steps, "wall_ms": 1e3 * total / steps}
+    result: dict[str, Any] = {"host_issue_ms": 1e3 * issued / steps, "wall_ms": 1e3 * total / steps,
+                              "batch_size": method.cfg.batch_size}
     try:
         from torch.profiler import ProfilerActivity, profile
 
@@ -483,51 +469,27 @@ def profile_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-class GraphedCalls:
-    """One CUDA graph of `work()` over static input buffers, captured after warm-up on a side stream (the
-    pattern of torch.cuda.graphs): a replay launches the whole step at once instead of kernel by kernel."""
-
-    def __init__(self, work: Callable[[], Any], warmup: int = 3) -> None:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                work()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = work()
-
-    def replay(self) -> Any:
-        self.graph.replay()
-        return self.outputs
-
-
 def _params(method: Any) -> torch.Tensor:
     return torch.cat([p.detach().double().flatten() for p in method.model.parameters()])
 
 
 def measure_graphs(space: str, size: Size, device: torch.device) -> dict[str, Any]:
-    """The IS-DARTS weight step and IIM pass replayed as CUDA graphs, against eager: equal results, and
-    the time per batch of each (the step at the full mask, as a search's first epochs run it)."""
+    """The search's CUDA graphs (isdarts.train.graphs, as the search loop and the IIM use them) against
+    eager: equal results, and the time per batch of the weight step and the IIM pass at the full mask."""
     batch = getattr(size, space)["batch_size"]
     batches = [random_batch(batch, device, seed=10 + s) for s in range(size.steps)]
     timer = Timer(device)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"batch_size": batch}
 
-    # The weight step: two identically built methods, one eager, one replaying its captured step.
+    # The weight step: two identically built methods, one eager, one replaying its captured step; the
+    # first batch of a BatchGraph runs eager, the second is captured, so both see the same six steps.
     eager, graphed = _eager_method(space, size, device), _eager_method(space, size, device)
-    static_x, static_y = batches[0][0].clone(), batches[0][1].clone()
-    for _ in range(3):  # the warm-up steps the capture takes (SGD's momentum buffers appear on the first)
-        eager.train_step(static_x, static_y)
     began = time.perf_counter()
-    step = GraphedCalls(lambda: graphed.train_step(static_x, static_y))
-    result["capture_s"] = time.perf_counter() - began
-    for x, y in batches[:5]:
+    step = BatchGraph(graphed.train_step, True)
+    for x, y in batches[:6]:
         eager.train_step(x, y)
-        static_x.copy_(x)
-        static_y.copy_(y)
-        step.replay()
+        step(x, y)
+    result["capture_s"] = time.perf_counter() - began
     a, b = _params(eager), _params(graphed)
     result["step_params_rel_diff"] = float((a - b).abs().max() / a.abs().max())
 
@@ -537,57 +499,29 @@ def measure_graphs(space: str, size: Size, device: torch.device) -> dict[str, An
 
     def run_graphed() -> None:
         for x, y in batches:
-            static_x.copy_(x)
-            static_y.copy_(y)
-            step.replay()
+            step(x, y)
 
     run_eager()
     run_graphed()
     result["step_eager_ms"] = 1e3 * timer.seconds(run_eager) / len(batches)
     result["step_graph_ms"] = 1e3 * timer.seconds(run_graphed) / len(batches)
 
-    # The IIM pass: the probe accumulates on the device, so one captured probe forward replays per batch.
+    # The IIM pass as IS-DARTS runs it, graphed and eager, on the same batches.
     model = graphed.model
     measure = measure_iim if space == "nb201" else measure_iim_darts
-    expected = measure(model, batches)
-    iim_x = batches[0][0].clone()
+    expected, got = measure(model, batches), measure(model, batches, graphs=True)
+    pairs = [(got, expected)] if space == "nb201" else [(got[k], expected[k]) for k in CELL_KINDS]
+    result["iim_rel_diff"] = max(_relative_error(*(t.nan_to_num(nan=0.0, posinf=float("inf")) for t in pair))
+                                 for pair in pairs)
+    result["iim_eager_ms"] = 1e3 * timer.seconds(lambda: measure(model, batches)) / len(batches)
+    result["iim_graph_ms"] = 1e3 * timer.seconds(lambda: measure(model, batches, graphs=True)) / len(batches)
     model.eval()
     with torch.no_grad():
-        if space == "nb201":
-            acc = IimAccumulator(model.num_search_cells, *model.mask.shape, device)
-            probe, accs = acc, [acc]
-        else:
-            accs_by_kind = {k: IimAccumulator(model.num_cells(k), *model.get_mask(k).shape, device) for k in CELL_KINDS}
-            probe, accs = _PerKindProbe(accs_by_kind), list(accs_by_kind.values())
-        iim_graph = GraphedCalls(lambda: model(iim_x, probe=probe))
-        forward_graph = GraphedCalls(lambda: model(iim_x))
-
-        def run_iim() -> None:
-            for acc_ in accs:
-                acc_.sums.zero_()
-                acc_.counts.zero_()
-            for x, _ in batches:
-                iim_x.copy_(x)
-                iim_graph.replay()
-
-        def run_forward() -> None:
-            for x, _ in batches:
-                iim_x.copy_(x)
-                forward_graph.replay()
-
-        run_iim()
-        if space == "nb201":
-            got = aggregate_cells(acc.per_cell()).masked_fill(model.mask == 0, float("nan"))
-            pairs = [(got, expected)]
-        else:
-            pairs = [(aggregate_cells(accs_by_kind[k].per_cell()).masked_fill(model.get_mask(k) == 0, float("nan")),
-                      expected[k]) for k in CELL_KINDS]
-        result["iim_rel_diff"] = max(_relative_error(*(t.nan_to_num(nan=0.0, posinf=float("inf")) for t in pair))
-                                     for pair in pairs)
-        result["iim_graph_ms"] = 1e3 * timer.seconds(run_iim) / len(batches)
-        result["forward_graph_ms"] = 1e3 * timer.seconds(run_forward) / len(batches)
+        forward = BatchGraph(lambda x: model(x), True)
+        for x, _ in batches[:2]:  # eager, then captured
+            forward(x)
+        result["forward_graph_ms"] = 1e3 * timer.seconds(lambda: [forward(x) for x, _ in batches]) / len(batches)
     model.train()
-    result["iim_eager_ms"] = 1e3 * timer.seconds(lambda: measure(model, batches)) / len(batches)
     result.update(_graphed_estimate(space, result))
     return result
 
@@ -614,8 +548,9 @@ def graphs_lines(space: str, r: dict[str, Any]) -> list[str]:
         f"| IIM pass | {r['iim_eager_ms']:.2f} | {r['iim_graph_ms']:.2f} | "
         f"{r['iim_eager_ms'] / r['iim_graph_ms']:.1f}x |",
         f"| no-grad forward | | {r['forward_graph_ms']:.2f} | |", "",
-        f"graphed = eager: parameters after 5 steps differ by {r['step_params_rel_diff']:.1e} (relative), IIM tables "
-        f"by {r['iim_rel_diff']:.1e}; capture {r['capture_s']:.1f} s",
+        f"graphed = eager: parameters after 6 steps differ by {r['step_params_rel_diff']:.1e} (relative), IIM tables "
+        f"by {r['iim_rel_diff']:.1e}; those 6 steps of both, capture included, {r['capture_s']:.1f} s; each IIM "
+        "pass captures its graph anew, as in a search",
         f"IIM pass / no-grad forward, both graphed: {r['iim_graph_ms'] / r['forward_graph_ms']:.2f}x",
         f"a {PAPER_EPOCHS[space]}-epoch paper search with every batch graphed at the full mask's cost: "
         f"{r['graphed_epoch_s']:.1f} s per epoch, **{r['graphed_search_min']:.1f} min** (estimate from these "
@@ -660,21 +595,34 @@ def _affordable(space: str, size: Size, device: torch.device, budget: Budget, ne
     return cfg, None
 
 
-def _affordable_epochs(size: Size, budget: Budget, levers: dict[str, Any]) -> int:
-    """How many NB201 search epochs the budget pays for (at least one), judged from the levers' images/s:
-    an epoch trains on every image and then runs the IIM over all of them (about the cost of training
-    again, for a forward pass that also reduces every op output)."""
-    rates = [r["images_per_s"] for name, r in levers.items() if name in ("combined", "eager") and "images_per_s" in r]
-    if not rates:
+def _affordable_epochs(size: Size, budget: Budget, images_per_s: float | None) -> int:
+    """How many NB201 search epochs the budget pays for (at least one), judged from the best training rate
+    measured so far: an epoch trains on every image and then runs the IIM over all of them (about the cost
+    of training again, for a forward pass that also reduces every op output)."""
+    if not images_per_s:
         return 1  # nothing measured to judge by: the least that still times a whole epoch
-    epoch_s = 2.0 * size.train_images / max(rates)
+    epoch_s = 2.0 * size.train_images / images_per_s
     return max(1, min(size.search_epochs, int((budget.left() - 30.0) // epoch_s)))
 
 
+def best_rate(sections: dict[str, Any]) -> float | None:
+    """The fastest NB201 training rate measured so far (the profiled eager step, levers, CUDA graphs), images/s."""
+    levers = sections.get("levers nb201", {})
+    rates = [r["images_per_s"] for name, r in levers.items() if name in ("combined", "eager") and "images_per_s" in r]
+    profile = sections.get("profile nb201", {})
+    if "wall_ms" in profile:
+        rates.append(profile["batch_size"] * 1e3 / profile["wall_ms"])
+    graphs = sections.get("graphs nb201", {})
+    if "step_graph_ms" in graphs:
+        rates.append(graphs["batch_size"] * 1e3 / graphs["step_graph_ms"])
+    return max(rates) if rates else None
+
+
 def run_searches(size: Size, arrays: CifarArrays, device: torch.device, budget: Budget,
-                 compile_s: dict[str, float], levers: dict[str, Any], compile_search: bool = True) -> dict[str, Any]:
+                 compile_s: dict[str, float], images_per_s: float | None, compile_search: bool = True
+                 ) -> dict[str, Any]:
     """The NB201 search extrapolated to 30 epochs, then the DARTS-space one to 50; `compile_s` per space is
-    what one compile is expected to take and `levers` the NB201 levers' results (where they ran)."""
+    what one compile is expected to take and `images_per_s` the best NB201 training rate measured so far."""
     if not budget.allows(60.0 if size is PAPER_SIZE else 5.0):
         return {"nb201": {"skipped": f"budget: {budget.left():.0f} s left"}, "darts": {"skipped": "budget"}}
     results: dict[str, Any] = {}
@@ -682,7 +630,7 @@ def run_searches(size: Size, arrays: CifarArrays, device: torch.device, budget: 
     if not compile_search:
         nb201, note = dataclasses.replace(nb201, compile=False), "compile off (--no-compile)"
     plan = resolve_speed(nb201, device)
-    epochs = _affordable_epochs(size, budget, levers)
+    epochs = _affordable_epochs(size, budget, images_per_s)
     try:
         records = timed_search(nb201, arrays, device, epochs)
     except Exception as exc:
@@ -798,15 +746,13 @@ def main(argv: list[str] | None = None) -> int:
                 report.run(f"graphs {space}", lambda sp=space: measure_graphs(sp, size, device),
                            lambda r, sp=space: graphs_lines(sp, r))
     guess = 20.0 if args.cpu_tiny else 90.0  # seconds one compile takes, until one is measured
+    if "search" in wanted:
+        report.run("search", lambda: run_searches(size, arrays, device, budget, compile_estimates(report, guess),
+                                                  best_rate(report.data["sections"]), not args.no_compile),
+                   search_lines)
     if "levers" in wanted:
         report.run("levers nb201", lambda: run_levers("nb201", size, device, budget, backend, guess, NB201_FIRST),
                    lambda r: lever_lines("nb201", r))
-    if "search" in wanted:
-        report.run("search", lambda: run_searches(size, arrays, device, budget, compile_estimates(report, guess),
-                                                  report.data["sections"].get("levers nb201", {}),
-                                                  not args.no_compile),
-                   search_lines)
-    if "levers" in wanted:
         eager = report.data["sections"]["levers nb201"].get("eager", {}).get("images_per_s")
         later = tuple(name for name in LEVERS if name not in NB201_FIRST)
         report.run("levers nb201, compiled", lambda: run_levers("nb201", size, device, budget, backend, guess, later,

@@ -20,7 +20,7 @@ from isdarts.spaces.nb201.supernet import Nb201Supernet
 from isdarts.train.runtime import make_deterministic, make_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEED_KEYS = ("channels_last", "amp", "compile", "cudnn_benchmark")
+SPEED_KEYS = ("channels_last", "amp", "compile", "cudnn_benchmark", "cuda_graphs")
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -76,9 +76,18 @@ def test_auto_rules_per_space_and_device(monkeypatch):
     monkeypatch.setattr("isdarts.search.speed._bf16_ok", lambda device: device.type == "cuda")
     cuda = torch.device("cuda")
     for cfg in (nb201, darts):
-        assert resolve_speed(cfg, cuda) == SpeedPlan(channels_last=True, amp=True, compile=True, cudnn_benchmark=True)
+        assert resolve_speed(cfg, cuda) == SpeedPlan(channels_last=True, amp=True, compile=True, cudnn_benchmark=True,
+                                                     cuda_graphs=True)
     forced = nb201_cfg(channels_last=True, amp=True, compile=False, cudnn_benchmark=False)
     assert resolve_speed(forced, CPU) == SpeedPlan(channels_last=True, amp=True, compile=False, cudnn_benchmark=False)
+
+
+def test_cuda_graphs_are_refused_off_cuda_naming_the_key_and_the_fix():
+    cfg = nb201_cfg(cuda_graphs=True)
+    with pytest.raises(ConfigError, match=r"nb201\.search: cuda_graphs = true needs a CUDA device, and this search "
+                                          r"runs on cpu; set cuda_graphs to auto or false"):
+        resolve_speed(cfg, CPU)
+    assert resolve_speed(nb201_cfg(cuda_graphs=False), CPU).cuda_graphs is False
 
 
 def test_unfused_supernets_stay_nchw_on_cuda_where_their_channels_last_gradients_were_wrong(monkeypatch):

@@ -99,7 +99,7 @@ class ArchConfig:
 SEARCH_KEYS = (
     "C", "N", "epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip",
     "shuffle", "log_every", "image_size", "train_images", "test_images", "fused_ops", "channels_last", "amp",
-    "compile", "cudnn_benchmark",
+    "compile", "cudnn_benchmark", "cuda_graphs",
 )
 IMAGE_SIZES = (8, 16, 32)
 
@@ -133,6 +133,7 @@ class SearchConfig:
     amp: str | bool = "auto"  # bf16 autocast of the weight and α steps; auto: on for CUDA
     compile: str | bool = "auto"  # torch.compile of the supernet's training forward; auto: on for CUDA
     cudnn_benchmark: str | bool = "auto"  # cuDNN picks conv kernels by timing them; auto: on for CUDA
+    cuda_graphs: str | bool = "auto"  # weight steps, IIM and evaluation replayed as CUDA graphs; auto: on for CUDA
     shrink: ShrinkConfig | None = field(default_factory=ShrinkConfig)
     iim: IimConfig | None = field(default_factory=IimConfig)
     arch: ArchConfig | None = None
@@ -174,6 +175,7 @@ def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
         "amp": lambda k: read_auto_bool(d, k, p),
         "compile": lambda k: read_auto_bool(d, k, p),
         "cudnn_benchmark": lambda k: read_auto_bool(d, k, p),
+        "cuda_graphs": lambda k: read_auto_bool(d, k, p),
     }
     return {k: parse(k) for k, parse in parsers.items() if not only_present or k in d}
 

@@ -18,6 +18,7 @@ from isdarts.search.base import Batches
 from isdarts.spaces.common import Candidate, OpProbe
 from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet
 from isdarts.spaces.nb201.supernet import Nb201Supernet
+from isdarts.train.graphs import BatchGraph
 
 
 def iim_per_sample(x: torch.Tensor) -> torch.Tensor:
@@ -104,19 +105,21 @@ def aggregate_cells(per_cell: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_probe_pass(model: nn.Module, batches: Batches, probe: OpProbe) -> int:
+def run_probe_pass(model: nn.Module, batches: Batches, probe: OpProbe, graphs: bool = False) -> int:
     """Forward every batch with `probe` on each op output; returns the number of samples seen.
 
     Runs in eval mode (spec §8): cell BNs, built without running stats, still normalise with batch
     statistics, while stem, head and residual-block BNs use their running statistics, which this pass
-    must not change. The caller's train/eval mode is restored.
+    must not change. The caller's train/eval mode is restored. With `graphs` the batches are replayed as
+    one CUDA graph: the probe adds into device tensors in place, which a replay repeats.
     """
     was_training = model.training
     model.eval()
+    forward = BatchGraph(lambda x: model(x, probe=probe), graphs)
     seen = 0
     try:
         for x, _ in batches:
-            model(x, probe=probe)
+            forward(x)
             seen += x.shape[0]
     finally:
         model.train(was_training)
@@ -125,15 +128,15 @@ def run_probe_pass(model: nn.Module, batches: Batches, probe: OpProbe) -> int:
     return seen
 
 
-def measure_iim(model: Nb201Supernet, batches: Batches) -> torch.Tensor:
+def measure_iim(model: Nb201Supernet, batches: Batches, graphs: bool = False) -> torch.Tensor:
     """Measure the (edges, ops) IIM table of the ops the mask keeps; masked entries are NaN."""
     acc = IimAccumulator(model.num_search_cells, model.mask.shape[0], model.mask.shape[1], model.mask.device)
-    run_probe_pass(model, batches, acc)
+    run_probe_pass(model, batches, acc, graphs)
     table = aggregate_cells(acc.per_cell())
     return table.masked_fill(model.mask == 0, float("nan"))
 
 
-def measure_iim_darts(model: DartsSupernet, batches: Batches) -> dict[str, torch.Tensor]:
+def measure_iim_darts(model: DartsSupernet, batches: Batches, graphs: bool = False) -> dict[str, torch.Tensor]:
     """The (14, 8) IIM table of each DARTS cell kind, {"normal": ..., "reduce": ...}; masked entries are NaN.
 
     One accumulator per kind, averaged over that kind's cells (spec §3.2), measured in the same eval-mode
@@ -141,7 +144,7 @@ def measure_iim_darts(model: DartsSupernet, batches: Batches) -> dict[str, torch
     """
     device = model.normal_mask.device
     accs = {kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device) for kind in CELL_KINDS}
-    run_probe_pass(model, batches, _PerKindProbe(accs))
+    run_probe_pass(model, batches, _PerKindProbe(accs), graphs)
     return {
         kind: aggregate_cells(acc.per_cell()).masked_fill(model.get_mask(kind) == 0, float("nan"))
         for kind, acc in accs.items()

@@ -27,6 +27,7 @@ from isdarts.errors import GenotypeError
 from isdarts.search.base import Batches, cosine_lr, nan_to_none, set_lr, sgd_step
 from isdarts.search.iim import measure_iim, measure_iim_darts
 from isdarts.search.shrink import shrink_epochs, shrink_step, step_at
+from isdarts.search.speed import resolve_speed
 from isdarts.spaces.darts.genotype import INPUTS_PER_NODE, DartsGenotype
 from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS
 from isdarts.spaces.darts.supernet import CELL_KINDS, DARTS_EDGES, DartsSupernet
@@ -46,6 +47,8 @@ class _IsDarts:
             weight_decay=cfg.weight_decay,
         )
         self.criterion = nn.CrossEntropyLoss()
+        # The IIM pass replays its batches as a CUDA graph where the speed settings say so.
+        self.graphs = resolve_speed(cfg, next(model.parameters()).device).cuda_graphs
         self.schedule = self.shrink_schedule(cfg)
         self.last_iim: Any = None  # the latest IIM table(s) measured, for `genotype()` before shrinking ends
 
@@ -91,7 +94,7 @@ class IsDartsNb201(_IsDarts):
         record: dict[str, Any] = {"iim": None, "shrink_step": None, "pruned": []}
         if not self.needs_iim(epochs_done):
             return record
-        iim = measure_iim(self.model, iim_batches())
+        iim = measure_iim(self.model, iim_batches(), self.graphs)
         self.last_iim = iim.detach().cpu()
         record["iim"] = nan_to_none(iim)
         step = step_at(epochs_done, self.schedule)
@@ -150,7 +153,7 @@ class IsDartsDartsSpace(_IsDarts):
         record: dict[str, Any] = {"iim": None, "shrink_step": None, "pruned": {kind: [] for kind in CELL_KINDS}}
         if not self.needs_iim(epochs_done):
             return record
-        tables = measure_iim_darts(self.model, iim_batches())
+        tables = measure_iim_darts(self.model, iim_batches(), self.graphs)
         self.last_iim = {kind: table.detach().cpu() for kind, table in tables.items()}
         record["iim"] = {kind: nan_to_none(table) for kind, table in tables.items()}
         step = step_at(epochs_done, self.schedule)

@@ -32,6 +32,7 @@ from isdarts.search.speed import apply_speed, configure_backends, resolve_speed
 from isdarts.search.trajectory import describe_cell, op_weights
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
 from isdarts.train.epochs import EpochLoop, Record, evaluate
+from isdarts.train.graphs import BatchGraph
 from isdarts.train.preempt import StepControl
 from isdarts.train.runtime import (
     Stopwatch,
@@ -54,7 +55,8 @@ COMMON_RESULT_MODULES = (
     "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
     "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
     "isdarts.search.speed", "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused",
-    "isdarts.train.checkpoint", "isdarts.train.epochs", "isdarts.train.preempt", "isdarts.train.runtime",
+    "isdarts.train.checkpoint", "isdarts.train.epochs", "isdarts.train.graphs", "isdarts.train.preempt",
+    "isdarts.train.runtime",
 )
 SPACE_RESULT_MODULES = {
     "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet",
@@ -197,10 +199,13 @@ def _train_epoch(
         batches, initial=steps.start, total=n_batches, leave=False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
         unit="batch", disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )
+    # One CUDA graph per epoch (the learning rate and the mask change only between epochs); the α steps of
+    # bi-level methods stay eager.
+    train_step = BatchGraph(method.train_step, resolve_speed(cfg, device).cuda_graphs and not method.bilevel)
     for step, (x, y) in enumerate(bar, start=steps.start):
         # Bi-level methods pair each weight batch with a valid batch (split_search_data made the valid half).
         valid = data.valid.sample(len(y), augment=True, generator=gens["valid"]) if method.bilevel else ()
-        loss, n_correct = method.train_step(x, y, *valid)
+        loss, n_correct = train_step(x, y, *valid)
         step_losses[step] = loss
         correct += n_correct
         if (step + 1) % cfg.log_every == 0 or step + 1 == n_batches:
@@ -219,7 +224,8 @@ def _search_epoch(
     clock = Stopwatch(data.train.device)
     step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress, steps)
     train_seconds = clock.elapsed()
-    test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size, logits=method.logits)
+    test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size, logits=method.logits,
+                                   graphs=resolve_speed(cfg, data.test.device).cuda_graphs)
 
     def iim_batches():
         return data.iim.batches(cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"])

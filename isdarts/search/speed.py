@@ -10,6 +10,8 @@ place that applies bf16 autocast and torch.compile to a supernet.
 - `compile`: `torch.compile` of the supernet's training forward; on for CUDA, off on CPU.
 - `cudnn_benchmark`: cuDNN times its conv kernels once per shape (a search's shapes are static); on for
   CUDA, and meaningless on CPU.
+- `cuda_graphs`: each batch's work replayed as one CUDA graph (isdarts.search.graphs): the weight steps of
+  the methods without α, the IIM pass and the evaluation forward; on for CUDA, and refused on CPU.
 
 Only the training forward (train mode, no probe: the weight and α steps of every method) takes the fast
 path. The IIM pass and evaluation run in eval mode, eager and in float32, so the IIM statistics are
@@ -41,6 +43,7 @@ class SpeedPlan:
     amp: bool
     compile: bool
     cudnn_benchmark: bool
+    cuda_graphs: bool = False
     compile_backend: str = "inductor"  # tests use "aot_eager": the same graph capture without code generation
 
     @property
@@ -59,6 +62,11 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
     def pick(value: str | bool, auto: bool) -> bool:
         return auto if value == "auto" else bool(value)
 
+    if not cuda and cfg.cuda_graphs is True:
+        raise ConfigError(
+            f"params.yaml: {cfg.space}.search: cuda_graphs = true needs a CUDA device, and this search runs on "
+            f"{device.type}; set cuda_graphs to auto or false"
+        )
     if cuda and cfg.channels_last is True and not cfg.fused_ops:
         raise ConfigError(
             f"params.yaml: {cfg.space}.search: channels_last = true with fused_ops = false gives wrong gradients "
@@ -70,6 +78,7 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
         amp=pick(cfg.amp, _bf16_ok(device)),
         compile=pick(cfg.compile, cuda),
         cudnn_benchmark=pick(cfg.cudnn_benchmark, cuda),
+        cuda_graphs=pick(cfg.cuda_graphs, cuda),
     )
 
 

@@ -23,6 +23,7 @@ from isdarts.data.device_loader import DeviceImages
 from isdarts.errors import Preempted
 from isdarts.io import atomic_write_json
 from isdarts.train.checkpoint import load_checkpoint, save_checkpoint
+from isdarts.train.graphs import BatchGraph
 from isdarts.train.preempt import StepControl, StopSignal, due_timer
 from isdarts.train.runtime import restore_rng, rng_state
 
@@ -189,21 +190,28 @@ def evaluate(
     data: DeviceImages,
     batch_size: int,
     logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    graphs: bool = False,
 ) -> tuple[float, float]:
     """Loss and accuracy (%) on a device-resident split, in eval mode.
 
     `logits(x)` defaults to the main head of a network that returns (logits, auxiliary logits); a search
-    passes its method's logits, which mix the supernet's ops.
+    passes its method's logits, which mix the supernet's ops, and may replay the batches as a CUDA graph.
     """
     forward = logits if logits is not None else (lambda x: model(x)[0])
+
+    def batch_stats(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = forward(x)
+        return F.cross_entropy(out, y, reduction="sum").double(), (out.argmax(1) == y).sum()
+
+    stats = BatchGraph(batch_stats, graphs)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
     correct = torch.zeros((), dtype=torch.int64, device=data.device)
     for x, y in data.batches(batch_size, augment=False, shuffle=False, generator=None):
-        out = forward(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
-        correct += (out.argmax(1) == y).sum()
+        loss, hits = stats(x, y)  # used at once: a replay's outputs are overwritten by the next one
+        loss_sum += loss
+        correct += hits
     model.train(was_training)
     n = len(data)
     return loss_sum.item() / n, 100.0 * correct.item() / n

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "imagenet_last.pt"
 # As for retraining: a checkpoint of other code is not resumed (see isdarts.train.retrain.RESULT_MODULES).
 RESULT_MODULES = (
-    "isdarts.train.imagenet", "isdarts.train.epochs", "isdarts.spaces.darts.network", "isdarts.spaces.darts.ops",
+    "isdarts.train.imagenet", "isdarts.train.epochs", "isdarts.train.graphs", "isdarts.spaces.darts.network",
+    "isdarts.spaces.darts.ops",
     "isdarts.spaces.darts.genotype", "isdarts.spaces.common", "isdarts.data.imagefolder", "isdarts.train.distributed",
 )
 

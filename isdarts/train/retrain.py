@@ -33,7 +33,8 @@ CHECKPOINT_NAME = "retrain_last.pt"
 # The modules that decide a retrain's numbers: a checkpoint written by other versions of them is not resumed,
 # so a code change that makes DVC re-run the stage trains afresh instead of returning the old finished run.
 RESULT_MODULES = (
-    "isdarts.train.retrain", "isdarts.train.epochs", "isdarts.spaces.darts.network", "isdarts.spaces.darts.ops",
+    "isdarts.train.retrain", "isdarts.train.epochs", "isdarts.train.graphs", "isdarts.spaces.darts.network",
+    "isdarts.spaces.darts.ops",
     "isdarts.spaces.darts.genotype", "isdarts.spaces.common", "isdarts.data.device_loader", "isdarts.train.runtime",
     "isdarts.train.preempt",
 )
