@@ -1,6 +1,7 @@
-"""GPU check of the search fast path (issue 9): the fused path's CUDA correctness, images/s of each speed
-lever, and a timed paper-size IS-DARTS search extrapolated to the paper's epochs. JSON and a markdown
-summary go to --out, rewritten after every section, so a run cut short still leaves what it measured.
+"""GPU check of the search fast path (issue 9): the fused path's CUDA correctness (against float64 too),
+where an eager step's time goes, the search's CUDA graphs against eager, a timed paper-size IS-DARTS search
+extrapolated to the paper's epochs, and images/s of each speed lever. JSON and a markdown summary go to
+--out, rewritten after every section, so a run cut short still leaves what it measured.
 
 On the device machine (the `run` tool; it has torch, numpy, pyyaml, tqdm, but no mlflow, dvc or network),
 from the repository root. The CIFAR-10 subset lives outside the working tree, so copy it into `.gpu_data/`
@@ -10,12 +11,13 @@ from the repository root. The CIFAR-10 subset lives outside the working tree, so
 
 then call the `run` tool with carry [".gpu_data"] and timeout_s 540:
 
-    PYTHONPATH=. python scripts/gpu_check.py --data .gpu_data --out "$OUT"
+    PYTHONPATH=. python3 scripts/gpu_check.py --data .gpu_data --out "$OUT"
 
-It stops measuring when --budget-s (default 420 s) runs short and still writes its outputs, and turns
-compilation off for a search it could not also pay for: sized to end inside 8 minutes on one H100/H200
-(not yet run on one). The full CIFAR-10 is not there: the 5,551-image subset is tiled to
-50,000 training (and 1,017 test images to 10,000) images, so times are real, accuracies meaningless.
+It stops measuring when --budget-s (default 420 s) runs short and still writes its outputs, sizes the
+timed search to the rate measured before it, and turns compilation off for a search it could not also pay
+for: sized to end inside 8 minutes on one H100/H200 (first run on an H200 on 2026-12-04: BENCHMARKS.md).
+The full CIFAR-10 is not there: the 5,551-image subset is tiled to 50,000 training (and 1,017 test images
+to 10,000) images, so times are real, accuracies meaningless.
 
 CI runs the same checks at tiny size on CPU in well under a minute (tests/test_gpu_check.py):
 
