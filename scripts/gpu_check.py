@@ -287,14 +287,22 @@ def check_correctness(space: str, size: Size, device: torch.device, tolerance: f
             rows.append(row)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    passed = all(r["same_grad_keys"] and max(r["logits"], r["grads"], r["iim"]) <= tolerance for r in rows)
+    if exact is None:
+        passed = all(r["same_grad_keys"] and max(r["logits"], r["grads"], r["iim"]) <= tolerance for r in rows)
+    else:
+        # On a GPU the unfused cells are no reference for gradients (channels-last, they were wrong on an H200:
+        # BENCHMARKS.md), so the fused gradients are judged against float64, within float32's reach there
+        # (the NCHW float32 network itself was 9.2e-4 off float64 after a shrink step).
+        passed = all(r["same_grad_keys"] and max(r["logits"], r["iim"]) <= tolerance
+                     and r["fused_vs_fp64"]["grads"] <= 10 * tolerance for r in rows)
     return {"tolerance": tolerance, "passed": passed, "memory_format": "channels_last" if channels_last else "NCHW",
+            "judged_against": "unfused" if exact is None else "float64 (gradients), unfused (logits, IIM)",
             "masks": rows}
 
 
 def correctness_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"passed: {result['passed']} (tolerance {result['tolerance']} of the largest value, TF32 off, "
-             f"{result['memory_format']})", "",
+             f"{result['memory_format']}, judged against {result['judged_against']})", "",
              "| mask | logits | grads | IIM | worst gradients (fused vs unfused) |", "|---|---|---|---|---|"]
     lines += [f"| {r['mask']} | {r['logits']:.1e} | {r['grads']:.1e} | {r['iim']:.1e} | "
               f"{', '.join(r['worst_fused_vs_unfused'])} |" for r in result["masks"]]

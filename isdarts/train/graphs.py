@@ -57,15 +57,16 @@ class BatchGraph:
         )
 
     def _eager_on_side_stream(self, batch: tuple[torch.Tensor, ...]) -> Any:
-        stream = torch.cuda.Stream(device=batch[0].device)
-        stream.wait_stream(torch.cuda.current_stream(batch[0].device))
-        with torch.cuda.stream(stream):
-            out = self.work(*batch)
-        torch.cuda.current_stream(batch[0].device).wait_stream(stream)
+        with torch.cuda.device(batch[0].device):  # streams and graphs belong to the current device: the data's
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                out = self.work(*batch)
+            torch.cuda.current_stream().wait_stream(stream)
         return out
 
     def _capture(self, batch: tuple[torch.Tensor, ...]) -> None:
         self.inputs = tuple(b.clone() for b in batch)  # clone keeps each input's memory format
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.device(batch[0].device), torch.cuda.graph(self.graph):
             self.outputs = self.work(*self.inputs)

@@ -31,7 +31,8 @@ def resolve_device(name: str) -> torch.device:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    threads, cores = torch.get_num_threads(), os.cpu_count()
+    return f"cpu ({threads} thread{'s' * (threads != 1)}, {cores} core{'s' * (cores != 1)})"
 
 
 def cost_unit(device: torch.device) -> str:
