@@ -10,12 +10,13 @@ place that applies bf16 autocast and torch.compile to a supernet.
 - `compile`: `torch.compile` of the supernet's training forward; on for CUDA, off on CPU.
 - `cudnn_benchmark`: cuDNN times its conv kernels once per shape (a search's shapes are static); on for
   CUDA, and meaningless on CPU.
-- `cuda_graphs`: each batch's work replayed as one CUDA graph (isdarts.search.graphs): the weight steps of
+- `cuda_graphs`: each batch's work replayed as one CUDA graph (isdarts.train.graphs): the weight steps of
   the methods without α, the IIM pass and the evaluation forward; on for CUDA, and refused on CPU.
 
-Only the training forward (train mode, no probe: the weight and α steps of every method) takes the fast
-path. The IIM pass and evaluation run in eval mode, eager and in float32, so the IIM statistics are
-float32 sums over float32 op outputs whatever `amp` says. On CPU every `auto` leaves the forward untouched.
+Only the training forward (train mode, no probe: the weight and α steps of every method) takes autocast
+and compilation. The IIM pass and evaluation run in eval mode, uncompiled and in float32 (replayed as CUDA
+graphs where `cuda_graphs` is on), so the IIM statistics are float32 sums over float32 op outputs whatever
+`amp` says. On CPU every `auto` leaves the forward untouched.
 """
 
 from __future__ import annotations
