@@ -146,7 +146,8 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     for row, method in zip(rows, ("darts1", "isdarts"), strict=True):
         last = histories[method]["epochs"][-1]
         assert row["weight_steps"] == str(last["weight_steps"]) and row["alpha_steps"] == str(last["alpha_steps"])
-        assert float(row["final_c10"]) == last["cell"]["benchmark"]["cifar10_test"]
+        # The CSV keeps 4 decimals (some benchmark accuracies are means over 3 seeds, 93.096667).
+        assert float(row["final_c10"]) == pytest.approx(last["cell"]["benchmark"]["cifar10_test"], abs=5e-5)
         assert row["final_free"] == f"{last['cell']['param_free']}/6" and row["profile"] == "smoke"
         peak = max(r["cell"]["param_free"] for r in histories[method]["epochs"] if r["cell"])
         assert row["peak_free"].startswith(f"{peak}/6 (")
