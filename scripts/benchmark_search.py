@@ -63,6 +63,7 @@ def build(space: str, variant: str, args: argparse.Namespace):
         except ImportError:
             from isdarts.spaces.darts_supernet import DartsSupernet as Net
     torch.manual_seed(0)
+    variant = variant.removeprefix("old:")  # the same settings, run in the baseline's tree
     kwargs = {} if variant == "baseline" else {"fused": variant != "unfused"}
     model = Net(args.C, args.N, **kwargs).to(args.device_obj)
     if variant == "fused+cl":
@@ -94,17 +95,24 @@ def single_path(model, space: str) -> None:
 
 
 def timed(fn, steps: int, warmup: int, device) -> float:
+    return timed_together([fn], steps, warmup, device)[0]
+
+
+def timed_together(fns, steps: int, warmup: int, device) -> list[float]:
+    """Median seconds of each of `fns`, called in turn every step, so that a ratio of two of them sees the same
+    machine load (this machine's speed drifts within a minute)."""
     from isdarts.train.runtime import synchronize
 
-    times = []
+    times: list[list[float]] = [[] for _ in fns]
     for i in range(warmup + steps):
-        synchronize(device)
-        start = time.perf_counter()
-        fn(i)
-        synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times, strict=True):
+            synchronize(device)
+            start = time.perf_counter()
+            fn(i)
+            synchronize(device)
+            if i >= warmup:
+                spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def worker(variant: str, args: argparse.Namespace) -> dict:
@@ -150,8 +158,9 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
                 model(batches[i % len(batches)][0])
                 model.train()
 
-        result["iim"] = timed(iim, max(2, args.steps // 2), 1, device)
-        result["forward"] = timed(forward, max(2, args.steps // 2), 1, device)
+        result["iim"], result["forward"] = timed_together(
+            [iim, forward], args.iim_steps or max(2, args.steps // 2), 1, device
+        )
     single_path(model, args.space)
     result["single"] = timed(train, args.steps, args.warmup, device)
     return result
@@ -167,10 +176,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--iim-steps", type=int, default=None,
+                        help="timed IIM passes and no-grad forwards (default: half of --steps, at least 2)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and new")
     parser.add_argument("--baseline", default="9bd8fc1", help="git revision to compare against")
-    parser.add_argument("--variants", default="baseline,unfused,fused,fused+cl")
+    parser.add_argument("--variants", default="baseline,unfused,fused,fused+cl",
+                        help="baseline (the baseline's defaults), unfused, fused, fused+cl; 'old:<variant>' runs a "
+                             "variant in the baseline's tree (a baseline with these settings)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.N = args.N or (5 if args.space == "nb201" else 2)
@@ -180,10 +193,11 @@ def main() -> None:
     variants = args.variants.split(",")
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
-        old = baseline_tree(args.baseline, Path(tmp)) if "baseline" in variants else None
+        in_old = {v for v in variants if v == "baseline" or v.startswith("old:")}
+        old = baseline_tree(args.baseline, Path(tmp)) if in_old else None
         for _ in range(args.rounds):
             for v in variants:
-                runs[v].append(run_worker(old if v == "baseline" else ROOT, args, v))
+                runs[v].append(run_worker(old if v in in_old else ROOT, args, v))
     print(f"{args.space} supernet C={args.C} N={args.N}, batch {args.batch}, {args.threads} threads, "
           f"device {args.device}; medians of {args.steps} steps, best of {args.rounds} alternating rounds")
     print(f"{'variant':<12}{'full img/s':>12}{'vs base':>9}{'single img/s':>14}{'vs base':>9}"
