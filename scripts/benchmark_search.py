@@ -64,9 +64,19 @@ def build(space: str, variant: str, args: argparse.Namespace):
             from isdarts.spaces.darts_supernet import DartsSupernet as Net
     torch.manual_seed(0)
     variant = variant.removeprefix("old:")  # the same settings, run in the baseline's tree
-    kwargs = {} if variant == "baseline" else {"fused": variant != "unfused"}
+    name, *levers = variant.split("+")
+    unknown = set(levers) - {"cl", "amp"}
+    if name not in ("baseline", "unfused", "fused") or unknown or (name == "baseline" and levers):
+        raise SystemExit(f"unknown variant {variant!r}: use baseline, unfused or fused, plus +cl and/or +amp")
+    kwargs = {} if name == "baseline" else {"fused": name != "unfused"}
     model = Net(args.C, args.N, **kwargs).to(args.device_obj)
-    if variant == "fused+cl":
+    if "amp" in levers:
+        # The search's own speed code: bf16 autocast of the training forward, IIM pass and eval in float32.
+        from isdarts.search.speed import SpeedPlan, apply_speed
+
+        plan = SpeedPlan(channels_last="cl" in levers, amp=True, compile=False, cudnn_benchmark=False)
+        return apply_speed(model, plan)
+    if "cl" in levers:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -182,8 +192,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and new")
     parser.add_argument("--baseline", default="9bd8fc1", help="git revision to compare against")
     parser.add_argument("--variants", default="baseline,unfused,fused,fused+cl",
-                        help="baseline (the baseline's defaults), unfused, fused, fused+cl; 'old:<variant>' runs a "
-                             "variant in the baseline's tree (a baseline with these settings)")
+                        help="baseline (the baseline's defaults), unfused or fused, each optionally with +cl "
+                             "(channels-last) and/or +amp (bf16 autocast of the training step, as `amp: true`); "
+                             "'old:<variant>' runs a variant in the baseline's tree (a baseline with these settings)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.N = args.N or (5 if args.space == "nb201" else 2)

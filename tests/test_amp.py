@@ -12,6 +12,7 @@ from fakes import write_fake_cifar10
 from isdarts.config import ConfigError, params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.data.device_loader import DeviceImages
+from isdarts.search import speed
 from isdarts.search.iim import measure_iim
 from isdarts.search.loop import build_method
 from isdarts.search.speed import FastForward, SpeedPlan, apply_speed, configure_backends, resolve_speed
@@ -80,6 +81,23 @@ def test_auto_rules_per_space_and_device(monkeypatch):
                                                      cuda_graphs=True)
     forced = nb201_cfg(channels_last=True, amp=True, compile=False, cudnn_benchmark=False)
     assert resolve_speed(forced, CPU) == SpeedPlan(channels_last=True, amp=True, compile=False, cudnn_benchmark=False)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_allowed_with_a_warning(monkeypatch, caplog):
+    forced = nb201_cfg(amp=True)
+    assert isinstance(speed._cpu_has_bf16(), bool)  # the real oneDNN query answers on this machine
+    monkeypatch.setattr("isdarts.search.speed._cpu_has_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="isdarts.search.speed"):
+        assert resolve_speed(forced, CPU).amp is True
+    assert not caplog.records
+    monkeypatch.setattr("isdarts.search.speed._cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="isdarts.search.speed"):
+        assert resolve_speed(forced, CPU).amp is True
+        assert resolve_speed(nb201_cfg(), CPU).amp is False  # auto never asks for it on CPU: no warning
+    assert [r.getMessage() for r in caplog.records] == [
+        "nb201.search: amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is usually "
+        "slower than float32; set amp to auto or false"
+    ]
 
 
 def test_cuda_graphs_are_refused_off_cuda_naming_the_key_and_the_fix():

@@ -38,12 +38,19 @@ def test_a_tiny_run_compares_this_tree_with_the_same_settings_in_the_baseline_tr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(SCRIPT), "--space", "nb201", "--C", "2", "--N", "1", "--batch", "4", "--steps", "1",
            "--iim-steps", "1", "--warmup", "0", "--rounds", "1", "--threads", "1", "--baseline", "HEAD",
-           "--variants", "baseline,old:fused,fused"]
+           "--variants", "baseline,old:fused,fused,fused+amp"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[2:]}
-    assert set(rows) == {"baseline", "old:fused", "fused"}
+    assert set(rows) == {"baseline", "old:fused", "fused", "fused+amp"}
     assert rows["baseline"][1] == "1.00x"  # the other rows are ratios to it
     for name, cells in rows.items():
         full, single, iim = float(cells[0]), float(cells[2]), cells[4]
         assert full > 0 and single > 0 and iim.endswith("x") and float(iim[:-1]) > 0, name
+
+
+def test_an_unknown_variant_is_refused_naming_the_choices():
+    cmd = [sys.executable, str(SCRIPT), "--worker", "fused+fast", "--C", "2", "--N", "1", "--batch", "2"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "unknown variant 'fused+fast': use baseline, unfused or fused, plus +cl and/or +amp" in done.stderr

@@ -6,7 +6,11 @@ place that applies bf16 autocast and torch.compile to a supernet.
   0.97x on the single path. Never for the unfused supernets on CUDA: on an H200 (PyTorch 2.11, 2026-12-04)
   their channels-last gradients were wrong, up to 1.3x the largest gradient away from float64, while the
   fused ones agreed with float64 and both agreed in NCHW (scripts/gpu_check.py, BENCHMARKS.md).
-- `amp`: bf16 autocast of the weight and α steps; on for CUDA devices with bf16, off on CPU.
+- `amp`: bf16 autocast of the weight and α steps; on for CUDA devices with bf16, off on CPU. It changes a
+  search's numbers, and CPU results must stay float32 unless asked. Asked (`amp: true`), a CPU with bf16
+  instructions runs the NB201 training step in oneDNN's bf16 kernels at about 1.7x the float32 step (2.8x
+  commit 9bd8fc1; AVX512-BF16, 2 threads, BENCHMARKS.md), while the DARTS space's depthwise convs ran
+  slower in bf16 (0.84x); a CPU without them emulates bf16, so that case gets a warning.
 - `compile`: `torch.compile` of the supernet's training forward; on for CUDA, off on CPU.
 - `cudnn_benchmark`: cuDNN times its conv kernels once per shape (a search's shapes are static); on for
   CUDA, and meaningless on CPU.
@@ -21,6 +25,7 @@ graphs where `cuda_graphs` is on), so the IIM statistics are float32 sums over f
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +34,8 @@ from torch import nn
 
 from isdarts.config.search import SearchConfig
 from isdarts.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 AMP_DTYPE = torch.bfloat16
 # Compiled graphs per code object before dynamo falls back to eager: a search compiles once per mask state
@@ -56,6 +63,11 @@ def _bf16_ok(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX) rather than emulating it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
     """Replace every `auto` of `cfg`'s speed settings by what it means on `cfg.space` and `device`."""
     cuda = device.type == "cuda"
@@ -74,13 +86,19 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
             "on CUDA (the unfused ops' channels-last backward; see BENCHMARKS.md, GPU check); set channels_last "
             "to auto or false, or fused_ops to true"
         )
-    return SpeedPlan(
+    plan = SpeedPlan(
         channels_last=pick(cfg.channels_last, cfg.fused_ops if cuda else cfg.space == "darts"),
         amp=pick(cfg.amp, _bf16_ok(device)),
         compile=pick(cfg.compile, cuda),
         cudnn_benchmark=pick(cfg.cudnn_benchmark, cuda),
         cuda_graphs=pick(cfg.cuda_graphs, cuda),
     )
+    if plan.amp and device.type == "cpu" and not _cpu_has_bf16():
+        log.warning(
+            "%s.search: amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is "
+            "usually slower than float32; set amp to auto or false", cfg.space,
+        )
+    return plan
 
 
 def configure_backends(plan: SpeedPlan) -> None:
