@@ -65,9 +65,9 @@ def build(space: str, variant: str, args: argparse.Namespace):
     torch.manual_seed(0)
     variant = variant.removeprefix("old:")  # the same settings, run in the baseline's tree
     name, *levers = variant.split("+")
-    unknown = set(levers) - {"cl", "amp"}
+    unknown = set(levers) - {"cl", "amp", "ciim"}
     if name not in ("baseline", "unfused", "fused") or unknown or (name == "baseline" and levers):
-        raise SystemExit(f"unknown variant {variant!r}: use baseline, unfused or fused, plus +cl and/or +amp")
+        raise SystemExit(f"unknown variant {variant!r}: use baseline, unfused or fused, plus any of +cl, +amp, +ciim")
     kwargs = {} if name == "baseline" else {"fused": name != "unfused"}
     model = Net(args.C, args.N, **kwargs).to(args.device_obj)
     if "amp" in levers:
@@ -159,8 +159,11 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         except ImportError:
             measure = None
     if measure is not None:
+        # +ciim: the IIM reductions compiled (`compile_iim: true`); the warm-up pass compiles them.
+        compiled = {"compiled": True} if "ciim" in variant.split("+") else {}
+
         def iim(i: int) -> None:
-            measure(model, [batches[i % len(batches)]])
+            measure(model, [batches[i % len(batches)]], **compiled)
 
         def forward(i: int) -> None:
             with torch.no_grad():
@@ -192,8 +195,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternations of baseline and new")
     parser.add_argument("--baseline", default="9bd8fc1", help="git revision to compare against")
     parser.add_argument("--variants", default="baseline,unfused,fused,fused+cl",
-                        help="baseline (the baseline's defaults), unfused or fused, each optionally with +cl "
-                             "(channels-last) and/or +amp (bf16 autocast of the training step, as `amp: true`); "
+                        help="baseline (the baseline's defaults), unfused or fused, each optionally with any of +cl "
+                             "(channels-last), +amp (bf16 autocast of the training step, as `amp: true`) and +ciim "
+                             "(the IIM reductions compiled, as `compile_iim: true`); "
                              "'old:<variant>' runs a variant in the baseline's tree (a baseline with these settings)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

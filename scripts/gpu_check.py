@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))  # also works without PYTHONPATH=.
 from isdarts.config import params_from_dict  # noqa: E402
 from isdarts.config.search import SearchConfig  # noqa: E402
 from isdarts.data.cifar import CifarArrays, load_cifar10, locate_cifar10  # noqa: E402
-from isdarts.search.iim import measure_iim, measure_iim_darts  # noqa: E402
+from isdarts.search.iim import iim_reduction, measure_iim, measure_iim_darts  # noqa: E402
 from isdarts.search.loop import build_method, run_search  # noqa: E402
 from isdarts.search.shrink import shrink_step  # noqa: E402
 from isdarts.search.speed import FastForward, resolve_speed  # noqa: E402
@@ -368,10 +368,21 @@ def measure_iim_cost(space: str, size: Size, device: torch.device) -> dict[str, 
                 model(x)
         model.train()
 
-    measure(model, batches[:1])  # warm-up
+    eager_table = measure(model, batches[:1])  # also the warm-up
     forward()
     iim, plain = timer.seconds(lambda: measure(model, batches)), timer.seconds(forward)
-    return {"iim_s": iim, "forward_s": plain, "ratio": iim / plain}
+    result = {"iim_s": iim, "forward_s": plain, "ratio": iim / plain}
+    # compile_iim: the search refuses it on CUDA until this shows it right and fast there.
+    compiled_table = measure(model, batches[:1], compiled=True)  # compiles, or falls back to eager with a warning
+    if isinstance(eager_table, dict):
+        eager_table, compiled_table = (torch.stack([t[k] for k in CELL_KINDS])
+                                       for t in (eager_table, compiled_table))
+    compiled = timer.seconds(lambda: measure(model, batches, compiled=True))
+    result.update(compiled_iim_s=compiled, compiled_ratio=compiled / plain,
+                  compiled_fell_back=iim_reduction(True).failed,
+                  compiled_rel_diff=_relative_error(*(t.nan_to_num(nan=0.0, posinf=float("inf"))
+                                                      for t in (compiled_table, eager_table))))
+    return result
 
 
 def run_levers(space: str, size: Size, device: torch.device, budget: Budget, backend: str,
@@ -420,7 +431,10 @@ def lever_lines(space: str, results: dict[str, Any], base: float | None = None) 
     if "iim_pass" in results:
         r = results["iim_pass"]
         lines += ["", f"IIM pass / no-grad forward ({space}, full mask): {r['ratio']:.2f}x "
-                      f"({r['iim_s']:.3f} s vs {r['forward_s']:.3f} s)"]
+                      f"({r['iim_s']:.3f} s vs {r['forward_s']:.3f} s); with compile_iim "
+                      f"{r['compiled_ratio']:.2f}x ({r['compiled_iim_s']:.3f} s, IIM tables "
+                      f"{r['compiled_rel_diff']:.1e} from eager"
+                      f"{', FELL BACK TO EAGER' if r['compiled_fell_back'] else ''})"]
     return lines
 
 

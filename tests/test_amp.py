@@ -21,7 +21,7 @@ from isdarts.spaces.nb201.supernet import Nb201Supernet
 from isdarts.train.runtime import make_deterministic, make_generator
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEED_KEYS = ("channels_last", "amp", "compile", "cudnn_benchmark", "cuda_graphs")
+SPEED_KEYS = ("channels_last", "amp", "compile", "cudnn_benchmark", "cuda_graphs", "compile_iim")
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,6 +98,31 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_allowed_with_a_warning(monke
         "nb201.search: amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is usually "
         "slower than float32; set amp to auto or false"
     ]
+
+
+def test_compile_iim_auto_is_on_for_cpu_iim_searches_at_paper_network_and_image_size(monkeypatch):
+    """At C=16, 32x32 the compiled reductions saved 0.85-0.94 ms per IIM image; at the quick profile's C=8,
+    16x16 0.04 ms, less than compiling costs (BENCHMARKS.md)."""
+    raw = quick_raw()
+    assert resolve_speed(params_from_dict(raw).nb201.search("isdarts"), CPU).compile_iim is False  # quick sizes
+    for space in ("nb201", "darts"):
+        raw[space]["search"].update(C=16, image_size=32)
+    params = params_from_dict(raw)
+    assert resolve_speed(params.nb201.search("isdarts"), CPU).compile_iim is True
+    assert resolve_speed(params.nb201.search("idarts"), CPU).compile_iim is True
+    assert resolve_speed(params.darts.runs.search("isdarts"), CPU).compile_iim is True
+    assert resolve_speed(params.nb201.search("darts1"), CPU).compile_iim is False  # no IIM at all
+    raw["nb201"]["search"]["compile_iim"] = False
+    assert resolve_speed(params_from_dict(raw).nb201.search("isdarts"), CPU).compile_iim is False
+    monkeypatch.setattr("isdarts.search.speed._bf16_ok", lambda device: device.type == "cuda")
+    assert resolve_speed(params.nb201.search("isdarts"), torch.device("cuda")).compile_iim is False
+
+
+def test_compile_iim_is_refused_on_cuda_where_it_was_never_run():
+    with pytest.raises(ConfigError, match=r"nb201\.search: compile_iim = true has not been run on CUDA yet .*; set "
+                                          r"compile_iim to auto or false"):
+        resolve_speed(nb201_cfg(compile_iim=True), torch.device("cuda"))
+    assert resolve_speed(nb201_cfg(compile_iim=True), CPU).compile_iim is True
 
 
 def test_cuda_graphs_are_refused_off_cuda_naming_the_key_and_the_fix():

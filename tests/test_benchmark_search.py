@@ -53,4 +53,4 @@ def test_an_unknown_variant_is_refused_naming_the_choices():
     cmd = [sys.executable, str(SCRIPT), "--worker", "fused+fast", "--C", "2", "--N", "1", "--batch", "2"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
-    assert "unknown variant 'fused+fast': use baseline, unfused or fused, plus +cl and/or +amp" in done.stderr
+    assert "unknown variant 'fused+fast': use baseline, unfused or fused, plus any of +cl, +amp, +ciim" in done.stderr

@@ -38,7 +38,8 @@ def test_cpu_tiny_mode_runs_every_check_without_mlflow_or_dvc(shared_cifar_subse
         levers = sections[f"levers {space}"]
         for lever in ("eager", "channels_last", "bf16"):
             assert levers[lever]["images_per_s"] > 0
-        assert levers["iim_pass"]["ratio"] > 0
+        assert levers["iim_pass"]["ratio"] > 0 and levers["iim_pass"]["compiled_ratio"] > 0
+        assert not levers["iim_pass"]["compiled_fell_back"] and levers["iim_pass"]["compiled_rel_diff"] < 1e-4
     assert sections["levers nb201"]["combined"]["compile_backend"] == "aot_eager"
     assert sections["levers nb201, compiled"]["compile"]["compile_backend"] == "aot_eager"
     search = sections["search"]

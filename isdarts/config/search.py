@@ -99,7 +99,7 @@ class ArchConfig:
 SEARCH_KEYS = (
     "C", "N", "epochs", "batch_size", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip",
     "shuffle", "log_every", "image_size", "train_images", "test_images", "fused_ops", "channels_last", "amp",
-    "compile", "cudnn_benchmark", "cuda_graphs",
+    "compile", "cudnn_benchmark", "cuda_graphs", "compile_iim",
 )
 IMAGE_SIZES = (8, 16, 32)
 
@@ -134,6 +134,7 @@ class SearchConfig:
     compile: str | bool = "auto"  # torch.compile of the supernet's training forward; auto: on for CUDA
     cudnn_benchmark: str | bool = "auto"  # cuDNN picks conv kernels by timing them; auto: on for CUDA
     cuda_graphs: str | bool = "auto"  # weight steps, IIM and evaluation replayed as CUDA graphs; auto: on for CUDA
+    compile_iim: str | bool = "auto"  # the IIM's reductions compiled; auto: on for CPU at C >= 16 and 32x32
     shrink: ShrinkConfig | None = field(default_factory=ShrinkConfig)
     iim: IimConfig | None = field(default_factory=IimConfig)
     arch: ArchConfig | None = None
@@ -176,6 +177,7 @@ def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
         "compile": lambda k: read_auto_bool(d, k, p),
         "cudnn_benchmark": lambda k: read_auto_bool(d, k, p),
         "cuda_graphs": lambda k: read_auto_bool(d, k, p),
+        "compile_iim": lambda k: read_auto_bool(d, k, p),
     }
     return {k: parse(k) for k, parse in parsers.items() if not only_present or k in d}
 

@@ -47,8 +47,10 @@ class _IsDarts:
             weight_decay=cfg.weight_decay,
         )
         self.criterion = nn.CrossEntropyLoss()
-        # The IIM pass replays its batches as a CUDA graph where the speed settings say so.
-        self.graphs = resolve_speed(cfg, next(model.parameters()).device).cuda_graphs
+        # The IIM pass replays its batches as a CUDA graph, or compiles its reductions, where the speed
+        # settings say so.
+        plan = resolve_speed(cfg, next(model.parameters()).device)
+        self.graphs, self.compiled_iim = plan.cuda_graphs, plan.compile_iim
         self.schedule = self.shrink_schedule(cfg)
         self.last_iim: Any = None  # the latest IIM table(s) measured, for `genotype()` before shrinking ends
 
@@ -94,7 +96,7 @@ class IsDartsNb201(_IsDarts):
         record: dict[str, Any] = {"iim": None, "shrink_step": None, "pruned": []}
         if not self.needs_iim(epochs_done):
             return record
-        iim = measure_iim(self.model, iim_batches(), self.graphs)
+        iim = measure_iim(self.model, iim_batches(), self.graphs, self.compiled_iim)
         self.last_iim = iim.detach().cpu()
         record["iim"] = nan_to_none(iim)
         step = step_at(epochs_done, self.schedule)
@@ -153,7 +155,7 @@ class IsDartsDartsSpace(_IsDarts):
         record: dict[str, Any] = {"iim": None, "shrink_step": None, "pruned": {kind: [] for kind in CELL_KINDS}}
         if not self.needs_iim(epochs_done):
             return record
-        tables = measure_iim_darts(self.model, iim_batches(), self.graphs)
+        tables = measure_iim_darts(self.model, iim_batches(), self.graphs, self.compiled_iim)
         self.last_iim = {kind: table.detach().cpu() for kind, table in tables.items()}
         record["iim"] = {kind: nan_to_none(table) for kind, table in tables.items()}
         step = step_at(epochs_done, self.schedule)

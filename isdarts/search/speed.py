@@ -16,11 +16,20 @@ place that applies bf16 autocast and torch.compile to a supernet.
   CUDA, and meaningless on CPU.
 - `cuda_graphs`: each batch's work replayed as one CUDA graph (isdarts.train.graphs): the weight steps of
   the methods without α, the IIM pass and the evaluation forward; on for CUDA, and refused on CPU.
+- `compile_iim`: the IIM's per-pixel channel statistics as compiled kernels (isdarts.search.iim), which read
+  each op output twice instead of four times: 1.5-4x faster reductions on this CPU, the same numbers to
+  float rounding. Compiling costs 2-4 s per search with inductor's on-disk cache warm and about 15 s cold; at the
+  paper's network and image size (C >= 16, 32x32) it saved 0.85 ms per IIM image on NB201 and 0.94 ms on the
+  DARTS space, so one paper-setting search earns it back, while at the quick profile's C=8, 16x16 it saved
+  0.04 ms per image, about 0.3 s per search. So `auto` is on for CPU searches that measure the IIM (IS-DARTS,
+  I-DARTS) at C >= 16 and 32x32, off otherwise. Refused on CUDA, where it has not been run yet
+  (scripts/gpu_check.py measures it there).
 
 Only the training forward (train mode, no probe: the weight and α steps of every method) takes autocast
-and compilation. The IIM pass and evaluation run in eval mode, uncompiled and in float32 (replayed as CUDA
-graphs where `cuda_graphs` is on), so the IIM statistics are float32 sums over float32 op outputs whatever
-`amp` says. On CPU every `auto` leaves the forward untouched.
+and compilation. The IIM pass and evaluation run in eval mode and in float32, with the supernet uncompiled
+(replayed as CUDA graphs where `cuda_graphs` is on; only the IIM's reductions compiled where `compile_iim` is
+on), so the IIM statistics are float32 sums over float32 op outputs whatever `amp` says. On CPU every
+`auto` leaves the forward untouched.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ class SpeedPlan:
     compile: bool
     cudnn_benchmark: bool
     cuda_graphs: bool = False
+    compile_iim: bool = False
     compile_backend: str = "inductor"  # tests use "aot_eager": the same graph capture without code generation
 
     @property
@@ -66,6 +76,11 @@ def _bf16_ok(device: torch.device) -> bool:
 def _cpu_has_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX) rather than emulating it."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _paper_size_iim(cfg: SearchConfig) -> bool:
+    """Whether `cfg` measures the IIM on op outputs large enough that compiling their reductions pays."""
+    return cfg.iim is not None and cfg.C >= 16 and cfg.image_size == 32
 
 
 def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
@@ -86,12 +101,18 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
             "on CUDA (the unfused ops' channels-last backward; see BENCHMARKS.md, GPU check); set channels_last "
             "to auto or false, or fused_ops to true"
         )
+    if cuda and cfg.compile_iim is True:
+        raise ConfigError(
+            f"params.yaml: {cfg.space}.search: compile_iim = true has not been run on CUDA yet (the IIM pass there "
+            "is replayed as a CUDA graph instead); set compile_iim to auto or false"
+        )
     plan = SpeedPlan(
         channels_last=pick(cfg.channels_last, cfg.fused_ops if cuda else cfg.space == "darts"),
         amp=pick(cfg.amp, _bf16_ok(device)),
         compile=pick(cfg.compile, cuda),
         cudnn_benchmark=pick(cfg.cudnn_benchmark, cuda),
         cuda_graphs=pick(cfg.cuda_graphs, cuda),
+        compile_iim=pick(cfg.compile_iim, not cuda and _paper_size_iim(cfg)),
     )
     if plan.amp and device.type == "cpu" and not _cpu_has_bf16():
         log.warning(
@@ -107,7 +128,7 @@ def configure_backends(plan: SpeedPlan) -> None:
     cuDNN stays in deterministic mode: benchmarking then times only the deterministic kernels.
     """
     torch.backends.cudnn.benchmark = plan.cudnn_benchmark
-    if plan.compile:
+    if plan.compile or plan.compile_iim:
         import torch._dynamo.config as dynamo_config  # only when compiling: importing dynamo takes seconds
 
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
