@@ -128,7 +128,7 @@ def test_each_kind_is_ranked_only_by_its_own_table(monkeypatch):
         return table
 
     fake = {"normal": favouring(2), "reduce": favouring(7)}  # sep_conv_3x3 vs max_pool_3x3
-    monkeypatch.setattr(isdarts_method, "measure_iim_darts", lambda model, _batches, graphs=False: fake)
+    monkeypatch.setattr(isdarts_method, "measure_iim_darts", lambda model, _batches, graphs=False, compiled=False: fake)
     m = method(tiny(), steps=1)  # S = 1: one step prunes n - 2 at once (I-DARTS "rate 1")
     record = m.end_epoch(1, lambda: [])
     assert record["shrink_step"] == 0 and m.model.shrinking_done
