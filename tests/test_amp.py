@@ -84,19 +84,20 @@ def test_auto_rules_per_space_and_device(monkeypatch):
 
 
 def test_bf16_on_a_cpu_without_bf16_instructions_is_allowed_with_a_warning(monkeypatch, caplog):
-    forced = nb201_cfg(amp=True)
+    forced, auto = resolve_speed(nb201_cfg(amp=True), CPU), resolve_speed(nb201_cfg(), CPU)
+    assert forced.amp is True and auto.amp is False  # auto never asks for bf16 on CPU
     assert isinstance(speed._cpu_has_bf16(), bool)  # the real oneDNN query answers on this machine
     monkeypatch.setattr("isdarts.search.speed._cpu_has_bf16", lambda: True)
     with caplog.at_level("WARNING", logger="isdarts.search.speed"):
-        assert resolve_speed(forced, CPU).amp is True
+        apply_speed(Nb201Supernet(2, 1), forced)
     assert not caplog.records
     monkeypatch.setattr("isdarts.search.speed._cpu_has_bf16", lambda: False)
     with caplog.at_level("WARNING", logger="isdarts.search.speed"):
-        assert resolve_speed(forced, CPU).amp is True
-        assert resolve_speed(nb201_cfg(), CPU).amp is False  # auto never asks for it on CPU: no warning
+        apply_speed(Nb201Supernet(2, 1), forced)
+        apply_speed(Nb201Supernet(2, 1), auto)  # no bf16 asked for: no warning
     assert [r.getMessage() for r in caplog.records] == [
-        "nb201.search: amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is usually "
-        "slower than float32; set amp to auto or false"
+        "amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is usually slower than "
+        "float32; set amp to auto or false"
     ]
 
 

@@ -77,16 +77,13 @@ class CompiledIim:
     """
 
     def __init__(self, backend: str = "inductor") -> None:
-        self.backend = backend
-        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compiled = torch.compile(_iim_batch_sums, backend=backend, dynamic=True)  # compiles at first call
         self.failed = False
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_rank(x)
         if self.failed:
-            return _iim_batch_sums(x)
-        if self.compiled is None:
-            self.compiled = torch.compile(_iim_batch_sums, backend=self.backend, dynamic=True)
+            return iim_batch_sums(x)
+        _check_rank(x)  # before compiling: a bad shape is the caller's error, not a compiler failure
         try:
             return self.compiled(x)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager reduction gives the same numbers
@@ -97,7 +94,7 @@ class CompiledIim:
                 "compile_iim: compiling the IIM reduction failed (%s: %s); measuring eagerly instead. Set "
                 "compile_iim to false to skip the attempt.", type(cause).__name__, first_line,
             )
-            return _iim_batch_sums(x)
+            return iim_batch_sums(x)
 
 
 _compiled_iim: CompiledIim | None = None

@@ -106,7 +106,7 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
             f"params.yaml: {cfg.space}.search: compile_iim = true has not been run on CUDA yet (the IIM pass there "
             "is replayed as a CUDA graph instead); set compile_iim to auto or false"
         )
-    plan = SpeedPlan(
+    return SpeedPlan(
         channels_last=pick(cfg.channels_last, cfg.fused_ops if cuda else cfg.space == "darts"),
         amp=pick(cfg.amp, _bf16_ok(device)),
         compile=pick(cfg.compile, cuda),
@@ -114,12 +114,6 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
         cuda_graphs=pick(cfg.cuda_graphs, cuda),
         compile_iim=pick(cfg.compile_iim, not cuda and _paper_size_iim(cfg)),
     )
-    if plan.amp and device.type == "cpu" and not _cpu_has_bf16():
-        log.warning(
-            "%s.search: amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is "
-            "usually slower than float32; set amp to auto or false", cfg.space,
-        )
-    return plan
 
 
 def configure_backends(plan: SpeedPlan) -> None:
@@ -166,6 +160,12 @@ class FastForward:
 
 def apply_speed(model: nn.Module, plan: SpeedPlan) -> nn.Module:
     """Move `model` to the plan's memory format and give it the fast forward if the plan changes it."""
+    # Warned here, once per supernet, not in resolve_speed, which a search calls several times.
+    if plan.amp and next(model.parameters()).device.type == "cpu" and not _cpu_has_bf16():
+        log.warning(
+            "amp = true on a CPU without bf16 instructions: oneDNN emulates bf16 there, which is usually slower "
+            "than float32; set amp to auto or false"
+        )
     model = model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
     if plan.changes_forward:
         model.forward = FastForward(model, plan)
