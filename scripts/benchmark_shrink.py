@@ -31,9 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,13 +40,16 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere, as scripts/gpu_check.py is
+sys.path.insert(0, str(ROOT / "scripts"))  # and loaded by tests with runpy, which does not add its folder
+
+from benchmark_search import timed_together  # noqa: E402
 
 from isdarts.config.search import SearchConfig  # noqa: E402
 from isdarts.search.iim import measure_iim, measure_iim_darts  # noqa: E402
 from isdarts.search.speed import apply_speed, configure_backends, resolve_speed  # noqa: E402
 from isdarts.spaces.darts.supernet import DartsSupernet  # noqa: E402
 from isdarts.spaces.nb201.supernet import Nb201Supernet  # noqa: E402
-from isdarts.train.runtime import resolve_device, synchronize  # noqa: E402
+from isdarts.train.runtime import resolve_device  # noqa: E402
 
 NONE = 0  # `none` is op 0 in both spaces
 DEFAULT_HISTORY = {
@@ -63,6 +64,7 @@ class MaskState:
 
     label: str
     masks: dict[str | None, torch.Tensor]  # key None on NB201, "normal"/"reduce" on the DARTS space
+    only: tuple[str | None, int] | None = None  # a cost probe's (kind, op); None for the base and path masks
 
     def alive(self, kind: str | None, op: int) -> int:
         return int(self.masks[kind][:, op].sum())
@@ -105,7 +107,8 @@ def cost_probes(full: MaskState, ops: tuple[str, ...]) -> list[MaskState]:
     for kind in full.masks:
         for op, name in enumerate(ops):
             if op != NONE:
-                probes.append(MaskState(f"only {name}" + (f" ({kind})" if kind else ""), only({kind: op})))
+                label = f"only {name}" + (f" ({kind})" if kind else "")
+                probes.append(MaskState(label, only({kind: op}), (kind, op)))
     return probes
 
 
@@ -127,11 +130,9 @@ def forward_macs(model: torch.nn.Module, x: torch.Tensor) -> float:
 def predicted_steps(path: list[MaskState], probes: list[MaskState], steps: dict[str, float]) -> list[float]:
     """Each path mask's step time as the base step plus the measured cost of every (edge, op) it keeps."""
     base, *single_ops = probes
-    per_edge = {}  # (kind, op) -> seconds one edge's op costs
-    for probe in single_ops:
-        ((kind, op),) = [(k, o) for k, m in probe.masks.items() for o in range(m.shape[1])
-                         if o != NONE and probe.alive(k, o)]
-        per_edge[kind, op] = (steps[probe.label] - steps[base.label]) / probe.alive(kind, op)
+    per_edge = {  # (kind, op) -> seconds one edge's op costs
+        probe.only: (steps[probe.label] - steps[base.label]) / probe.alive(*probe.only) for probe in single_ops
+    }
     return [steps[base.label] + sum(cost * state.alive(k, o) for (k, o), cost in per_edge.items()) for state in path]
 
 
@@ -148,7 +149,6 @@ def measure(args: argparse.Namespace) -> dict:
         raise SystemExit(f"{history}: its masks {shapes} are not those of the {args.space} space ({expected}); "
                          "pass --space to match the history, or --history of a search of this space")
     probes = [] if args.no_cost_model else cost_probes(path[0], net.OPS)
-    states = path + probes
     cfg = SearchConfig(space=args.space, C=args.C, N=args.N, batch_size=args.batch, image_size=args.image_size,
                        fused_ops=not args.unfused)
     # torch.compile would recompile the step at every mask: what it saves is measured by benchmark_search.py.
@@ -175,26 +175,26 @@ def measure(args: argparse.Namespace) -> dict:
     for state in path:
         set_masks(model, state)
         macs.append(forward_macs(model, x))
-    step_s: dict[str, list[float]] = {s.label: [] for s in states}
-    iim_s: dict[str, list[float]] = {s.label: [] for s in path}
-    for i in range(args.warmup + args.steps):
-        for state in states:
-            set_masks(model, state)
-            work = [(train, step_s[state.label])]
-            if state.label in iim_s:
-                work.append((lambda: iim(model, [(x, y)], compiled=plan.compile_iim), iim_s[state.label]))
-            for fn, spent in work:
-                synchronize(device)
-                start = time.perf_counter()
-                fn()
-                synchronize(device)
-                if i >= args.warmup:
-                    spent.append(time.perf_counter() - start)
-    steps = {label: statistics.median(t) for label, t in step_s.items()}
+
+    def step_at(state: MaskState):
+        def fn(_i: int) -> None:
+            set_masks(model, state)  # host lists and a (14, 8) copy: microseconds against a step's milliseconds
+            train()
+        return fn
+
+    def iim_pass(_i: int) -> None:  # runs right after step_at(state): the mask is already set
+        iim(model, [(x, y)], compiled=plan.compile_iim)
+
+    # Each path mask's step and IIM pass, then each probe's step, in turn at every step.
+    work = [fn for state in path for fn in (step_at(state), iim_pass)] + [step_at(p) for p in probes]
+    medians = timed_together(work, args.steps, args.warmup, device)
+    n = 2 * len(path)
+    steps = dict(zip([s.label for s in path + probes], medians[0:n:2] + medians[n:], strict=True))
+    iim_s = dict(zip([s.label for s in path], medians[1:n:2], strict=True))
     predicted = predicted_steps(path, probes, steps) if probes else [None] * len(path)
     rows = [
         {"mask": s.label, "alive": s.alive_total, "macs_per_image": m, "step_s": steps[s.label],
-         "predicted_step_s": p, "iim_s": statistics.median(iim_s[s.label])}
+         "predicted_step_s": p, "iim_s": iim_s[s.label]}
         for s, m, p in zip(path, macs, predicted, strict=True)
     ]
     probe_rows = [{"mask": s.label, "step_s": steps[s.label]} for s in probes]
