@@ -32,6 +32,7 @@ from isdarts.pipeline.prepare import prepare_data
 from isdarts.pipeline.report import build_report
 from isdarts.pipeline.retrain import retrain
 from isdarts.pipeline.search import search
+from isdarts.registry import METHODS, SPACES
 from isdarts.spaces.darts.genotype import load_named_genotype, named_genotypes
 from isdarts.spaces.nb201.genotype import Nb201Genotype
 from isdarts.tracking import UI_TRAINING_MODE, disable_telemetry, resolve_tracking_uri
@@ -39,6 +40,8 @@ from isdarts.tracking_backlog import BACKLOG_NAME, replay
 
 EXIT_BAD_INPUT = 2
 EXIT_RUN_FAILED = 3
+# The method a command runs or trains when --method is not given: the registry's first row (IS-DARTS).
+DEFAULT_METHOD = next(iter(METHODS))
 
 
 def _setup() -> None:
@@ -96,7 +99,7 @@ def _write_traceback(exc: BaseException) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="isdarts",
+        prog=__package__,  # the package's name, which the console script bears
         description="IS-DARTS and its DARTS-family peers: search, retraining, ImageNet transfer, benchmark "
         "lookups and the paper's tables. `dvc repro` runs the same steps as a pipeline.",
     )
@@ -106,8 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("prepare-data", help="locate or download CIFAR-10, verify it and store it for the search")
 
     search_cmd = sub.add_parser("search", help="run (or resume) one search of one method for one seed")
-    search_cmd.add_argument("--space", choices=("nb201", "darts"), default="nb201")
-    search_cmd.add_argument("--method", default="isdarts", help="isdarts, idarts, sdarts, darts1, darts2, lambda_darts")
+    search_cmd.add_argument("--space", choices=tuple(SPACES), default="nb201")
+    search_cmd.add_argument("--method", default=DEFAULT_METHOD, help=", ".join(METHODS))
     search_cmd.add_argument("--seed", type=int, required=True)
     search_cmd.add_argument("--rate", default=None, help="a darts.sweep rate name (Table A.2), e.g. r0_143")
     _run_args(search_cmd, "runs/<space>/.../seed_N")
@@ -166,7 +169,7 @@ def _ui(host: str, port: int) -> int:
 
 
 def _genotype_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", default="isdarts", help="whose searched cell (with --seed) to train")
+    p.add_argument("--method", default=DEFAULT_METHOD, help="whose searched cell (with --seed) to train")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument(
         "--genotype", default=None,

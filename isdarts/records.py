@@ -6,7 +6,7 @@ naming the file and the offending key, so readers never re-check. ``to_json`` gi
 dict exactly: numbers keep their JSON type, and keys no field names are kept verbatim in ``extra``,
 so a writer may add a key before this module learns of it. ``DartsRun.collect`` reads every finished
 run of a stage folder (``<method>/seed_<s>/metrics.json``) and checks each record against the folder
-it lies in. A leaf module: stdlib and errors only.
+it lies in. A leaf module: stdlib, errors and the registry (a run's method must be one of its rows) only.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from isdarts.errors import ReportError
+from isdarts.registry import METHODS as METHOD_ROWS
 
 __all__ = [
     "METHODS", "Accuracies", "ArgmaxCell", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch",
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound="Record")
 D = TypeVar("D", bound="DartsRun")
 
-Method = Literal["isdarts", "darts1", "darts2", "lambda_darts", "idarts", "sdarts"]
-METHODS: tuple[str, ...] = get_args(Method)
+# A method's name: a row of isdarts.registry.METHODS, in its order. Typed str; checked as the Literal of those
+# names (Annotated metadata), so a wrong name is reported beside the names expected.
+METHODS: tuple[str, ...] = tuple(METHOD_ROWS)
+Method = Annotated[str, Literal[METHODS]]
 
 _NONFINITE = "may be ±inf or NaN"  # Annotated marker: IIM hooked values are +inf for `none`
 Hooked = Annotated[float, _NONFINITE]
@@ -135,7 +138,7 @@ def parse_value(value: Any, hint: Any, at: At, key: str | int, finite: bool = Tr
     report also checks the paper's numbers with it."""
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
-        return parse_value(value, args[0], at, key, finite=_NONFINITE not in args[1:])
+        return parse_value(value, _checked_as(hint), at, key, finite=_NONFINITE not in args[1:])
     if origin in (Union, types.UnionType):
         arm = next((a for a in args if _fits(value, a)), None)
         if arm is None:
@@ -163,6 +166,12 @@ def parse_value(value: Any, hint: Any, at: At, key: str | int, finite: bool = Tr
     return value
 
 
+def _checked_as(hint: Any) -> Any:
+    """The type an Annotated hint is checked as: its Literal metadata where it has one (Method), else its type."""
+    base, *metadata = get_args(hint)
+    return next((m for m in metadata if get_origin(m) is Literal), base)
+
+
 def _key_error(at: At, key: str | int, message: str) -> ReportError:
     # "runs[0]: key 'seed' must be ..." for an object's key; "epochs[2].iim[3]: must be ..." for a list item.
     return at.child(key).error(message) if isinstance(key, int) else at.error(f"key {key!r} {message}")
@@ -172,7 +181,7 @@ def _fits(value: Any, hint: Any) -> bool:
     """Whether value has the JSON kind hint asks for (contents are checked by parse_value)."""
     origin = get_origin(hint) or hint
     if origin is Annotated:
-        return _fits(value, get_args(hint)[0])
+        return _fits(value, _checked_as(hint))
     if origin in (Union, types.UnionType):
         return any(_fits(value, a) for a in get_args(hint))
     if origin is Literal:
@@ -188,7 +197,7 @@ def _fits(value: Any, hint: Any) -> bool:
 def _name(hint: Any) -> str:
     origin = get_origin(hint) or hint
     if origin is Annotated:
-        return _name(get_args(hint)[0])
+        return _name(_checked_as(hint))
     if origin in (Union, types.UnionType):
         return " or ".join(_name(a) for a in get_args(hint))
     if origin is Literal:

@@ -92,7 +92,11 @@ def single_path(model, space: str) -> None:
         mask = torch.zeros(6, 5)
         for e, op in enumerate(Nb201Genotype.from_arch_str(NB201_FINAL).op_indices()):
             mask[e, op] = 1
-        model.set_mask(mask)
+        kinds = getattr(model, "KINDS", None)  # the space interface: set_mask("cell", mask); before it: set_mask(mask)
+        if kinds:
+            model.set_mask(kinds[0], mask)
+        else:
+            model.set_mask(mask)
         return
     for kind in ("normal", "reduce"):  # per node: skip from its first input, sep_conv_3x3 from its second
         mask = torch.zeros(14, 8)
@@ -102,6 +106,18 @@ def single_path(model, space: str) -> None:
             mask[row + 1, 2] = 1
             row += 2 + node
         model.set_mask(kind, mask)
+
+
+def iim_measure(space: str):
+    """The IIM pass of the tree on PYTHONPATH for `space`'s supernet; None where the tree has none (the DARTS
+    space before its IIM). Since the space interface one `measure_iim` measures every supernet."""
+    import importlib.util
+
+    from isdarts.search import iim
+
+    if space == "nb201" or importlib.util.find_spec("isdarts.spaces.space") is not None:
+        return iim.measure_iim
+    return getattr(iim, "measure_iim_darts", None)  # the DARTS-space pass before the space interface
 
 
 def timed(fn, steps: int, warmup: int, device) -> float:
@@ -151,13 +167,7 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         opt.step()
 
     result = {"full": timed(train, args.steps, args.warmup, device)}
-    if args.space == "nb201":
-        from isdarts.search.iim import measure_iim as measure
-    else:
-        try:
-            from isdarts.search.iim import measure_iim_darts as measure
-        except ImportError:
-            measure = None
+    measure = iim_measure(args.space)
     if measure is not None:
         # +ciim: the IIM reductions compiled (`compile_iim: true`); the warm-up pass compiles them.
         compiled = {"compiled": True} if "ciim" in variant.split("+") else {}

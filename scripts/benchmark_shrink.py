@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT / "scripts"))  # and loaded by tests with runpy, whi
 from benchmark_search import timed_together  # noqa: E402
 
 from isdarts.config.search import SearchConfig  # noqa: E402
-from isdarts.search.iim import measure_iim, measure_iim_darts  # noqa: E402
+from isdarts.registry import space_spec  # noqa: E402
+from isdarts.search.iim import measure_iim  # noqa: E402
 from isdarts.search.speed import apply_speed, configure_backends, resolve_speed  # noqa: E402
-from isdarts.spaces.darts.supernet import DartsSupernet  # noqa: E402
-from isdarts.spaces.nb201.supernet import Nb201Supernet  # noqa: E402
+from isdarts.spaces.space import Space  # noqa: E402
 from isdarts.train.runtime import resolve_device  # noqa: E402
 
 NONE = 0  # `none` is op 0 in both spaces
@@ -63,10 +63,10 @@ class MaskState:
     """One mask to time: a search's mask at an epoch, or a cost probe (every edge of a kind keeping one op)."""
 
     label: str
-    masks: dict[str | None, torch.Tensor]  # key None on NB201, "normal"/"reduce" on the DARTS space
-    only: tuple[str | None, int] | None = None  # a cost probe's (kind, op); None for the base and path masks
+    masks: dict[str, torch.Tensor]  # {cell kind: mask}: "cell" on NB201, "normal"/"reduce" on the DARTS space
+    only: tuple[str, int] | None = None  # a cost probe's (kind, op); None for the base and path masks
 
-    def alive(self, kind: str | None, op: int) -> int:
+    def alive(self, kind: str, op: int) -> int:
         return int(self.masks[kind][:, op].sum())
 
     @property
@@ -74,17 +74,31 @@ class MaskState:
         return sum(int(m.sum()) for m in self.masks.values())
 
 
-def shrink_path(history: Path) -> list[MaskState]:
-    """The distinct masks of a search history, in the order the search trained with them."""
+def _shapes(recorded):
+    """The mask shapes of a history's `alive` record: one shape (a one-kind space), or {kind: shape}."""
+    if isinstance(recorded, dict):
+        return {kind: _shapes(m) for kind, m in recorded.items()}
+    return tuple(torch.tensor(recorded).shape)
+
+
+def shrink_path(history: Path, space: Space) -> list[MaskState]:
+    """The distinct masks of a search history of `space`, in the order the search trained with them."""
     try:
         epochs = json.loads(history.read_text())["epochs"]
-    except (OSError, ValueError, KeyError) as exc:
+        recorded = [record["alive"] for record in epochs]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"{history}: not a search history.json with per-epoch 'alive' masks ({exc})") from exc
+    # The history records a one-kind space's mask without the kind level (Space.record).
+    expected = space.record({kind: (space.num_edges, space.num_ops) for kind in space.kinds})
+    for alive in recorded:
+        if _shapes(alive) != expected:
+            raise SystemExit(
+                f"{history}: its masks {_shapes(alive)} are not those of the {space.name} space ({expected}); "
+                "pass --space to match the history, or --history of a search of this space"
+            )
     states: list[MaskState] = []
-    for record in epochs:
-        alive = record["alive"]
-        masks = {kind: torch.tensor(m, dtype=torch.float32) for kind, m in alive.items()} if isinstance(
-            alive, dict) else {None: torch.tensor(alive, dtype=torch.float32)}
+    for record, alive in zip(epochs, recorded, strict=True):
+        masks = {kind: torch.tensor(m, dtype=torch.float32) for kind, m in space.per_kind(alive).items()}
         if not states or any(not torch.equal(masks[k], states[-1].masks[k]) for k in masks):
             states.append(MaskState(f"epoch {record['epoch']}", masks))
     if any(not bool(m.all()) for m in states[0].masks.values()):
@@ -93,10 +107,10 @@ def shrink_path(history: Path) -> list[MaskState]:
     return states
 
 
-def cost_probes(full: MaskState, ops: tuple[str, ...]) -> list[MaskState]:
+def cost_probes(full: MaskState, space: Space) -> list[MaskState]:
     """The base (every edge of every kind keeping only `none`), then per cell kind and op the base with every
     edge of that kind keeping only that op."""
-    def only(kind_op: dict[str | None, int]) -> dict[str | None, torch.Tensor]:
+    def only(kind_op: dict[str, int]) -> dict[str, torch.Tensor]:
         masks = {}
         for kind, m in full.masks.items():
             masks[kind] = torch.zeros_like(m)
@@ -105,19 +119,16 @@ def cost_probes(full: MaskState, ops: tuple[str, ...]) -> list[MaskState]:
 
     probes = [MaskState("only none", only({}))]
     for kind in full.masks:
-        for op, name in enumerate(ops):
+        for op, name in enumerate(space.ops):
             if op != NONE:
-                label = f"only {name}" + (f" ({kind})" if kind else "")
+                label = f"only {name}" + ("" if space.flat else f" ({kind})")
                 probes.append(MaskState(label, only({kind: op}), (kind, op)))
     return probes
 
 
 def set_masks(model: torch.nn.Module, state: MaskState) -> None:
     for kind, mask in state.masks.items():
-        if kind is None:
-            model.set_mask(mask)
-        else:
-            model.set_mask(kind, mask)
+        model.set_mask(kind, mask)
 
 
 def forward_macs(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -140,22 +151,17 @@ def measure(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
-    net = Nb201Supernet if args.space == "nb201" else DartsSupernet
+    space = space_spec(args.space).load()
     history = args.history or DEFAULT_HISTORY[args.space]
-    path = shrink_path(history)
-    shapes = {k: tuple(m.shape) for k, m in path[0].masks.items()}
-    expected = {None: (6, 5)} if args.space == "nb201" else {"normal": (14, 8), "reduce": (14, 8)}
-    if shapes != expected:
-        raise SystemExit(f"{history}: its masks {shapes} are not those of the {args.space} space ({expected}); "
-                         "pass --space to match the history, or --history of a search of this space")
-    probes = [] if args.no_cost_model else cost_probes(path[0], net.OPS)
+    path = shrink_path(history, space)
+    probes = [] if args.no_cost_model else cost_probes(path[0], space)
     cfg = SearchConfig(space=args.space, C=args.C, N=args.N, batch_size=args.batch, image_size=args.image_size,
                        fused_ops=not args.unfused)
     # torch.compile would recompile the step at every mask: what it saves is measured by benchmark_search.py.
     plan = dataclasses.replace(resolve_speed(cfg, device), compile=False)
     configure_backends(plan)
     torch.manual_seed(0)
-    model = apply_speed(net(args.C, args.N, fused=not args.unfused).to(device), plan)
+    model = apply_speed(space.build_supernet(args.C, args.N, 10, fused=not args.unfused).to(device), plan)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=gen).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
@@ -163,8 +169,6 @@ def measure(args: argparse.Namespace) -> dict:
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.025, momentum=0.9, nesterov=True, weight_decay=3e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    iim = measure_iim if args.space == "nb201" else measure_iim_darts
-
     def train() -> None:
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x)[1], y).backward()
@@ -183,7 +187,7 @@ def measure(args: argparse.Namespace) -> dict:
         return fn
 
     def iim_pass(_i: int) -> None:  # runs right after step_at(state): the mask is already set
-        iim(model, [(x, y)], compiled=plan.compile_iim)
+        measure_iim(model, [(x, y)], compiled=plan.compile_iim)
 
     # Each path mask's step and IIM pass, then each probe's step, in turn at every step.
     work = [fn for state in path for fn in (step_at(state), iim_pass)] + [step_at(p) for p in probes]

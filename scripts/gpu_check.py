@@ -47,12 +47,11 @@ sys.path.insert(0, str(ROOT))  # also works without PYTHONPATH=.
 from isdarts.config import params_from_dict  # noqa: E402
 from isdarts.config.search import SearchConfig  # noqa: E402
 from isdarts.data.cifar import CifarArrays, load_cifar10, locate_cifar10  # noqa: E402
-from isdarts.search.iim import iim_reduction, measure_iim, measure_iim_darts  # noqa: E402
-from isdarts.search.loop import build_method, run_search  # noqa: E402
+from isdarts.registry import space_spec  # noqa: E402
+from isdarts.search.iim import iim_reduction, measure_iim  # noqa: E402
+from isdarts.search.loop import SearchRun, build_method, run_search  # noqa: E402
 from isdarts.search.shrink import shrink_step  # noqa: E402
 from isdarts.search.speed import FastForward, resolve_speed  # noqa: E402
-from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet, darts_node_subsets  # noqa: E402
-from isdarts.spaces.nb201.supernet import Nb201Supernet, per_edge_subsets  # noqa: E402
 from isdarts.train.graphs import BatchGraph  # noqa: E402
 from isdarts.train.runtime import describe_device, make_deterministic, make_generator, resolve_device, synchronize  # noqa: E402
 
@@ -182,11 +181,11 @@ def random_batch(batch: int, device: torch.device, seed: int = 0) -> tuple[torch
 # ----------------------------------------------------------------- 1. correctness
 def _supernet_pair(space: str, size: Size, device: torch.device,
                    channels_last: bool) -> tuple[torch.nn.Module, torch.nn.Module]:
-    cls = Nb201Supernet if space == "nb201" else DartsSupernet
+    build = space_spec(space).load().build_supernet
     dims = getattr(size, space)
     torch.manual_seed(0)
-    fused = cls(dims["C"], dims["N"], fused=True)
-    reference = cls(dims["C"], dims["N"], fused=False)
+    fused = build(dims["C"], dims["N"], 10, fused=True)
+    reference = build(dims["C"], dims["N"], 10, fused=False)
     reference.load_state_dict(fused.state_dict())
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return fused.to(device, memory_format=fmt), reference.to(device, memory_format=fmt)
@@ -194,22 +193,22 @@ def _supernet_pair(space: str, size: Size, device: torch.device,
 
 def _masks(space: str) -> list[tuple[str, torch.Tensor]]:
     """All alive, after one shrink step on a random table, and the final single path (or two per node)."""
-    if space == "nb201":
-        mask, subsets, keep, steps = torch.ones(6, 5), per_edge_subsets(), 1, 4
-    else:
-        mask, subsets, keep, steps = torch.ones(14, 8), darts_node_subsets(), 2, 2
+    spec = space_spec(space).load()
+    mask, steps = torch.ones(spec.num_edges, spec.num_ops), 4 if space == "nb201" else 2
     table = torch.rand(mask.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    one = shrink_step(mask, table, subsets, keep=keep, steps=steps, step=0).mask
-    final = shrink_step(one, table, subsets, keep=keep, steps=1, step=0).mask
+    one = shrink_step(mask, table, spec.subsets, keep=spec.keep, steps=steps, step=0).mask
+    final = shrink_step(one, table, spec.subsets, keep=spec.keep, steps=1, step=0).mask
     return [("all alive", mask), ("one shrink step", one), ("final", final)]
 
 
 def _set_mask(model: torch.nn.Module, mask: torch.Tensor) -> None:
-    if isinstance(model, Nb201Supernet):
-        model.set_mask(mask)
-    else:
-        for kind in CELL_KINDS:
-            model.set_mask(kind, mask)
+    for kind in model.KINDS:  # the same mask on every cell kind
+        model.set_mask(kind, mask)
+
+
+def _stacked(tables: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`measure_iim`'s {kind: table} as one (kinds, edges, ops) tensor, in kind order."""
+    return torch.stack(list(tables.values()))
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -258,16 +257,13 @@ def check_correctness(space: str, size: Size, device: torch.device, tolerance: f
         if device.type == "cuda":
             exact = _supernet_pair(space, size, torch.device("cpu"), False)[1].double()
         x, y = random_batch(8, device, seed=2)
-        measure = measure_iim if space == "nb201" else measure_iim_darts
         rows = []
         for label, mask in _masks(space):
             _set_mask(fused, mask)
             _set_mask(reference, mask)
             ours, ref = _forward_backward(fused, x, y), _forward_backward(reference, x, y)
             grads, worst = _grad_errors(ours, ref)
-            iim_ours, iim_ref = measure(fused, [(x, y)]), measure(reference, [(x, y)])
-            if isinstance(iim_ref, dict):
-                iim_ours, iim_ref = (torch.stack([t[k] for k in CELL_KINDS]) for t in (iim_ours, iim_ref))
+            iim_ours, iim_ref = _stacked(measure_iim(fused, [(x, y)])), _stacked(measure_iim(reference, [(x, y)]))
             # Masked entries are NaN in both tables; `none` is +inf in both.
             iim = _relative_error(*(t.nan_to_num(nan=0.0, posinf=float("inf")) for t in (iim_ours, iim_ref)))
             row = {"mask": label, "logits": _relative_error(ours["logits"], ref["logits"]),
@@ -358,7 +354,6 @@ def measure_iim_cost(space: str, size: Size, device: torch.device) -> dict[str, 
     cfg = search_cfg(space, size, device)
     method = build_method(cfg, 10, device, make_generator(torch.device("cpu"), 2))
     model, batches = method.model, [random_batch(cfg.batch_size, device, seed=s) for s in range(size.steps)]
-    measure = measure_iim if space == "nb201" else measure_iim_darts
     timer = Timer(device)
 
     def forward() -> None:
@@ -368,16 +363,14 @@ def measure_iim_cost(space: str, size: Size, device: torch.device) -> dict[str, 
                 model(x)
         model.train()
 
-    eager_table = measure(model, batches[:1])  # also the warm-up
+    eager_table = _stacked(measure_iim(model, batches[:1]))  # also the warm-up
     forward()
-    iim, plain = timer.seconds(lambda: measure(model, batches)), timer.seconds(forward)
+    iim, plain = timer.seconds(lambda: measure_iim(model, batches)), timer.seconds(forward)
     result = {"iim_s": iim, "forward_s": plain, "ratio": iim / plain}
     # compile_iim: the search refuses it on CUDA until this shows it right and fast there.
-    compiled_table = measure(model, batches[:1], compiled=True)  # compiles, or falls back to eager with a warning
-    if isinstance(eager_table, dict):
-        eager_table, compiled_table = (torch.stack([t[k] for k in CELL_KINDS])
-                                       for t in (eager_table, compiled_table))
-    compiled = timer.seconds(lambda: measure(model, batches, compiled=True))
+    # Compiles, or falls back to eager with a warning.
+    compiled_table = _stacked(measure_iim(model, batches[:1], compiled=True))
+    compiled = timer.seconds(lambda: measure_iim(model, batches, compiled=True))
     result.update(compiled_iim_s=compiled, compiled_ratio=compiled / plain,
                   compiled_fell_back=iim_reduction(True).failed,
                   compiled_rel_diff=_relative_error(*(t.nan_to_num(nan=0.0, posinf=float("inf"))
@@ -528,13 +521,12 @@ def measure_graphs(space: str, size: Size, device: torch.device) -> dict[str, An
 
     # The IIM pass as IS-DARTS runs it, graphed and eager, on the same batches.
     model = graphed.model
-    measure = measure_iim if space == "nb201" else measure_iim_darts
-    expected, got = measure(model, batches), measure(model, batches, graphs=True)
-    pairs = [(got, expected)] if space == "nb201" else [(got[k], expected[k]) for k in CELL_KINDS]
+    expected, got = measure_iim(model, batches), measure_iim(model, batches, graphs=True)
+    pairs = [(got[k], expected[k]) for k in expected]
     result["iim_rel_diff"] = max(_relative_error(*(t.nan_to_num(nan=0.0, posinf=float("inf")) for t in pair))
                                  for pair in pairs)
-    result["iim_eager_ms"] = 1e3 * timer.seconds(lambda: measure(model, batches)) / len(batches)
-    result["iim_graph_ms"] = 1e3 * timer.seconds(lambda: measure(model, batches, graphs=True)) / len(batches)
+    result["iim_eager_ms"] = 1e3 * timer.seconds(lambda: measure_iim(model, batches)) / len(batches)
+    result["iim_graph_ms"] = 1e3 * timer.seconds(lambda: measure_iim(model, batches, graphs=True)) / len(batches)
     model.eval()
     with torch.no_grad():
         forward = BatchGraph(lambda x: model(x), True)
@@ -583,9 +575,9 @@ def timed_search(cfg: SearchConfig, arrays: CifarArrays, device: torch.device, e
     """`epochs` epochs of the real search loop (run_search, then stopped as a kill would); their records."""
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as ckpt:
-        run_search(cfg, 0, arrays, profile="gpu_check", device=str(device), data_kind="subset",
-                   data_fingerprint="gpu-check-tiled-subset", checkpoint_dir=Path(ckpt), progress=False,
-                   stop_after_epochs=epochs, on_epoch=records.append)
+        run = SearchRun(cfg, 0, profile="gpu_check", device=str(device), data_kind="subset",
+                        data_fingerprint="gpu-check-tiled-subset", checkpoint_dir=Path(ckpt))
+        run_search(run, arrays, progress=False, stop_after_epochs=epochs, on_epoch=records.append)
     keep = ("epoch", "epoch_seconds", "images_per_s", "train_loss", "test_acc")
     return [{k: r[k] for k in keep} for r in records]
 

@@ -39,7 +39,7 @@ from isdarts.config import params_from_dict  # noqa: E402
 from isdarts.config.search import SearchConfig  # noqa: E402
 from isdarts.data.cifar import load_cifar10, locate_cifar10  # noqa: E402
 from isdarts.io import atomic_write_json  # noqa: E402
-from isdarts.search.loop import run_search  # noqa: E402
+from isdarts.search.loop import SearchRun, run_search  # noqa: E402
 from isdarts.train.runtime import describe_device, resolve_device  # noqa: E402
 
 PAPER_ALPHA_STEPS = 50 * 390  # DARTS on NB201 in the paper (AutoDL's 25k/25k split, batch 64)
@@ -89,9 +89,9 @@ def run_one(cfg: SearchConfig, arrays: Any, device: str, data_kind: str, out: Pa
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as ckpt:
         try:
-            result = run_search(cfg, 0, arrays, profile="study", device=device, data_kind=data_kind,
-                                data_fingerprint=f"gpu-study-{data_kind}", checkpoint_dir=Path(ckpt), progress=False,
-                                on_epoch=on_epoch)
+            run = SearchRun(cfg, 0, profile="study", device=device, data_kind=data_kind,
+                            data_fingerprint=f"gpu-study-{data_kind}", checkpoint_dir=Path(ckpt))
+            result = run_search(run, arrays, progress=False, on_epoch=on_epoch)
         except OutOfBudget:
             atomic_write_json(out / "partial_history.json", {"epochs": records, "planned_epochs": cfg.epochs})
             return {"finished": False, "epochs": len(records), "planned_epochs": cfg.epochs,

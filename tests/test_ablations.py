@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from isdarts.config import ArchConfig, IimConfig, SearchConfig, ShrinkConfig
-from isdarts.search.isdarts import IDartsNb201
-from isdarts.search.sdarts import SDartsNb201
+from isdarts.search.isdarts import IDarts
+from isdarts.search.sdarts import SDarts
 from isdarts.spaces.nb201.genotype import NB201_OPS
+from isdarts.spaces.nb201.space import SPACE as NB201
 from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,10 +21,10 @@ def batches(n: int = 2, size: int = 8, seed: int = 0) -> list[tuple[torch.Tensor
     return [(torch.randn(8, 3, size, size, generator=gen), torch.randint(0, 10, (8,), generator=gen)) for _ in range(n)]
 
 
-def make_idarts(every_epoch: bool = False) -> IDartsNb201:
+def make_idarts(every_epoch: bool = False) -> IDarts:
     torch.manual_seed(0)
     cfg = SearchConfig(method="idarts", C=4, N=1, epochs=3, shrink=None, iim=IimConfig(every_epoch=every_epoch))
-    return IDartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), cfg)
+    return IDarts(Nb201Supernet(channels=4, cells_per_stage=1), NB201, cfg)
 
 
 def iim_table(record) -> torch.Tensor:
@@ -66,12 +67,12 @@ def test_idarts_previews_the_selection_when_measuring_every_epoch_and_saves_it()
     assert restored.genotype() == preview
 
 
-def make_sdarts() -> SDartsNb201:
+def make_sdarts() -> SDarts:
     torch.manual_seed(0)
     model = Nb201Supernet(channels=4, cells_per_stage=1)
     shrink = ShrinkConfig(steps=4, interval=1)
     cfg = SearchConfig(method="sdarts", epochs=5, weight_decay=5e-4, shrink=shrink, arch=ArchConfig())
-    return SDartsNb201(model, cfg)  # shrinks after epochs 1, 2, 3, 4
+    return SDarts(model, NB201, cfg)  # shrinks after epochs 1, 2, 3, 4
 
 
 def test_sdarts_masks_the_smallest_alpha_among_alive_ops_each_step():
@@ -80,9 +81,9 @@ def test_sdarts_masks_the_smallest_alpha_among_alive_ops_each_step():
     gen = torch.Generator().manual_seed(1)
     for step in range(4):
         with torch.no_grad():
-            method.alpha.copy_(torch.randn(6, 5, generator=gen))
+            method.alphas[0].copy_(torch.randn(6, 5, generator=gen))
         before = method.model.mask.clone()
-        alpha = method.alpha.detach().masked_fill(before == 0, math.inf)  # masked ops cannot be picked again
+        alpha = method.alphas[0].detach().masked_fill(before == 0, math.inf)  # masked ops cannot be picked again
         record = method.end_epoch(step + 1, lambda: [])
         assert record["shrink_step"] == step
         removed = (before - method.model.mask).nonzero().tolist()
@@ -97,11 +98,11 @@ def test_sdarts_masked_logits_get_zero_probability_and_no_gradient():
     mask = torch.ones(6, 5)
     mask[:, 3] = 0  # drop every 3x3 conv, the one op with the largest α below
     mask[2, 1] = 0
-    method.model.set_mask(mask)
+    method.model.set_mask("cell", mask)
     with torch.no_grad():
-        method.alpha.copy_(torch.randn(6, 5))
-        method.alpha[:, 3] = 10.0
-    weights = method.arch_weights()
+        method.alphas[0].copy_(torch.randn(6, 5))
+        method.alphas[0][:, 3] = 10.0
+    weights = method.arch_weights()["cell"]
     assert bool((weights[mask == 0] == 0).all())
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(6))
     assert 3 not in method.genotype().op_indices()  # argmax of the masked softmax, not of α
@@ -111,4 +112,4 @@ def test_sdarts_masked_logits_get_zero_probability_and_no_gradient():
     method.set_epoch(0)
     loss, _ = method.train_step(x, y, xv, yv)
     assert torch.isfinite(loss)
-    assert bool((method.arch_weights()[mask == 0] == 0).all())
+    assert bool((method.arch_weights()["cell"][mask == 0] == 0).all())

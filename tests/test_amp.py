@@ -183,8 +183,8 @@ def test_a_compiled_supernet_matches_eager_after_each_mask_change():
     for dropped in (None, 0, 3):  # all alive, then two shrink steps
         if dropped is not None:
             mask[:, dropped] = 0
-            eager.set_mask(mask)
-            compiled.set_mask(mask)
+            eager.set_mask("cell", mask)
+            compiled.set_mask("cell", mask)
         for model in (eager, compiled):
             model.zero_grad()
             model(x)[1].square().mean().backward()
@@ -217,7 +217,7 @@ def test_second_order_darts_steps_the_same_compiled_as_eager():
         for _ in range(2):
             method.train_step(*batch)
         state = {k: v.detach().clone() for k, v in method.state_dict()["model"].items()}
-        states.append({**state, "alpha": method.alpha.detach().clone()})
+        states.append({**state, **{f"alpha.{k}": a.detach().clone() for k, a in method.alpha.items()}})
     for name, value in states[0].items():
         torch.testing.assert_close(states[1][name], value, rtol=1e-5, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
 
@@ -247,7 +247,7 @@ def _trained_iim(train: DeviceImages, amp: bool, order_seed: int) -> torch.Tenso
         method.set_epoch(epoch)
         for x, y in train.batches(32, augment=True, shuffle=True, generator=gen):
             method.train_step(x, y)
-    return measure_iim(method.model, train.batches(64, augment=False, shuffle=False, generator=None))
+    return measure_iim(method.model, train.batches(64, augment=False, shuffle=False, generator=None))["cell"]
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:

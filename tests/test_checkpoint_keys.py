@@ -26,7 +26,7 @@ import yaml
 import isdarts
 from isdarts.config import params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
-from isdarts.search.loop import run_search
+from isdarts.search.loop import SearchRun, run_search
 
 cifar, ckpt, profile = map(Path, sys.argv[1:4])
 stop_after = int(sys.argv[4])
@@ -46,8 +46,8 @@ raw["nb201"]["options"]["isdarts"]["iim"].update(n_samples=32, batch_size=32)
 cfg = params_from_dict(raw).nb201.search("isdarts")
 data = load_cifar10(locate_cifar10(cifar, download=False, subset_fallback=cifar))
 data.train_x, data.train_y = data.train_x[:64], data.train_y[:64]
-out = run_search(cfg, 0, data, profile="smoke", device="cpu", data_kind="subset", data_fingerprint="tiny",
-                 checkpoint_dir=ckpt, progress=False, stop_after_epochs=stop_after)
+run = SearchRun(cfg, 0, profile="smoke", device="cpu", data_kind="subset", data_fingerprint="tiny", checkpoint_dir=ckpt)
+out = run_search(run, data, progress=False, stop_after_epochs=stop_after)
 print(json.dumps({"epochs_done": out.get("epochs_done"), "resumed": any(resumed), "package": isdarts.__file__}))
 """
 
@@ -61,7 +61,7 @@ def edit(path: Path, old: str, new: str) -> None:
 EDITS = {
     # (module, old, new, resumes)
     "imagenet validation": ("config/train.py", "label_smoothing must be in [0, 1)", "label_smoothing: [0, 1)", True),
-    "paper table": ("config/paper.py", '"batch_size": 64, "lr": 0.025', '"batch_size": 64, "lr": 0.0251', True),
+    "paper table": ("registry.py", '"batch_size": 64, "lr": 0.025', '"batch_size": 64, "lr": 0.0251', True),
     "the report": ("report/__init__.py", '"""', '"""Edited. ', True),
     "the iim": ("search/iim.py", "\nimport torch\n", "\nimport torch\n\nEDITED = True\n", False),
 }

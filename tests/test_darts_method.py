@@ -9,8 +9,9 @@ from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
 from isdarts.config import ArchConfig, SearchConfig
-from isdarts.search.darts import DartsNb201
+from isdarts.search.darts import Darts
 from isdarts.spaces.nb201.genotype import NB201_OPS
+from isdarts.spaces.nb201.space import SPACE as NB201
 from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,28 +48,29 @@ def darts_cfg(order: int = 1, **overrides) -> SearchConfig:
     return SearchConfig(method=f"darts{order}", arch=ArchConfig(), **{"epochs": 2, "weight_decay": 5e-4, **overrides})
 
 
-def make_method(seed: int = 0, **kwargs) -> DartsNb201:
+def make_method(seed: int = 0, **kwargs) -> Darts:
     torch.manual_seed(seed)
     model = smooth(Nb201Supernet(channels=4, cells_per_stage=1, fused=False)).double()
-    method = DartsNb201(model, darts_cfg(**kwargs))
+    method = Darts(model, NB201, darts_cfg(**kwargs))
     method.set_epoch(0)  # lr = the base lr in the first epoch
     with torch.no_grad():
-        method.alpha.normal_()  # away from the uniform init, so all ops carry different weight
+        method.alphas[0].normal_()  # away from the uniform init, so all ops carry different weight
     return method
 
 
 def exact_hypergradient(
-    method: DartsNb201, batches, xi: float, momentum: float, wd: float, *, through_w: bool = True
+    method: Darts, batches, xi: float, momentum: float, wd: float, *, through_w: bool = True
 ) -> torch.Tensor:
     """d/dalpha L_val(w'(alpha), alpha), w' = w - xi (mu buf + grad_w L_tr(w, alpha) + wd w), by double backprop.
 
     through_w=False holds w' fixed: the partial derivative alone, without the Hessian term.
     """
     x_tr, y_tr, x_val, y_val = batches
-    model, alpha = method.model, method.alpha
+    model, alpha = method.model, method.alphas[0]
     names = [name for name, _ in model.named_parameters()]
     w = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    _, logits = functional_call(model, dict(zip(names, w, strict=True)), (x_tr,), {"weights": alpha.softmax(-1)})
+    mix = {"weights": {"cell": alpha.softmax(-1)}}
+    _, logits = functional_call(model, dict(zip(names, w, strict=True)), (x_tr,), mix)
     g = torch.autograd.grad(cross_entropy(logits, y_tr), w, create_graph=True)
     bufs = [method.w_optimizer.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
     unrolled = [
@@ -77,7 +79,7 @@ def exact_hypergradient(
     if not through_w:
         unrolled = [u.detach() for u in unrolled]
     params = dict(zip(names, unrolled, strict=True))
-    _, logits = functional_call(model, params, (x_val,), {"weights": alpha.softmax(-1)})
+    _, logits = functional_call(model, params, (x_val,), {"weights": {"cell": alpha.softmax(-1)}})
     return torch.autograd.grad(cross_entropy(logits, y_val), alpha)[0]
 
 
@@ -112,13 +114,13 @@ def expected_first_adam_step(alpha: torch.Tensor, grad: torch.Tensor, lr: float,
 def test_second_order_train_step_takes_the_alpha_step_first_then_the_clipped_weight_step():
     method = make_method(order=2, lr=0.1, grad_clip=1e-3)
     batches = tiny_batches()
-    alpha0, w0 = method.alpha.detach().clone(), [p.detach().clone() for p in method.weights]
+    alpha0, w0 = method.alphas[0].detach().clone(), [p.detach().clone() for p in method.weights]
     grad = method.arch_grads(*batches)[0]  # at the current weights: what the α step must use
     loss, n_correct = method.train_step(*batches)
-    torch.testing.assert_close(method.alpha.detach(), expected_first_adam_step(alpha0, grad, 3e-4, 1e-3))
+    torch.testing.assert_close(method.alphas[0].detach(), expected_first_adam_step(alpha0, grad, 3e-4, 1e-3))
     assert any(not torch.equal(p, p0) for p, p0 in zip(method.weights, w0, strict=True))
     # The clip counts α's weight-loss gradient with the weights' (AutoDL clips network.parameters()).
-    norm = torch.cat([t.grad.reshape(-1) for t in [*method.weights, method.alpha] if t.grad is not None]).norm()
+    norm = torch.cat([t.grad.reshape(-1) for t in [*method.weights, method.alphas[0]] if t.grad is not None]).norm()
     assert norm.item() == pytest.approx(1e-3, rel=1e-6)
     assert loss.ndim == 0 and 0 <= int(n_correct) <= 8
 
@@ -126,12 +128,12 @@ def test_second_order_train_step_takes_the_alpha_step_first_then_the_clipped_wei
 def test_first_order_step_updates_weights_then_alpha_at_the_new_weights():
     method = make_method(order=1)
     batches = tiny_batches()
-    alpha0, w0 = method.alpha.detach().clone(), [p.detach().clone() for p in method.weights]
+    alpha0, w0 = method.alphas[0].detach().clone(), [p.detach().clone() for p in method.weights]
     method.train_step(*batches)
-    alpha1 = method.alpha.detach().clone()
+    alpha1 = method.alphas[0].detach().clone()
     assert any(not torch.equal(p, p0) for p, p0 in zip(method.weights, w0, strict=True))
     with torch.no_grad():
-        method.alpha.copy_(alpha0)
+        method.alphas[0].copy_(alpha0)
     grad = method.arch_grads(*batches)[0]  # order 1: grad_alpha L_val at the already updated weights
     torch.testing.assert_close(alpha1, expected_first_adam_step(alpha0, grad, 3e-4, 1e-3))
     assert method.end_epoch(1, lambda: [])["arch_loss"] is not None
@@ -141,8 +143,8 @@ def test_genotype_is_the_argmax_alpha_over_all_ops_none_included():
     method = make_method()
     choice = [0, 1, 2, 3, 4, 0]
     with torch.no_grad():
-        method.alpha.zero_()
-        method.alpha[torch.arange(6), torch.tensor(choice)] = 1.0
+        method.alphas[0].zero_()
+        method.alphas[0][torch.arange(6), torch.tensor(choice)] = 1.0
     assert method.genotype().ops == tuple(NB201_OPS[o] for o in choice)
     assert method.genotype().ops[0] == "none"
 
@@ -158,14 +160,12 @@ def test_state_round_trip_resumes_identically():
     b.load_state_dict(torch.load(buffer, weights_only=True))
     for method in (a, b):
         method.train_step(*batches)
-    torch.testing.assert_close(a.alpha, b.alpha, rtol=0, atol=0)
+    torch.testing.assert_close(a.alphas[0], b.alphas[0], rtol=0, atol=0)
     for pa, pb in zip(a.weights, b.weights, strict=True):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
 
 def test_rejects_second_order_with_the_weight_step_first():
-    class WeightStepFirst(DartsNb201):
-        arch_first = False
-
     with pytest.raises(ValueError, match="second-order"):
-        WeightStepFirst(Nb201Supernet(channels=4, cells_per_stage=1), darts_cfg(order=2))
+        cfg = darts_cfg(order=2, options={"step_order": "weight_first"})
+        Darts(Nb201Supernet(channels=4, cells_per_stage=1), NB201, cfg)

@@ -12,12 +12,13 @@ from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
 from isdarts.config import ArchConfig, SearchConfig, ShrinkConfig
-from isdarts.search.darts import DartsDartsSpace
-from isdarts.search.lambda_darts import LambdaDartsDartsSpace
-from isdarts.search.sdarts import SDartsDartsSpace
+from isdarts.search.darts import Darts
+from isdarts.search.lambda_darts import LambdaDarts
+from isdarts.search.sdarts import SDarts
 from isdarts.search.shrink import removals
 from isdarts.spaces.common import alive_per_node
 from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL
+from isdarts.spaces.darts.space import SPACE as DARTS_SPACE
 from isdarts.spaces.darts.supernet import (
     CELL_KINDS,
     DARTS_EDGES,
@@ -43,8 +44,9 @@ EVAL_TO_SEARCH = {v: k for k, v in SEARCH_TO_EVAL.items()}
 
 def darts_cfg(method: str = "darts1", **overrides) -> SearchConfig:
     """A DARTS-space search: the DARTS-CIFAR settings, the default α optimiser and Λ-DARTS's λ 0.125, ε0 1e-4."""
-    values = {"regulariser": "corr", "lam": 0.125, "epsilon": 1e-4, **overrides}
-    return SearchConfig(space="darts", method=method, arch=ArchConfig(), **values)
+    options = {"regulariser": "corr", "lam": overrides.pop("lam", 0.125), "epsilon": 1e-4}
+    return SearchConfig(space="darts", method=method, arch=ArchConfig(), **overrides,
+                        options=options if method == "lambda_darts" else {})
 
 
 def smooth(model: nn.Module) -> nn.Module:
@@ -102,13 +104,13 @@ def param_and_buffer_state(model: nn.Module, params):
 # ---------------------------------------------------------------------------------------------- DARTS
 
 
-def exact_hypergradient(method: DartsDartsSpace, batches, xi, momentum, wd):
+def exact_hypergradient(method: Darts, batches, xi, momentum, wd):
     """d/d(alpha_normal, alpha_reduce) L_val(w'(alpha), alpha), w' one unrolled SGD step, by double backprop;
     and, flattened beside it, the partial derivative alone (w' held fixed, no Hessian term)."""
     x_tr, y_tr, x_val, y_val = batches
     model = method.model
     w = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    mix = {"weights": tuple(a.softmax(-1) for a in method.alphas)}
+    mix = {"weights": dict(zip(CELL_KINDS, (a.softmax(-1) for a in method.alphas), strict=True))}
     _, logits = functional_call(model, param_and_buffer_state(model, w), (x_tr,), mix)
     g = torch.autograd.grad(cross_entropy(logits, y_tr), w, create_graph=True)
     bufs = [method.w_optimizer.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
@@ -117,7 +119,7 @@ def exact_hypergradient(method: DartsDartsSpace, batches, xi, momentum, wd):
     ]
     grads = []
     for params in (unrolled, [u.detach() for u in unrolled]):
-        mix = {"weights": tuple(a.softmax(-1) for a in method.alphas)}
+        mix = {"weights": dict(zip(CELL_KINDS, (a.softmax(-1) for a in method.alphas), strict=True))}
         _, logits = functional_call(model, param_and_buffer_state(model, params), (x_val,), mix)
         grads.append(flat(torch.autograd.grad(cross_entropy(logits, y_val), method.alphas)))
     return grads[0], grads[1]
@@ -125,8 +127,8 @@ def exact_hypergradient(method: DartsDartsSpace, batches, xi, momentum, wd):
 
 def test_second_order_arch_gradient_matches_the_exact_hypergradient():
     xi, momentum, wd = 0.5, 0.9, 1e-3  # a large xi makes the Hessian term a big part of the gradient
-    method = DartsDartsSpace(
-        tiny_model(smoothed=True),
+    method = Darts(
+        tiny_model(smoothed=True), DARTS_SPACE,
         darts_cfg("darts2", epochs=2, lr=xi, momentum=momentum, nesterov=False, weight_decay=wd),
     )
     method.set_epoch(0)
@@ -144,7 +146,7 @@ def test_second_order_arch_gradient_matches_the_exact_hypergradient():
 
 
 def test_first_order_weight_step_first_clip_excludes_alpha_and_record_schema():
-    method = DartsDartsSpace(tiny_model(), darts_cfg(epochs=2, grad_clip=1e-3))
+    method = Darts(tiny_model(), DARTS_SPACE, darts_cfg(epochs=2, grad_clip=1e-3))
     assert method.bilevel and not method.arch_first
     method.set_epoch(0)
     batches = tiny_batches()
@@ -189,10 +191,10 @@ def test_darts_derivation_on_hand_set_alpha_takes_the_top_two_edges_and_never_no
         (("sep_conv_5x5", 3), ("dil_conv_3x3", 1)),
         (("skip_connect", 4), ("sep_conv_5x5", 2)),
     )
-    method = DartsDartsSpace(tiny_model(), darts_cfg(epochs=1))
+    method = Darts(tiny_model(), DARTS_SPACE, darts_cfg(epochs=1))
     with torch.no_grad():
-        method.alpha_normal.copy_(alpha)
-        method.alpha_reduce.copy_(alpha.roll(1, dims=1))  # shifts `none`'s 9.0 onto skip_connect
+        method.alphas[0].copy_(alpha)
+        method.alphas[1].copy_(alpha.roll(1, dims=1))  # shifts `none`'s 9.0 onto skip_connect
     genotype = method.genotype()
     assert genotype.normal == cell
     assert genotype.normal_concat == genotype.reduce_concat == (2, 3, 4, 5)
@@ -209,21 +211,22 @@ def pairwise_cosine(grads) -> torch.Tensor:
     return torch.stack([gi @ gj / (gi.norm() * gj.norm()) for gi, gj in itertools.combinations(flat_grads, 2)]).mean()
 
 
-def reference_cell_grads(method: LambdaDartsDartsSpace, x, y, w, *, include_reduce: bool = False):
+def reference_cell_grads(method: LambdaDarts, x, y, w, *, include_reduce: bool = False):
     """Per-cell dL/dA_l with graph (float64); normal cells only unless include_reduce."""
     model = method.model
     p = tuple(a.detach().softmax(-1) for a in method.alphas)
     normal = [p[0].clone().requires_grad_() for _ in range(model.num_cells("normal"))]
     reduce = [p[1].clone().requires_grad_() for _ in range(model.num_cells("reduce"))] if include_reduce else p[1]
-    _, logits = functional_call(model, param_and_buffer_state(model, w), (x,), {"weights": (normal, reduce)})
+    mix = {"weights": {"normal": normal, "reduce": reduce}}
+    _, logits = functional_call(model, param_and_buffer_state(model, w), (x,), mix)
     cells = normal + (reduce if include_reduce else [])
     return torch.autograd.grad(cross_entropy(logits, y), cells, create_graph=True)
 
 
 def test_lambda_alignment_and_its_weight_term_cover_the_normal_cells_only():
     lam = 0.125
-    method = LambdaDartsDartsSpace(
-        tiny_model(smoothed=True),
+    method = LambdaDarts(
+        tiny_model(smoothed=True), DARTS_SPACE,
         darts_cfg("lambda_darts", epochs=3, lam=lam, grad_clip=0.0, momentum=0.0, nesterov=False, weight_decay=0.0),
     )
     assert method.arch_first
@@ -252,7 +255,7 @@ def test_lambda_alignment_and_its_weight_term_cover_the_normal_cells_only():
         method.model,
         param_and_buffer_state(method.model, w),
         (x,),
-        {"weights": tuple(a.detach().softmax(-1) for a in method.alphas)},
+        {"weights": dict(zip(CELL_KINDS, (a.detach().softmax(-1) for a in method.alphas), strict=True))},
     )
     plain = torch.autograd.grad(cross_entropy(logits, y), w, allow_unused=True)
     method._weight_step(x, y)  # no clip, no momentum: .grad is exactly what the step used
@@ -268,9 +271,9 @@ def test_lambda_alignment_and_its_weight_term_cover_the_normal_cells_only():
 
 
 def test_sdarts_shrinks_each_node_by_smallest_alpha_to_two_survivors():
-    method = SDartsDartsSpace(tiny_model(), darts_cfg("sdarts", epochs=8, shrink=ShrinkConfig(steps=7, interval=1)))
+    method = SDarts(tiny_model(), DARTS_SPACE, darts_cfg("sdarts", epochs=8, shrink=ShrinkConfig(steps=7, interval=1)))
     assert method.schedule == [1, 2, 3, 4, 5, 6, 7]
-    subsets = method.model.node_subsets()
+    subsets = DARTS_SPACE.subsets
     gen = torch.Generator().manual_seed(3)
     x_tr, y_tr, x_val, y_val = tiny_batches()
     for step in range(7):
@@ -278,7 +281,7 @@ def test_sdarts_shrinks_each_node_by_smallest_alpha_to_two_survivors():
             for alpha in method.alphas:
                 alpha.copy_(torch.randn(alpha.shape, generator=gen, dtype=alpha.dtype))
         before = {kind: method.model.get_mask(kind).clone() for kind in CELL_KINDS}
-        assert not method.model.shrinking_done
+        assert not DARTS_SPACE.shrinking_done(DARTS_SPACE.masks(method.model))
         record = method.end_epoch(step + 1, lambda: [])
         assert record["shrink_step"] == step
         for kind, alpha in zip(CELL_KINDS, method.alphas, strict=True):
@@ -292,23 +295,23 @@ def test_sdarts_shrinks_each_node_by_smallest_alpha_to_two_survivors():
                 kept = [c for c in alive if c not in pruned]
                 assert max(alpha[c].item() for c in gone) <= min(alpha[c].item() for c in kept)
         # Masked ops get exactly zero weight; a fully masked edge mixes zeros, and the step stays finite.
-        for weights, kind in zip(method.arch_weights(), CELL_KINDS, strict=True):
+        for kind, weights in method.arch_weights().items():
             mask = method.model.get_mask(kind)
             assert bool((weights[mask == 0] == 0).all()) and bool(torch.isfinite(weights).all())
         grads = method.arch_grads(x_tr, y_tr, x_val, y_val)
         assert all(bool(torch.isfinite(g).all()) for g in grads)
-    assert method.model.shrinking_done
-    assert method.genotype() == method.model.genotype_from_masks()
+    assert DARTS_SPACE.shrinking_done(DARTS_SPACE.masks(method.model))
+    assert method.genotype() == DARTS_SPACE.genotype_from_masks(DARTS_SPACE.masks(method.model))
     assert method.end_epoch(8, lambda: [])["shrink_step"] is None
 
 
 def test_sdarts_genotype_before_the_end_is_the_darts_derivation_on_alive_ops():
-    method = SDartsDartsSpace(tiny_model(), darts_cfg("sdarts", epochs=8, shrink=ShrinkConfig(steps=7, interval=1)))
+    method = SDarts(tiny_model(), DARTS_SPACE, darts_cfg("sdarts", epochs=8, shrink=ShrinkConfig(steps=7, interval=1)))
     randomise_alpha(method, seed=5)
     for epoch in (1, 2, 3):
         method.end_epoch(epoch, lambda: [])
     genotype = method.genotype()
-    assert genotype.normal == derive_darts_cell(method.arch_weights()[0])
+    assert genotype.normal == derive_darts_cell(method.arch_weights()["normal"])
     # Every pick is an alive op (at 22..10 alive per node, each node still has 2 edges with a non-none op).
     for kind in CELL_KINDS:
         mask = method.model.get_mask(kind)
@@ -324,12 +327,12 @@ def test_sdarts_genotype_before_the_end_is_the_darts_derivation_on_alive_ops():
 
 def make(cls, seed: int):
     # S-DARTS shrinks after epochs 2 and 3.
-    method = {DartsDartsSpace: "darts1", LambdaDartsDartsSpace: "lambda_darts", SDartsDartsSpace: "sdarts"}[cls]
+    method = {Darts: "darts1", LambdaDarts: "lambda_darts", SDarts: "sdarts"}[cls]
     cfg = darts_cfg(method, epochs=4, momentum=0.9, lam=0.5, shrink=ShrinkConfig(steps=2, interval=1))
-    return cls(tiny_model(seed), cfg, torch.Generator().manual_seed(seed))
+    return cls(tiny_model(seed), DARTS_SPACE, cfg, torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("cls", [DartsDartsSpace, LambdaDartsDartsSpace, SDartsDartsSpace])
+@pytest.mark.parametrize("cls", [Darts, LambdaDarts, SDarts])
 def test_state_round_trip_resumes_identically(cls):
     batches = tiny_batches()
     a = make(cls, seed=0)
@@ -353,9 +356,9 @@ def test_state_round_trip_resumes_identically(cls):
 
 
 def test_bilevel_flag_marks_the_darts_family_only_and_agrees_with_the_methods_table():
-    from isdarts.search.methods import METHODS
+    from isdarts.registry import METHODS
 
     for spec in METHODS.values():
-        for space in ("nb201", "darts"):
+        for space in spec.spaces:
             assert spec.method_class(space).bilevel is spec.bilevel
     assert [name for name, spec in METHODS.items() if not spec.bilevel] == ["isdarts", "idarts"]

@@ -10,7 +10,16 @@ from isdarts.errors import GenotypeError
 from isdarts.search.shrink import shrink_step
 from isdarts.spaces.darts.genotype import DartsGenotype
 from isdarts.spaces.darts.ops import DARTS_EVAL_OPS, DARTS_SEARCH_OPS, SEARCH_TO_EVAL
-from isdarts.spaces.darts.supernet import DARTS_EDGES, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
+from isdarts.spaces.darts.space import SPACE
+from isdarts.spaces.darts.supernet import (
+    DARTS_EDGES,
+    NONE_OP,
+    NUM_EDGES,
+    NUM_OPS,
+    DartsSupernet,
+    darts_genotype_from_masks,
+    darts_node_subsets,
+)
 
 X = torch.randn(2, 3, 16, 16)
 
@@ -91,9 +100,12 @@ def test_uniform_mixing_is_one_eighth_of_the_alive_ops():
     mask[:, 4] = 0
     model.set_mask("reduce", mask)
     _, implicit = model(X)
-    explicit = (torch.full((NUM_EDGES, NUM_OPS), 1 / 8), torch.full((NUM_EDGES, NUM_OPS), 1 / 8))
+    explicit = {kind: torch.full((NUM_EDGES, NUM_OPS), 1 / 8) for kind in ("normal", "reduce")}
     _, with_weights = model(X, weights=explicit)
     torch.testing.assert_close(implicit, with_weights)
+    per_cell = {kind: [explicit[kind]] * model.num_cells(kind) for kind in ("normal", "reduce")}
+    _, with_per_cell = model(X, weights=per_cell)
+    torch.testing.assert_close(implicit, with_per_cell)
 
 
 def test_masks_persist_through_the_state_dict():
@@ -113,7 +125,8 @@ def test_masks_persist_through_the_state_dict():
 
 
 def test_node_subsets_cover_every_candidate_once():
-    subsets = tiny().node_subsets()
+    subsets = darts_node_subsets()
+    assert SPACE.subsets == tuple(tuple(s) for s in subsets) and SPACE.keep == 2
     assert [len(s) for s in subsets] == [16, 24, 32, 40]
     flat = [c for s in subsets for c in s]
     assert sorted(flat) == [(e, o) for e in range(NUM_EDGES) for o in range(NUM_OPS)]
@@ -123,7 +136,7 @@ def test_node_subsets_cover_every_candidate_once():
 def test_seven_shrink_steps_leave_two_per_node_and_no_none_in_the_genotype():
     torch.manual_seed(0)
     model = tiny()
-    subsets = model.node_subsets()
+    subsets = darts_node_subsets()
     expected = [
         [14, 12, 10, 8, 6, 4, 2],
         [20, 17, 14, 11, 8, 5, 2],
@@ -140,8 +153,12 @@ def test_seven_shrink_steps_leave_two_per_node_and_no_none_in_the_genotype():
                 assert all((e, NONE_OP) in result.pruned for e in range(NUM_EDGES))
             model.set_mask(kind, result.mask)
             history.append([sum(1 for e, o in s if model.get_mask(kind)[e, o] > 0.5) for s in subsets])
+            # Done only once the last step of the second kind leaves two per node in every kind.
+            assert SPACE.shrinking_done(SPACE.masks(model)) == (kind == "reduce" and step == 6)
         assert [list(col) for col in zip(*history, strict=True)] == expected
-    geno = model.genotype_from_masks()
+    assert SPACE.shrinking_done(SPACE.masks(model))
+    geno = darts_genotype_from_masks(SPACE.masks(model))
+    assert SPACE.genotype_from_masks(SPACE.masks(model)) == geno
     assert isinstance(geno, DartsGenotype)
     for nodes in (geno.normal, geno.reduce):
         assert len(nodes) == 4 and all(len(node) == 2 for node in nodes)
@@ -163,13 +180,14 @@ def test_seven_shrink_steps_leave_two_per_node_and_no_none_in_the_genotype():
 def test_genotype_needs_exactly_two_survivors_per_node():
     model = tiny()
     with pytest.raises(GenotypeError, match="normal node 0 has 16 surviving"):
-        model.genotype_from_masks()
+        darts_genotype_from_masks(SPACE.masks(model))
     mask = torch.zeros(NUM_EDGES, NUM_OPS)
     for e, o in [(0, 2), (0, 3), (2, 7), (3, 7), (5, 1), (8, 4), (9, 5), (13, 6)]:
         mask[e, o] = 1
     model.set_mask("normal", mask)
     model.set_mask("reduce", mask)
-    geno = model.genotype_from_masks()
+    assert SPACE.shrinking_done(SPACE.masks(model))
+    geno = darts_genotype_from_masks(SPACE.masks(model))
     # Node 0 keeps two ops of the same input 0: legal, and both are kept.
     assert geno.normal == (
         (("sep_conv_3x3", 0), ("sep_conv_5x5", 0)),

@@ -9,14 +9,13 @@ import torch
 import yaml
 
 from isdarts.config import params_from_dict
-from isdarts.search.iim import measure_iim, measure_iim_darts
+from isdarts.registry import METHODS, space_spec
+from isdarts.search.iim import measure_iim
 from isdarts.search.loop import build_method
-from isdarts.search.methods import METHODS
 from isdarts.search.shrink import shrink_step
-from isdarts.spaces.darts.genotype import INPUTS_PER_NODE
-from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet, darts_node_subsets
+from isdarts.spaces.darts.supernet import DartsSupernet
 from isdarts.spaces.fused import avg_pool_3x3, conv_stacked
-from isdarts.spaces.nb201.supernet import Nb201Supernet, per_edge_subsets
+from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {"rtol": 1e-4, "atol": 2e-5}
@@ -39,30 +38,26 @@ def twins(space: str, channels_last: bool = False):
 def mask_sequence(space: str, steps: int = 4):
     """The masks of a search: all alive, then after each of `steps` shrink steps on random IIM tables."""
     gen = torch.Generator().manual_seed(1)
-    if space == "nb201":
-        mask, subsets, keep = torch.ones(6, 5), per_edge_subsets(), 1
-    else:
-        mask, subsets, keep = torch.ones(14, 8), darts_node_subsets(), INPUTS_PER_NODE
+    spec = space_spec(space).load()
+    mask = torch.ones(spec.num_edges, spec.num_ops)
     masks = [mask]
     for step in range(steps):
         table = torch.rand(mask.shape, generator=gen, dtype=torch.float64)
-        mask = shrink_step(mask, table, subsets, keep=keep, steps=steps, step=step).mask
+        mask = shrink_step(mask, table, spec.subsets, keep=spec.keep, steps=steps, step=step).mask
         masks.append(mask)
     return masks
 
 
 def set_masks(model, mask):
-    if isinstance(model, Nb201Supernet):
-        model.set_mask(mask)
-    else:
-        for kind in CELL_KINDS:
-            model.set_mask(kind, mask)
+    for kind in model.KINDS:
+        model.set_mask(kind, mask)
 
 
 def random_weights(model, gen):
-    if isinstance(model, Nb201Supernet):
-        return torch.randn(6, 5, generator=gen).softmax(-1).requires_grad_()
-    return tuple(torch.randn(14, 8, generator=gen).softmax(-1).requires_grad_() for _ in CELL_KINDS)
+    return {
+        kind: torch.randn(*model.get_mask(kind).shape, generator=gen).softmax(-1).requires_grad_()
+        for kind in model.KINDS
+    }
 
 
 def loss_and_grads(model, x, y, weights):
@@ -74,9 +69,9 @@ def loss_and_grads(model, x, y, weights):
 
 
 def iim_table(model, batches):
-    if isinstance(model, Nb201Supernet):
-        return measure_iim(model, batches)
-    return torch.stack([measure_iim_darts(model, batches)[kind] for kind in CELL_KINDS])
+    tables = measure_iim(model, batches)
+    assert tuple(tables) == model.KINDS
+    return torch.stack([tables[kind] for kind in model.KINDS])
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

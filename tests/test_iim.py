@@ -92,11 +92,13 @@ def test_measure_iim_covers_alive_ops_scores_none_inf_and_keeps_running_stats():
     model = Nb201Supernet(channels=4, cells_per_stage=1)
     mask = torch.ones(6, 5)
     mask[2, 3] = 0
-    model.set_mask(mask)
+    model.set_mask("cell", mask)
     stem_bn = model.stem[1]
     before = stem_bn.running_mean.clone()
     batches = [(torch.randn(8, 3, 32, 32), torch.zeros(8, dtype=torch.long)) for _ in range(2)]
-    table = measure_iim(model, batches)
+    tables = measure_iim(model, batches)
+    assert set(tables) == {"cell"}
+    table = tables["cell"]
     assert table.shape == (6, 5)
     assert torch.isnan(table[2, 3])  # masked: not measured
     assert torch.isinf(table[:, 0]).all()  # `none` always scores +inf

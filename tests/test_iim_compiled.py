@@ -7,14 +7,7 @@ import math
 import pytest
 import torch
 
-from isdarts.search.iim import (
-    CompiledIim,
-    iim_batch_sums,
-    iim_per_sample,
-    iim_reduction,
-    measure_iim,
-    measure_iim_darts,
-)
+from isdarts.search.iim import CompiledIim, iim_batch_sums, iim_per_sample, iim_reduction, measure_iim
 from isdarts.spaces.darts.supernet import DartsSupernet
 from isdarts.spaces.nb201.supernet import Nb201Supernet
 
@@ -58,16 +51,18 @@ def test_compiled_iim_passes_give_the_eager_tables_on_both_spaces():
     torch.manual_seed(0)
     nb201 = Nb201Supernet(4, 1)
     batches = [(torch.randn(8, 3, 8, 8), None), (torch.randn(5, 3, 8, 8), None)]  # a smaller last batch too
-    eager = measure_iim(nb201, batches)
-    compiled = measure_iim(nb201, batches, compiled=True)
+    eager = measure_iim(nb201, batches)["cell"]
+    compiled = measure_iim(nb201, batches, compiled=True)["cell"]
     measured = ~eager.isnan()
     assert torch.equal(measured, ~compiled.isnan())
     assert_same_iim(compiled[measured], eager[measured])
 
     darts = DartsSupernet(4, 1).to(memory_format=torch.channels_last)
     x = torch.randn(6, 3, 16, 16).to(memory_format=torch.channels_last)
-    eager_tables = measure_iim_darts(darts, [(x, None)])
-    for kind, table in measure_iim_darts(darts, [(x, None)], compiled=True).items():
+    eager_tables = measure_iim(darts, [(x, None)])
+    compiled_tables = measure_iim(darts, [(x, None)], compiled=True)
+    assert set(eager_tables) == set(compiled_tables) == {"normal", "reduce"}
+    for kind, table in compiled_tables.items():
         measured = ~eager_tables[kind].isnan()
         assert torch.equal(measured, ~table.isnan())
         assert_same_iim(table[measured], eager_tables[kind][measured])

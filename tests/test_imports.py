@@ -8,6 +8,9 @@ the modules the GPU machine imports.
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "isdarts"
@@ -122,3 +125,76 @@ def test_imports_inside_functions_say_why():
             if not explained(lines, node.lineno - 1):
                 unexplained.append(f"{module}:{node.lineno}: {lines[node.lineno - 1].strip()}")
     assert not unexplained, "imports inside functions need a comment saying why:\n" + "\n".join(unexplained)
+
+
+# The package's layers, lowest first: a module may import modules of its own package (a name below) and of
+# strictly lower layers only, so e.g. config (which validates params.yaml) never pulls in torch-side code. The
+# README's "Layout" gives the same table.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("isdarts", "isdarts.errors"),  # "isdarts": the package's own __init__.py
+    ("isdarts.io", "isdarts.registry"),
+    ("isdarts.records", "isdarts.tracking_backlog"),  # records checks a run's method against the registry
+    ("isdarts.config", "isdarts.tracking"),
+    ("isdarts.data", "isdarts.spaces"),
+    ("isdarts.benchmark",),
+    ("isdarts.train",),
+    ("isdarts.search", "isdarts.report"),
+    ("isdarts.pipeline",),
+    ("isdarts.cli",),
+)
+
+
+def layer_unit(module: str) -> tuple[int, str] | None:
+    """The layer of `module` and the package (a LAYERS name) it belongs to; None if no layer names it."""
+    units = {name: level for level, names in enumerate(LAYERS) for name in names}
+    found = [name for name in units if module == name or (name != "isdarts" and module.startswith(name + "."))]
+    if not found:
+        return None
+    unit = max(found, key=len)
+    return units[unit], unit
+
+
+def layer_violations() -> list[str]:
+    """Every import that goes sideways or up the layers, as "module -> module (file:line)"; unlayered modules too."""
+    known, problems = modules(), []
+    for module, path in sorted(known.items()):
+        here = layer_unit(module)
+        if here is None:
+            problems.append(f"{module}: in no layer of LAYERS")
+            continue
+        for target, node in sorted(imports_of(path, module, known), key=lambda t: t[1].lineno):
+            there = layer_unit(target)
+            if there is not None and there[1] != here[1] and there[0] >= here[0]:
+                problems.append(f"{module} (layer {here[0]}) -> {target} (layer {there[0]}) "
+                                f"({path.relative_to(PACKAGE.parent)}:{node.lineno})")
+    return problems
+
+
+def test_layer_unit_picks_the_longest_package():
+    assert layer_unit("isdarts") == (0, "isdarts")
+    assert layer_unit("isdarts.config.paper") == (3, "isdarts.config")
+    assert layer_unit("isdarts.records") == (2, "isdarts.records")
+    assert layer_unit("isdarts.cli") == (len(LAYERS) - 1, "isdarts.cli")
+    assert layer_unit("isdarts.nowhere") is None
+
+
+def test_imports_go_down_the_layers():
+    problems = layer_violations()
+    assert not problems, "imports against the layers (README, Layout):\n" + "\n".join(problems)
+
+
+def test_readme_gives_these_layers():
+    rows = re.findall(r"^\| (\d+) \| (.+?) \| .*\|$", (PACKAGE.parent / "README.md").read_text(encoding="utf-8"), re.M)
+    readme = [tuple("isdarts" if name == "isdarts" else f"isdarts.{name}" for name in re.findall(r"`(\w+)`", names))
+              for _, names in rows]
+    assert [int(level) for level, _ in rows] == list(range(len(LAYERS)))
+    assert readme == [tuple(names) for names in LAYERS], "README's layer table differs from LAYERS"
+
+
+def test_loading_params_does_not_import_torch():
+    # Config validates params.yaml in every DVC stage and CLI command: it must stay off torch's import cost.
+    code = "import isdarts.config, sys; isdarts.config.load_params('params.yaml'); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE.parent, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False", "loading params imported torch"

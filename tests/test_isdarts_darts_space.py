@@ -11,10 +11,11 @@ import torch
 import isdarts.search.isdarts as isdarts_method
 from isdarts.config import IimConfig, SearchConfig, ShrinkConfig
 from isdarts.errors import GenotypeError
-from isdarts.search.iim import measure_iim_darts
-from isdarts.search.isdarts import IsDartsDartsSpace
+from isdarts.search.iim import measure_iim
+from isdarts.search.isdarts import IsDarts
 from isdarts.search.shrink import removals
 from isdarts.spaces.common import alive_per_node
+from isdarts.spaces.darts.space import SPACE as DARTS_SPACE
 from isdarts.spaces.darts.supernet import CELL_KINDS, NONE_OP, NUM_EDGES, NUM_OPS, DartsSupernet
 
 # Spec §3.3 table for S = 7: alive candidates per node after each step.
@@ -45,10 +46,10 @@ def batches(seed: int = 0, n: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]
     return [(torch.randn(4, 3, 16, 16, generator=g), torch.randint(0, 10, (4,), generator=g)) for _ in range(n)]
 
 
-def method(model: DartsSupernet, steps: int = 7) -> IsDartsDartsSpace:
+def method(model: DartsSupernet, steps: int = 7) -> IsDarts:
     # One shrink step after every epoch: epochs 1..S, then one more epoch on the final subnet.
     cfg = SearchConfig(space="darts", epochs=steps + 1, shrink=ShrinkConfig(steps=steps, interval=1), iim=IimConfig())
-    return IsDartsDartsSpace(model, cfg)
+    return IsDarts(model, DARTS_SPACE, cfg)
 
 
 def test_iim_tables_shape_none_inf_masked_nan_and_mode_restored():
@@ -58,7 +59,7 @@ def test_iim_tables_shape_none_inf_masked_nan_and_mode_restored():
     model.set_mask("normal", mask)
     bn_mean = model.stem[1].running_mean.clone()
     model.train()
-    tables = measure_iim_darts(model, batches())
+    tables = measure_iim(model, batches())
     assert model.training and model.stem[1].running_mean.equal(bn_mean)  # mode restored, running stats untouched
     assert set(tables) == set(CELL_KINDS)
     for kind, table in tables.items():
@@ -72,17 +73,17 @@ def test_iim_tables_shape_none_inf_masked_nan_and_mode_restored():
     assert tables["normal"][3, 5].isnan() and not tables["reduce"][3, 5].isnan()
     assert not torch.equal(tables["normal"][:, 1:], tables["reduce"][:, 1:])
     model.eval()
-    measure_iim_darts(model, batches())
+    measure_iim(model, batches())
     assert not model.training
     with pytest.raises(ValueError, match="no samples"):
-        measure_iim_darts(model, [])
+        measure_iim(model, [])
 
 
 def test_real_iim_shrinks_both_masks_per_schedule_to_two_survivors_per_node():
     model = tiny()
     m = method(model)
     assert m.schedule == list(range(1, 8)) and m.set_epoch(0) == pytest.approx(0.025)
-    subsets = model.node_subsets()
+    subsets = DARTS_SPACE.subsets
     alive = {kind: alive_per_node(model.get_mask(kind), subsets) for kind in CELL_KINDS}
     x, y = batches(seed=1)[0]
     with pytest.raises(GenotypeError, match="last shrink step"):
@@ -107,7 +108,7 @@ def test_real_iim_shrinks_both_masks_per_schedule_to_two_survivors_per_node():
             assert len(record["pruned"][kind]) == sum(previous) - sum(expected)
             if step == 0:  # `none` scores +inf, so it goes first on every edge
                 assert all(not row[NONE_OP] for row in model.get_mask(kind).tolist())
-    assert m.model.shrinking_done and m.shrink_steps_done == 7
+    assert DARTS_SPACE.shrinking_done(DARTS_SPACE.masks(m.model)) and m.shrink_steps_done == 7
     genotype = m.genotype()
     for nodes in (genotype.normal, genotype.reduce):
         assert len(nodes) == 4
@@ -128,10 +129,10 @@ def test_each_kind_is_ranked_only_by_its_own_table(monkeypatch):
         return table
 
     fake = {"normal": favouring(2), "reduce": favouring(7)}  # sep_conv_3x3 vs max_pool_3x3
-    monkeypatch.setattr(isdarts_method, "measure_iim_darts", lambda model, _batches, graphs=False, compiled=False: fake)
+    monkeypatch.setattr(isdarts_method, "measure_iim", lambda model, _batches, graphs=False, compiled=False: fake)
     m = method(tiny(), steps=1)  # S = 1: one step prunes n - 2 at once (I-DARTS "rate 1")
     record = m.end_epoch(1, lambda: [])
-    assert record["shrink_step"] == 0 and m.model.shrinking_done
+    assert record["shrink_step"] == 0 and DARTS_SPACE.shrinking_done(DARTS_SPACE.masks(m.model))
     genotype = m.genotype()
     assert {op for node in genotype.normal for op, _ in node} == {"sep_conv_3x3"}
     assert {op for node in genotype.reduce for op, _ in node} == {"max_pool_3x3"}

@@ -8,15 +8,16 @@ from torch.func import functional_call
 from torch.nn.functional import cross_entropy
 
 from isdarts.config import ArchConfig, SearchConfig
-from isdarts.search.darts import DartsNb201
+from isdarts.search.darts import Darts
 from isdarts.search.lambda_darts import (
-    LambdaDartsNb201,
+    LambdaDarts,
     corr_regulariser_grad,
     lambda_at,
     layer_alignment,
     sign_alignment,
     signcorr_regulariser_grad,
 )
+from isdarts.spaces.nb201.space import SPACE as NB201
 from isdarts.spaces.nb201.supernet import Nb201Supernet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,24 +70,25 @@ def test_alignment_of_identical_and_opposite_gradients():
 
 def lambda_cfg(method: str = "lambda_darts", **overrides) -> SearchConfig:
     """Λ-DARTS (or plain DARTS) as the NB201 script runs it: λ 0.25, ε0 1e-4, weight decay 5e-4, 3 epochs."""
-    values = {"epochs": 3, "weight_decay": 5e-4, "regulariser": "corr", "lam": 0.25, "epsilon": 1e-4, **overrides}
-    return SearchConfig(method=method, arch=ArchConfig(), **values)
+    options = {"regulariser": overrides.pop("regulariser", "corr"), "lam": 0.25, "epsilon": 1e-4}
+    return SearchConfig(method=method, arch=ArchConfig(), **{"epochs": 3, "weight_decay": 5e-4, **overrides},
+                        options=options if method == "lambda_darts" else {})
 
 
 def test_lambda_ramps_linearly_from_zero_to_lambda():
     assert [lambda_at(t, 5, 0.25) for t in range(5)] == [0.0, 0.0625, 0.125, 0.1875, 0.25]
     assert lambda_at(0, 1, 0.25) == 0.25  # a one-epoch run has no ramp
-    method = LambdaDartsNb201(Nb201Supernet(channels=4, cells_per_stage=1), lambda_cfg(epochs=50))
+    method = LambdaDarts(Nb201Supernet(channels=4, cells_per_stage=1), NB201, lambda_cfg(epochs=50))
     method.set_epoch(49)
     assert method.lam_t == 0.25
 
 
-def make_method(regulariser: str = "corr", **kwargs) -> LambdaDartsNb201:
+def make_method(regulariser: str = "corr", **kwargs) -> LambdaDarts:
     torch.manual_seed(0)
     model = Nb201Supernet(channels=4, cells_per_stage=1).double()
-    method = LambdaDartsNb201(model, lambda_cfg(regulariser=regulariser, **kwargs))
+    method = LambdaDarts(model, NB201, lambda_cfg(regulariser=regulariser, **kwargs))
     with torch.no_grad():
-        method.alpha.normal_()
+        method.alphas[0].normal_()
     return method
 
 
@@ -102,9 +104,9 @@ def test_weight_correction_approximates_minus_the_regulariser_weight_gradient(ki
     model = method.model
     names = [name for name, _ in model.named_parameters()]
     w = [p.detach().clone().requires_grad_() for p in model.parameters()]
-    p = method.arch_weights().detach()
+    p = method.arch_weights()["cell"].detach()
     clones = [p.clone().requires_grad_() for _ in range(model.num_search_cells)]
-    _, logits = functional_call(model, dict(zip(names, w, strict=True)), (x,), {"weights": clones})
+    _, logits = functional_call(model, dict(zip(names, w, strict=True)), (x,), {"weights": {"cell": clones}})
     cell_grads = torch.autograd.grad(cross_entropy(logits, y), clones, create_graph=True)
     # -∇_w R by double backprop through the per-cell gradients; `none`'s column makes some weights unused.
     exact = torch.autograd.grad(reference_value(cell_grads, kind), w, allow_unused=True)
@@ -124,9 +126,9 @@ def test_weight_step_adds_lambda_times_the_correction_and_is_plain_darts_at_lamb
     x, y = batch()
     method = make_method(grad_clip=0.0, momentum=0.0, nesterov=False)
     method.set_epoch(2)  # λ_t = λ in the last of 3 epochs
-    p = method.arch_weights().detach()
+    p = method.arch_weights()["cell"].detach()
     cell_grads = [p.clone().requires_grad_() for _ in range(method.model.num_search_cells)]
-    loss, _ = method.loss(x, y, cell_grads)
+    loss, _ = method.loss(x, y, {"cell": cell_grads})
     plain = torch.autograd.grad(loss, method.weights, retain_graph=True, allow_unused=True)
     cell_grads = torch.autograd.grad(loss, cell_grads)
     correction = method.alignment_correction(x, y, cell_grads)
@@ -138,9 +140,9 @@ def test_weight_step_adds_lambda_times_the_correction_and_is_plain_darts_at_lamb
     assert method.end_epoch(3, lambda: [])["alignment"] is not None
 
     # In epoch 0 (λ_t = 0) the weight step is exactly plain DARTS's.
-    lam, darts = make_method(), DartsNb201(make_method().model, lambda_cfg("darts1"))
+    lam, darts = make_method(), Darts(make_method().model, NB201, lambda_cfg("darts1"))
     with torch.no_grad():
-        darts.alpha.copy_(lam.alpha)
+        darts.alphas[0].copy_(lam.alphas[0])
     for method in (lam, darts):
         method.set_epoch(0)
         method._weight_step(x, y)

@@ -22,6 +22,7 @@ def count_op_calls(model: Nb201Supernet) -> Counter:
 def test_macro_structure_and_output_shapes():
     model = Nb201Supernet(channels=16, cells_per_stage=5)
     assert model.num_search_cells == 15 and len(model.layers) == 17
+    assert model.KINDS == ("cell",) and model.num_cells("cell") == 15
     features, logits = model(torch.randn(2, 3, 32, 32))
     assert features.shape == (2, 64) and logits.shape == (2, 10)
     cell = model.layers[0]
@@ -37,7 +38,7 @@ def test_masked_ops_are_never_computed_and_none_never_run(fused):
     mask = torch.ones(6, 5)
     mask[:, 3] = 0  # drop every 3x3 conv
     mask[1, 2] = 0
-    model.set_mask(mask)
+    model.set_mask("cell", mask)
     model(torch.randn(2, 3, 32, 32))
     if not fused:  # the reference runs each op module: one call per alive non-none op per edge per cell
         assert not any(o == 3 for (_, _, o) in calls)
@@ -46,7 +47,8 @@ def test_masked_ops_are_never_computed_and_none_never_run(fused):
         assert sum(calls.values()) == 3 * (6 * 3 - 1)
     probe = RecordingProbe()
     model(torch.randn(2, 3, 32, 32), probe=probe)
-    alive = {(c, e, o) for c in range(3) for e in range(6) for o in range(5) if mask[e, o]}
+    # NB201 cells are named ("cell", index), as the DARTS space names its cells (kind, index).
+    alive = {(("cell", c), e, o) for c in range(3) for e in range(6) for o in range(5) if mask[e, o]}
     # The probe is shown exactly the alive ops, each once, and `none` only as zeros (the IIM scores it +inf).
     assert set(probe.outputs_seen) == {k for k in alive if k[2] != 0} and set(probe.outputs_seen.values()) == {1}
     assert set(probe.zeros_seen) == {k for k in alive if k[2] == 0}
@@ -57,23 +59,28 @@ def test_uniform_mixing_equals_explicit_weights_of_one_over_five():
     model = Nb201Supernet(channels=4, cells_per_stage=1).eval()
     x = torch.randn(2, 3, 32, 32)
     _, implicit = model(x)
-    _, explicit = model(x, weights=torch.full((6, 5), 0.2))
+    _, explicit = model(x, weights={"cell": torch.full((6, 5), 0.2)})
     torch.testing.assert_close(implicit, explicit)
+    _, per_cell = model(x, weights={"cell": [torch.full((6, 5), 0.2)] * model.num_search_cells})
+    torch.testing.assert_close(implicit, per_cell)
 
 
 def test_mask_is_saved_and_restored_with_the_state_dict():
     a = Nb201Supernet(channels=4, cells_per_stage=1)
     mask = torch.ones(6, 5)
     mask[:, :4] = 0
-    a.set_mask(mask)
+    a.set_mask("cell", mask)
     b = Nb201Supernet(channels=4, cells_per_stage=1)
     b.load_state_dict(a.state_dict())
-    assert b.alive == ((4,),) * 6
+    assert b.alive == {"cell": ((4,),) * 6}
+    torch.testing.assert_close(b.get_mask("cell"), mask)
 
 
 def test_invalid_masks_are_rejected():
     model = Nb201Supernet(channels=4, cells_per_stage=1)
     with pytest.raises(ValueError, match="no op"):
-        model.set_mask(torch.zeros(6, 5))
+        model.set_mask("cell", torch.zeros(6, 5))
     with pytest.raises(ValueError, match="0/1"):
-        model.set_mask(torch.full((6, 5), 0.5))
+        model.set_mask("cell", torch.full((6, 5), 0.5))
+    with pytest.raises(ValueError, match="one cell kind"):
+        model.set_mask("normal", torch.ones(6, 5))

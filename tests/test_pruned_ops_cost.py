@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS
 from isdarts.spaces.darts.supernet import DartsSupernet
 from isdarts.spaces.nb201.genotype import NB201_OPS
 from isdarts.spaces.nb201.supernet import Nb201Supernet
@@ -45,20 +46,20 @@ def test_pruning_an_nb201_conv_removes_exactly_its_multiply_adds(fused, op):
     for edge in range(6):
         mask = torch.ones(6, 5)
         mask[edge, NB201_OPS.index(op)] = 0
-        model.set_mask(mask)
+        model.set_mask("cell", mask)
         assert full - forward_macs(model) == nb201_conv_macs(op, 4, 2), (op, edge)
     # Every edge down to `none` leaves the stem, residual blocks and classifier; each edge's surviving conv
     # adds exactly its own arithmetic to that, and a skip beside it adds none.
     mask = torch.zeros(6, 5)
     mask[:, NB201_OPS.index("none")] = 1
-    model.set_mask(mask)
+    model.set_mask("cell", mask)
     outside_cells = forward_macs(model)
     mask = torch.zeros(6, 5)
     mask[:, NB201_OPS.index(op)] = 1
-    model.set_mask(mask)
+    model.set_mask("cell", mask)
     assert forward_macs(model) - outside_cells == 6 * nb201_conv_macs(op, 4, 2)
     mask[:, NB201_OPS.index("skip_connect")] = 1
-    model.set_mask(mask)
+    model.set_mask("cell", mask)
     assert forward_macs(model) - outside_cells == 6 * nb201_conv_macs(op, 4, 2)
 
 
@@ -68,21 +69,21 @@ def test_nb201_parameter_free_ops_cost_no_multiply_adds_except_the_shared_pool()
     fused, unfused = Nb201Supernet(4, 1, fused=True), Nb201Supernet(4, 1, fused=False)
     mask = torch.ones(6, 5)
     mask[:, NB201_OPS.index("avg_pool_3x3")] = 0
-    fused.set_mask(mask)
-    unfused.set_mask(mask)
+    fused.set_mask("cell", mask)
+    unfused.set_mask("cell", mask)
     no_pools = forward_macs(fused)
     assert no_pools == forward_macs(unfused)  # with no pool alive the two paths multiply exactly alike
     for op in ("none", "skip_connect"):
         pruned = mask.clone()
         pruned[:, NB201_OPS.index(op)] = 0
-        fused.set_mask(pruned)
+        fused.set_mask("cell", pruned)
         assert forward_macs(fused) == no_pools, op
     # Edges 0, 1, 3 leave node 0 (1<-0, 2<-0, 3<-0): one pool each, or all three, cost one shared pool.
     pool_per_node = sum(2 * (SIZE >> s) ** 2 * (4 << s) * 9 for s in range(3))
     for alive_pool_edges in ([0], [0, 1, 3]):
         with_pools = mask.clone()
         with_pools[alive_pool_edges, NB201_OPS.index("avg_pool_3x3")] = 1
-        fused.set_mask(with_pools)
+        fused.set_mask("cell", with_pools)
         assert forward_macs(fused) - no_pools == pool_per_node, alive_pool_edges
 
 
@@ -90,8 +91,8 @@ def random_darts_mask(gen: torch.Generator) -> torch.Tensor:
     """About half the (edge, op) pairs alive, every node keeping one, no avg pool (the fused path's avg pool is a
     depthwise sum, which the reference's pooling does not count as multiply-adds)."""
     while True:
-        mask = (torch.rand(14, len(DartsSupernet.OPS), generator=gen) < 0.5).float()
-        mask[:, DartsSupernet.OPS.index("avg_pool_3x3")] = 0
+        mask = (torch.rand(14, len(DARTS_SEARCH_OPS), generator=gen) < 0.5).float()
+        mask[:, DARTS_SEARCH_OPS.index("avg_pool_3x3")] = 0
         first_edges = [0, 2, 5, 9, 14]  # node n's candidate edges are first_edges[n]:first_edges[n + 1]
         if all(mask[lo:hi].any() for lo, hi in zip(first_edges[:-1], first_edges[1:], strict=True)):
             return mask

@@ -134,6 +134,25 @@ def test_paper_cells_and_accuracy_columns_load_as_typed_rows():
         paper._build(paper.PaperClaims, {**{f: 1.0 for f in paper.PaperClaims.__dataclass_fields__}, "typo": 1.0},
                      "claims")
 
+
+def test_paper_data_names_our_methods_and_the_runs_figures_draw():
+    # Which of our methods each table reproduces, and against which paper row, is data: the report names no method.
+    assert dict(paper.TABLE1_OURS) == {"darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "isdarts": "IS-DARTS",
+                                       "lambda_darts": None}
+    assert dict(paper.TABLE3_OURS) == {"isdarts": "IS-DARTS (C)", "darts2": "DARTS (C)"}
+    assert paper.FIGURES.nb201_alpha_vs_iim == ("nb201/darts1", "nb201/isdarts")
+    data = {"table1": {"ours": {"isdarts": "IS-DARTS", "lambda_darts": None}}}
+    assert dict(paper._ours(data, "table1", paper.TABLE1, "method")) == data["table1"]["ours"]
+    with pytest.raises(ReportError, match=r"table1\.ours: unknown method 'enas'; expected one of isdarts, "):
+        paper._ours({"table1": {"ours": {"enas": "ENAS"}}}, "table1", paper.TABLE1, "method")
+    with pytest.raises(ReportError, match=r"table1\.ours\.isdarts: 'IS-DARTS \(C\)' is not a row of table1"):
+        paper._ours({"table1": {"ours": {"isdarts": "IS-DARTS (C)"}}}, "table1", paper.TABLE1, "method")
+    with pytest.raises(ReportError, match=r"table1: key 'ours' must be dict"):
+        paper._ours({"table1": {}}, "table1", paper.TABLE1, "method")
+    with pytest.raises(ReportError, match=r"figures\.nb201_iim_over_epochs: 'nb201/enas' is not a run folder"):
+        paper.FigureRuns("nb201/enas", "darts/search/isdarts", ("nb201/darts1", "nb201/isdarts"))
+
+
 def test_paper_rows_rendered_in_markdown(tmp_path, bench):
     md = build_table1([], bench).markdown
     assert "| paper | ENAS | paper | – | 3.70 GPU-hours (RTX 3090) | 37.51±3.19 | 53.89±0.58 |" in md

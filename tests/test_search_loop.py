@@ -2,6 +2,8 @@
 
 import copy
 import dataclasses
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ import yaml
 from isdarts.config import ConfigError, params_from_dict
 from isdarts.data.cifar import load_cifar10, locate_cifar10
 from isdarts.search import loop
-from isdarts.search.loop import CHECKPOINT_NAME, run_search
+from isdarts.search.darts import Darts
+from isdarts.search.loop import CHECKPOINT_NAME, SearchRun, run_search
 from isdarts.spaces.nb201.genotype import Nb201Genotype
 from isdarts.train.checkpoint import CheckpointError
 from isdarts.train.runtime import NonFiniteLossError
@@ -41,10 +44,9 @@ def arrays(tiny_cifar_dir):
 
 
 def search(cfg, arrays, ckpt: Path, **kwargs):
-    return run_search(
-        cfg, 0, arrays, profile="smoke", device="cpu", data_kind="subset", data_fingerprint="tiny",
-        checkpoint_dir=ckpt, progress=False, **kwargs,
-    )
+    run = SearchRun(cfg, 0, profile="smoke", device="cpu", data_kind="subset", data_fingerprint="tiny",
+                    checkpoint_dir=ckpt)
+    return run_search(run, arrays, progress=False, **kwargs)
 
 
 def strip_timing(history):
@@ -142,6 +144,33 @@ def test_bilevel_methods_train_on_half_record_alpha_and_resume_exactly(arrays, t
     assert stopped == {"finished": False, "epochs_done": 1}
     resumed = search(cfg, arrays, tmp_path / "b")
     assert strip_timing(resumed["history"]) == strip_timing(full["history"])
+
+
+@pytest.mark.parametrize("method", ["darts2", "lambda_darts"])
+def test_a_bilevel_search_stopped_inside_an_epoch_resumes_every_running_statistic(
+    arrays, tmp_path, monkeypatch, method
+):
+    """SIGTERM at step 2 of epoch 2 (of 4): the resumed run's whole history, the α-step loss and Λ-DARTS's
+    alignment included (their running sums restart otherwise), equals an uninterrupted run's."""
+    from isdarts.train.preempt import Preempted
+
+    cfg = dataclasses.replace(tiny_params(method), epochs=3, batch_size=8)  # 32 weight images: 4 steps an epoch
+    full = search(cfg, arrays, tmp_path / "a")
+    steps, original = [], Darts.train_step
+
+    def train_step(self, *batch):
+        steps.append(len(steps))
+        if len(steps) == 6:  # epoch 2, step 2: after its first step, so the epoch's sums are part-filled
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *batch)
+
+    monkeypatch.setattr(Darts, "train_step", train_step)
+    with pytest.raises(Preempted, match="epoch 2"):
+        search(cfg, arrays, tmp_path / "b")
+    monkeypatch.setattr(Darts, "train_step", original)
+    resumed = search(cfg, arrays, tmp_path / "b")
+    assert strip_timing(resumed["history"]) == strip_timing(full["history"])
+    assert all(r["arch_loss"] is not None for r in full["history"]["epochs"])
 
 
 def test_the_weight_and_valid_halves_are_disjoint_and_the_same_for_every_seed(arrays):

@@ -5,8 +5,11 @@ import math
 import pytest
 import torch
 
+from isdarts.errors import GenotypeError
 from isdarts.search.shrink import removals, shrink_epochs, shrink_step, step_at
-from isdarts.spaces.nb201.supernet import per_edge_subsets
+from isdarts.spaces.nb201.genotype import NB201_OPS
+from isdarts.spaces.nb201.space import SPACE as NB201
+from isdarts.spaces.nb201.supernet import nb201_genotype_from_mask, per_edge_subsets
 
 
 def test_paper_nb201_schedule_shrinks_after_epochs_22_24_26_28():
@@ -37,7 +40,11 @@ def test_nb201_steps_remove_one_op_per_edge_the_largest_iim_and_end_single_path(
     torch.manual_seed(0)
     mask = torch.ones(6, 5)
     subsets = per_edge_subsets()
+    assert NB201.subsets == tuple(tuple(s) for s in subsets) and NB201.keep == 1
+    with pytest.raises(GenotypeError, match="keeps 5 ops"):
+        nb201_genotype_from_mask(mask)
     for step in range(4):
+        assert not NB201.shrinking_done({"cell": mask})
         iim = torch.rand(6, 5, dtype=torch.float64)
         iim[:, 0] = math.inf  # `none`
         iim[mask == 0] = math.nan
@@ -51,6 +58,10 @@ def test_nb201_steps_remove_one_op_per_edge_the_largest_iim_and_end_single_path(
         mask = result.mask
         assert (mask.sum(1) == 4 - step).all()
     assert (mask.sum(1) == 1).all()
+    assert NB201.shrinking_done({"cell": mask})
+    # The final cell is each edge's one survivor.
+    survivors = tuple(NB201_OPS[int(row.argmax())] for row in mask)
+    assert nb201_genotype_from_mask(mask).ops == survivors == NB201.genotype_from_masks({"cell": mask}).ops
 
 
 def test_ties_are_broken_in_candidate_order():

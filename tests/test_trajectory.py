@@ -14,9 +14,9 @@ from isdarts.records import SearchHistory
 from isdarts.report.trajectory import SEARCH_COLUMNS, op_weight_rows, search_rows, to_csv
 from isdarts.search.loop import epoch_metrics
 from isdarts.spaces.darts.genotype import PARAM_FREE_OPS
-from isdarts.spaces.darts.supernet import DartsSupernet
+from isdarts.spaces.darts.space import SPACE as DARTS_SPACE
 from isdarts.spaces.nb201.genotype import NB201_OPS, Nb201Genotype
-from isdarts.spaces.nb201.supernet import Nb201Supernet
+from isdarts.spaces.nb201.space import SPACE as NB201
 
 NB201_METHODS = ["isdarts", "idarts", "darts1", "darts2", "lambda_darts", "sdarts"]
 
@@ -77,7 +77,7 @@ def test_nb201_each_epoch_records_the_cell_a_stop_there_returns(arrays, tmp_path
                 edge = [w["weight"] for w in weights if w["epoch"] == r["epoch"] and w["edge"] == history["edges"][e]]
                 assert len(edge) == sum(v is not None for v in r["iim"][e])
                 assert math.isclose(sum(edge), 1.0, rel_tol=1e-9)
-    metrics = epoch_metrics(epochs[-1], Nb201Supernet)
+    metrics = epoch_metrics(epochs[-1], NB201)
     assert metrics["cell/cifar10_test"] == epochs[-1]["cell"]["benchmark"]["cifar10_test"]
     assert ("op_weight/3<-2/skip_connect" in metrics) == bilevel
 
@@ -111,7 +111,7 @@ def test_darts_space_records_parameter_free_and_skip_inputs_per_node(arrays, tmp
             ranked = sorted(((table[e][o], e, o) for e in range(len(table)) for o in range(len(table[e]))
                              if alive[e][o] and table[e][o] is not None), key=lambda t: t[0])
             assert ranked  # the preview picked from measured, alive candidates only
-    metrics = epoch_metrics(epochs[-1], DartsSupernet)
+    metrics = epoch_metrics(epochs[-1], DARTS_SPACE)
     assert metrics["cell/param_free"] == epochs[-1]["cell"]["param_free"]
     rows = search_rows(SearchHistory.from_json(result["history"], "history.json"))
     assert [row["skip"] for row in rows] == [r["cell"]["skip"] for r in epochs]

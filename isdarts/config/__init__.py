@@ -10,8 +10,6 @@
 from isdarts.config.paper import PAPER_SEARCH, paper_mismatches
 from isdarts.config.params import DartsParams, DataConfig, Params, SpaceRuns, SweepParams, load_params, params_from_dict
 from isdarts.config.search import (
-    METHOD_LABELS,
-    METHODS,
     ArchConfig,
     IimConfig,
     SearchConfig,
@@ -19,9 +17,10 @@ from isdarts.config.search import (
 )
 from isdarts.config.train import ImagenetConfig, ImagenetParams, RetrainConfig, RetrainParams
 from isdarts.errors import ConfigError
+from isdarts.registry import METHODS
 
 __all__ = [
-    "PAPER_SEARCH", "METHOD_LABELS", "METHODS", "ArchConfig", "ConfigError", "DartsParams", "DataConfig",
+    "PAPER_SEARCH", "METHODS", "ArchConfig", "ConfigError", "DartsParams", "DataConfig",
     "IimConfig", "ImagenetConfig", "ImagenetParams", "Params", "RetrainConfig", "RetrainParams", "SearchConfig",
     "ShrinkConfig", "SpaceRuns", "SweepParams", "load_params", "paper_mismatches", "params_from_dict",
 ]

@@ -27,8 +27,6 @@ from isdarts.config.fields import (
 )
 from isdarts.config.paper import paper_mismatches
 from isdarts.config.search import (
-    METHOD_OPTIONS,
-    METHODS,
     SEARCH_KEYS,
     SearchConfig,
     ShrinkConfig,
@@ -37,6 +35,7 @@ from isdarts.config.search import (
 )
 from isdarts.config.train import ImagenetParams, RetrainParams
 from isdarts.errors import ConfigError
+from isdarts.registry import METHODS, SWEEP_METHOD
 
 PROFILES = ("quick", "paper", "smoke", "study", "custom")
 
@@ -96,7 +95,7 @@ def _seeds(value: Any, key: str) -> tuple[int, ...]:
 def _space_runs(space: str, d: dict, extra_keys: set[str]) -> SpaceRuns:
     p = f"{space}."
     no_unknown(d, p, {"methods", "seeds", "search", "options"} | extra_keys)
-    methods = read_names(d, "methods", p, tuple(m for m in METHODS if m in METHOD_OPTIONS), "method names")
+    methods = read_names(d, "methods", p, tuple(METHODS), "method names")
     options = required(d, "options", p)
     if not isinstance(options, dict):
         raise ConfigError(f"params.yaml: {p}options must be a mapping of method -> options")
@@ -104,7 +103,7 @@ def _space_runs(space: str, d: dict, extra_keys: set[str]) -> SpaceRuns:
     if missing:
         raise ConfigError(
             f"params.yaml: {p}methods lists {', '.join(missing)} but {p}options has no section for it; "
-            f"add {p}options.{missing[0]} (its options: {', '.join(METHOD_OPTIONS.get(missing[0], ()))})"
+            f"add {p}options.{missing[0]} (its options: {', '.join(METHODS[missing[0]].option_names)})"
         )
     common = required(d, "search", p)
     if not isinstance(common, dict):
@@ -183,10 +182,11 @@ class DartsParams:
             raise ConfigError(f"params.yaml: darts must be a mapping, got {d!r}")
         runs = _space_runs("darts", d, {"retrain", "imagenet", "sweep"})
         sweep = _sweep(required(d, "sweep", "darts."), "darts.sweep.")
-        if "isdarts" not in runs.searches:
-            raise ConfigError("params.yaml: darts.sweep needs darts.options.isdarts (the sweep varies its schedule)")
+        if SWEEP_METHOD not in runs.searches:
+            raise ConfigError(f"params.yaml: darts.sweep needs darts.options.{SWEEP_METHOD} "
+                              "(the sweep varies its schedule)")
         for rate in sweep.rates:
-            sweep.search(runs.searches["isdarts"], rate)
+            sweep.search(runs.searches[SWEEP_METHOD], rate)
         return cls(
             runs,
             RetrainParams.from_dict(required(d, "retrain", "darts."), "darts.retrain."),

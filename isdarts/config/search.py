@@ -23,17 +23,34 @@ from isdarts.config.fields import (
     required,
 )
 from isdarts.errors import ConfigError
-from isdarts.search.methods import METHODS as METHOD_TABLE
-from isdarts.search.shrink import shrink_epochs
+from isdarts.registry import METHODS as METHOD_TABLE
+from isdarts.registry import REQUIRED, MethodSpec, Option, space_spec
 
 IIM_SOURCES = ("train_full", "holdout_subset")
 SHRINK_ANCHORS = ("start", "last")
-REGULARISERS = ("corr", "signcorr")
-NB201_NUM_OPS = 5
-# What config knows of each method comes from the methods table: its own options, label and data use.
-METHODS = tuple(METHOD_TABLE)
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.options for name, spec in METHOD_TABLE.items()}
-METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in METHOD_TABLE.items()}
+# What config knows of each method comes from the methods table (read live, so a row a test or a plugin
+# adds is seen): its own options, label and data use.
+
+
+def shrink_epochs(total_epochs: int, steps: int, interval: int, anchor: str = "start") -> list[int]:
+    """Completed-epoch counts after which a shrink step runs.
+
+    anchor "start" (the official code today): range(E - S*I, E, I), so the final cell trains I more epochs.
+    anchor "last" (the code before commit a898256, which Table A.2's intervals fit): the last step runs
+    after epoch E - 1, i.e. range(E - 1 - (S-1)*I, E, I); spec §3.3 uses it for rate 0.5 (S=2, I=18).
+    """
+    if anchor == "start":
+        start = total_epochs - steps * interval
+    elif anchor == "last":
+        start = total_epochs - 1 - (steps - 1) * interval
+    else:
+        raise ValueError(f"shrink anchor must be 'start' or 'last', got {anchor!r}")
+    if start < 1:
+        need = "steps * interval < epochs" if anchor == "start" else "(steps - 1) * interval < epochs - 1"
+        raise ValueError(
+            f"{steps} shrink steps every {interval} epochs do not fit in {total_epochs} epochs (need {need})"
+        )
+    return list(range(start, total_epochs, interval))[:steps]
 
 
 @dataclass(frozen=True)
@@ -109,7 +126,7 @@ class SearchConfig:
     """One search, resolved: the space's shared settings, the method's overrides and its own options."""
 
     space: str = "nb201"
-    method: str = "isdarts"
+    method: str = next(iter(METHOD_TABLE))  # the first row of the methods table
     C: int = 16
     N: int = 5
     epochs: int = 30
@@ -139,18 +156,39 @@ class SearchConfig:
     iim: IimConfig | None = field(default_factory=IimConfig)
     arch: ArchConfig | None = None
     train_portion: float | None = None  # bi-level methods: share of the training set that trains weights
-    regulariser: str | None = None
-    lam: float | None = None
-    epsilon: float | None = None
+    # The method's own scalar options (its table row's, defaults filled in) and the row's constants.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A SearchConfig built in code gets what resolve_search fills in too: the row's option defaults on
+        # this space and its constants.
+        if self.method in METHOD_TABLE:
+            spec = METHOD_TABLE[self.method]
+            defaults = {
+                o.name: o.default_on(self.space) for o in spec.options
+                if o.kind in _SCALAR_READERS and o.default_on(self.space) is not REQUIRED
+            }
+            object.__setattr__(self, "options", {**defaults, **self.options, **spec.constants})
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method's row in the methods table."""
+        return METHOD_TABLE[self.method]
 
     @property
     def bilevel(self) -> bool:
-        return METHOD_TABLE[self.method].bilevel
+        return self.spec.bilevel
+
+    def option(self, name: str) -> Any:
+        """One of the method's own options or constants; a KeyError names the method if it has none."""
+        if name not in self.options:
+            raise KeyError(f"method {self.method!r} has no option {name!r}; it has {', '.join(self.options)}")
+        return self.options[name]
 
     @property
     def order(self) -> int:
-        return 2 if self.method == "darts2" else 1
-
+        """1: first-order α gradients; 2: DARTS's unrolled second-order gradient (a row constant)."""
+        return int(self.options.get("order", 1))
 
 
 def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
@@ -185,18 +223,24 @@ def _search_values(d: dict, p: str, only_present: bool) -> dict[str, Any]:
 
 def resolve_search(space: str, method: str, common: dict, options: dict, prefix: str) -> SearchConfig:
     """Merge a space's shared search section with one method's section, and check the result."""
-    if method not in METHOD_OPTIONS:
-        raise fail(prefix.rstrip("."), method, "one of " + ", ".join(METHODS))
+    if method not in METHOD_TABLE:
+        raise fail(prefix.rstrip("."), method, "one of " + ", ".join(METHOD_TABLE))
     if not isinstance(options, dict):
         raise ConfigError(f"params.yaml: {prefix.rstrip('.')} must be a mapping, got {options!r}")
-    own = METHOD_OPTIONS[method]
+    spec = METHOD_TABLE[method]
+    if space not in spec.spaces:
+        raise ConfigError(
+            f"params.yaml: {prefix.rstrip('.')}: method {method!r} does not run on the {space!r} space "
+            f"(it runs on {', '.join(spec.spaces)})"
+        )
+    own = spec.option_names
     unknown = sorted(set(options) - set(own) - set(SEARCH_KEYS))
     if unknown:
         raise ConfigError(
             f"params.yaml: {', '.join(prefix + k for k in unknown)} does not apply to method {method!r}; "
             f"its options are {', '.join(own)} (plus any {space}.search key to override it)"
         )
-    missing = [k for k in own if k not in options]
+    missing = [o.name for o in spec.options if o.name not in options and o.default_on(space) is REQUIRED]
     if missing:
         raise ConfigError(f"params.yaml: missing key(s) {', '.join(prefix + k for k in missing)} for method {method!r}")
     values = {**_search_values(common, f"{space}.search.", False), **_search_values(options, prefix, True)}
@@ -211,13 +255,29 @@ def resolve_search(space: str, method: str, common: dict, options: dict, prefix:
         if portion >= 1:
             raise fail(prefix + "train_portion", portion, "a number in (0, 1)")
         values["train_portion"] = portion
-    if "regulariser" in own:
-        values["regulariser"] = read_choice(options, "regulariser", prefix, REGULARISERS)
-        values["lam"] = read_float(options, "lam", prefix)
-        values["epsilon"] = read_float(options, "epsilon", prefix, allow_equal=False)
+    values["options"] = {
+        **{o.name: _read_option(options, o, space, prefix) for o in spec.options if o.kind in _SCALAR_READERS},
+        **spec.constants,
+    }
     cfg = SearchConfig(space=space, method=method, **values)
     check_search(cfg, prefix)
     return cfg
+
+
+_SCALAR_READERS = {
+    "float": lambda d, o, p: read_float(d, o.name, p),
+    "positive": lambda d, o, p: read_float(d, o.name, p, allow_equal=False),
+    "int": lambda d, o, p: read_int(d, o.name, p, minimum=0),
+    "bool": lambda d, o, p: read_bool(d, o.name, p),
+    "choice": lambda d, o, p: read_choice(d, o.name, p, o.choices),
+}
+
+
+def _read_option(options: dict, option: Option, space: str, prefix: str) -> Any:
+    """A method's scalar option from its params.yaml section, or its default on `space`."""
+    if option.name not in options:
+        return option.default_on(space)
+    return _SCALAR_READERS[option.kind](options, option, prefix)
 
 
 def check_search(cfg: SearchConfig, prefix: str) -> None:
@@ -230,10 +290,11 @@ def check_search(cfg: SearchConfig, prefix: str) -> None:
     if cfg.nesterov and cfg.momentum == 0:
         raise fail(sp + "nesterov", True, "false when momentum is 0 (torch SGD requires it)")
     if cfg.shrink is not None:
-        if cfg.space == "nb201" and cfg.shrink.steps > NB201_NUM_OPS - 1:
+        most = space_spec(cfg.space).max_shrink_steps
+        if most is not None and cfg.shrink.steps > most:
             raise ConfigError(
                 f"params.yaml: {prefix}shrink.steps = {cfg.shrink.steps} is more shrink steps than the "
-                f"{NB201_NUM_OPS} NB201 ops allow; expected 1..{NB201_NUM_OPS - 1} (the paper uses 4)"
+                f"{most + 1} {cfg.space.upper()} ops allow; expected 1..{most} (the paper uses 4)"
             )
         try:
             shrink_epochs(cfg.epochs, cfg.shrink.steps, cfg.shrink.interval, cfg.shrink.anchor)

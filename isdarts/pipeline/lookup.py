@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from isdarts.benchmark.nb201 import default_table
-from isdarts.config import METHOD_LABELS, Params
+from isdarts.config import Params
 from isdarts.io import atomic_write_json
 from isdarts.pipeline.layout import RESULTS_DIR, run_dir
+from isdarts.registry import label
 from isdarts.report.render import summarize
 from isdarts.spaces.nb201.genotype import Nb201Genotype
 
@@ -41,7 +42,7 @@ def lookup_nb201(params: Params, method: str, out_path: Path | None = None) -> d
     result = {
         "space": "nb201",
         "method": method,
-        "method_label": METHOD_LABELS[method],
+        "method_label": label(method),
         "profile": params.profile,
         "paper_settings": all(r["paper_settings"] for r in runs),
         "profile_note": profile_note(params, method, runs),

@@ -14,8 +14,8 @@ from isdarts.errors import ConfigError
 from isdarts.io import atomic_write_json
 from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, run_dir
 from isdarts.pipeline.tracked import tracked_run
-from isdarts.search.loop import epoch_metrics, run_search
-from isdarts.search.methods import SUPERNETS, load
+from isdarts.registry import SWEEP_METHOD, label, space_spec
+from isdarts.search.loop import SearchRun, epoch_metrics, run_search
 from isdarts.tracking import standard_tags
 from isdarts.train.runtime import resolve_device
 
@@ -37,8 +37,8 @@ def search(
     cfg = params.space(space).search(method)
     extra: dict[str, Any] = {}
     if rate is not None:
-        if space != "darts" or method != "isdarts":
-            raise ConfigError("the shrink-rate sweep runs IS-DARTS on the DARTS space only")
+        if space != "darts" or method != SWEEP_METHOD:
+            raise ConfigError(f"the shrink-rate sweep runs {label(SWEEP_METHOD)} on the DARTS space only")
         sweep = params.darts.sweep
         if rate not in sweep.schedules:
             raise ConfigError(f"unknown sweep rate {rate!r}; darts.sweep.schedules has {', '.join(sweep.schedules)}")
@@ -58,13 +58,14 @@ def search(
     }
     with tracked_run(f"isdarts-{space}" if rate is None else "isdarts-darts-sweep", tags) as run:
         on_start, on_epoch = run.epoch_hooks(
-            f"{space}-{method}-seed{seed}", logged_params, partial(epoch_metrics, supernet=load(SUPERNETS[space]))
+            f"{space}-{method}-seed{seed}", logged_params, partial(epoch_metrics, space=space_spec(space).load())
         )
-        result = run_search(
-            cfg, seed, arrays, profile=params.profile, device=params.device, data_kind=manifest["kind"],
-            data_fingerprint=manifest["npz_sha256"], checkpoint_dir=checkpoint_dir, on_start=on_start,
-            on_epoch=on_epoch, progress=progress, extra_metrics=extra, checkpoint_every_s=params.checkpoint_every_s,
+        spec = SearchRun(
+            cfg, seed, profile=params.profile, device=params.device, data_kind=manifest["kind"],
+            data_fingerprint=manifest["npz_sha256"], checkpoint_dir=checkpoint_dir,
+            checkpoint_every_s=params.checkpoint_every_s, extra_metrics=extra,
         )
+        result = run_search(spec, arrays, on_start=on_start, on_epoch=on_epoch, progress=progress)
         atomic_write_json(out_dir / "history.json", result["history"])
         atomic_write_json(out_dir / "metrics.json", result["metrics"])
         atomic_write_json(out_dir / "genotype.json", result["genotype"])

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from isdarts.errors import ReportError
+from isdarts.report.paper import FIGURES
 from isdarts.report.render import write_table
 from isdarts.report.runs import seed_histories
 from isdarts.report.table1 import METHOD_LABELS as TABLE1_METHODS
@@ -35,15 +36,17 @@ def build_figures(runs_dir: Path = Path("runs"), figures_dir: Path = Path("repor
     runs_dir, figures_dir = Path(runs_dir), Path(figures_dir)
     figures_dir.mkdir(parents=True, exist_ok=True)
 
-    def history(*parts: str) -> Path:
-        """The lowest finished seed's history.json; without one, a path the plot reports as absent (figure skipped)."""
-        method_dir = runs_dir.joinpath(*parts)
+    def history(run: str) -> Path:
+        """The lowest finished seed's history.json of a run folder as the paper data names it (``nb201/<method>``);
+        without one, a path the plot reports as absent (figure skipped)."""
+        method_dir = runs_dir.joinpath(*run.split("/"))
         return next((path for _, path in seed_histories(method_dir)), method_dir / "seed_*" / "history.json")
 
+    # Which searches each of the paper's figures draws is the paper data's `figures`.
     nb201_iim, darts_iim, alpha_iim, collapse = (figures_dir / name for name in FIGURE_NAMES)
-    drawn = {nb201_iim: plot_iim(history("nb201", "isdarts"), nb201_iim),
-             darts_iim: plot_iim(history("darts", "search", "isdarts"), darts_iim),
-             alpha_iim: plot_alpha_vs_iim(history("nb201", "darts1"), history("nb201", "isdarts"), alpha_iim),
+    drawn = {nb201_iim: plot_iim(history(FIGURES.nb201_iim_over_epochs), nb201_iim),
+             darts_iim: plot_iim(history(FIGURES.darts_iim_over_epochs), darts_iim),
+             alpha_iim: plot_alpha_vs_iim(*map(history, FIGURES.nb201_alpha_vs_iim), alpha_iim),
              collapse: plot_collapse(runs_dir, collapse)}
     return tuple(path for path, plot in drawn.items() if plot is not None)
 

@@ -3,7 +3,9 @@
 The numbers lie in ``paper_numbers.yaml`` beside this module (its header names the source; the paper's "–" is
 null there and None here). Every row must name exactly its type's fields and every cell must have its field's
 type, checked as the results files are (``isdarts.records``), so a slip in the file fails on import rather than
-as a wrong verdict. Means and stds are kept apart so reports can compare means and print both.
+as a wrong verdict. Means and stds are kept apart so reports can compare means and print both. The file also says
+which of our methods each table reproduces and judges against which paper row (a table's ``ours``), and which
+searches each figure is redrawn from, so the report's code names no method.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from isdarts.benchmark.nb201 import ACCURACY_KEYS
 from isdarts.errors import ReportError
 from isdarts.records import At, parse_value
+from isdarts.registry import METHODS
 
 SOURCE = "isdarts/report/paper_numbers.yaml"
 
@@ -98,6 +101,24 @@ class PaperClaims:
     table3_isdarts_top1_accuracy: float
 
 
+@dataclass(frozen=True)
+class FigureRuns:
+    """The searches each of the paper's figures is redrawn from, by figure file stem: run folders under runs/
+    (``<space>[/<stage>]/<method>``), whose lowest finished seed is drawn."""
+
+    nb201_iim_over_epochs: str  # Fig. 4 / A.3: IS-DARTS's IIM over epochs
+    darts_iim_over_epochs: str
+    nb201_alpha_vs_iim: tuple[str, str]  # Fig. A.4: (the run whose softmax(α), the run whose importance)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            runs = getattr(self, f.name)
+            for run in (runs,) if isinstance(runs, str) else runs:
+                if run.rpartition("/")[2] not in METHODS:
+                    raise ReportError(f"{SOURCE}: figures.{f.name}: {run!r} is not a run folder "
+                                      f"<space>[/<stage>]/<method> of a method in isdarts.registry")
+
+
 T = TypeVar("T")
 
 
@@ -132,6 +153,19 @@ def _table(data: Mapping[str, Any], name: str, kind: type[T]) -> tuple[T, ...]:
     return tuple(rows)
 
 
+def _ours(data: Mapping[str, Any], name: str, rows: tuple[Any, ...], label: str) -> Mapping[str, str | None]:
+    """Table ``name``'s ``ours``: our method -> the label (its ``label`` field) of the paper row it is judged against
+    (None: no such row), in the file's order; every method a registry name, every label one of the table's rows."""
+    ours = parse_value(data[name].get("ours"), Mapping[str, str | None], At(SOURCE, name), "ours")
+    labels = [getattr(row, label) for row in rows]
+    for method, row in ours.items():
+        if method not in METHODS:
+            raise ReportError(f"{SOURCE}: {name}.ours: unknown method {method!r}; expected one of {', '.join(METHODS)}")
+        if row is not None and row not in labels:
+            raise ReportError(f"{SOURCE}: {name}.ours.{method}: {row!r} is not a row of {name}")
+    return ours
+
+
 _DATA = yaml.safe_load(resources.files(__package__).joinpath("paper_numbers.yaml").read_text(encoding="utf-8"))
 
 TABLE1 = _table(_DATA, "table1", Table1Row)
@@ -144,3 +178,9 @@ TABLE3_COST_UNIT: str = _typed(_DATA["table3"]["cost_unit"], str, At(SOURCE, "ta
 TABLE_A1 = _table(_DATA, "table_a1", AblationRow)
 TABLE_A2 = _table(_DATA, "table_a2", ShrinkRateRow)
 CLAIMS = _build(PaperClaims, _DATA["claims"], "claims")
+# Our method -> the label of the paper row it is judged against (None: none); Tables 1 and A.1 print them in order.
+TABLE1_OURS = _ours(_DATA, "table1", TABLE1, "method")
+TABLE2_OURS = _ours(_DATA, "table2", TABLE2, "architecture")
+TABLE3_OURS = _ours(_DATA, "table3", TABLE3, "architecture")
+TABLE_A1_OURS = _ours(_DATA, "table_a1", TABLE_A1, "method")
+FIGURES = _build(FigureRuns, _DATA["figures"], "figures")

@@ -17,13 +17,12 @@ from types import MappingProxyType
 from typing import Any
 
 from isdarts.io import atomic_write_text
-from isdarts.search.methods import METHODS
+from isdarts.registry import METHODS
 
 MISSING = "–"  # the paper's own mark for "no number"
 
-# Every method's label from the methods table, in the order reproduced rows are printed.
-DISPLAY_LABELS: Mapping[str, str] = MappingProxyType(
-    {m: METHODS[m].label for m in ("isdarts", "darts1", "darts2", "lambda_darts", "idarts", "sdarts")})
+# Every method's label from the registry, in its order: the order reproduced rows of one table are printed in.
+DISPLAY_LABELS: Mapping[str, str] = MappingProxyType({name: spec.label for name, spec in METHODS.items()})
 
 
 # ---------------------------------------------------------------- formatting

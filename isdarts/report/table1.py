@@ -15,16 +15,16 @@ from isdarts.benchmark.nb201 import ACCURACY_KEYS, ACCURACY_LABELS, Nb201Table, 
 from isdarts.errors import ReportError
 from isdarts.records import Nb201Result
 from isdarts.report import render
-from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_SEEDS, PaperCell
+from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_OURS, TABLE1_SEEDS, PaperCell
 from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, Cell, JudgedCell, Row, col
 from isdarts.report.runs import Reproduced
 
-# Reproduced methods, in the order their rows are printed (input order must not matter).
-METHOD_LABELS: Mapping[str, str] = MappingProxyType(
-    {m: DISPLAY_LABELS[m] for m in ("darts1", "darts2", "isdarts", "lambda_darts")})
+# Reproduced methods (the paper data's table1.ours), in the order their rows are printed (input order must not matter).
+METHOD_LABELS: Mapping[str, str] = MappingProxyType({m: DISPLAY_LABELS[m] for m in TABLE1_OURS})
 
-# The paper's mean accuracies by method label: what our rows are judged against.
+# The paper's mean accuracies by paper row label, and by our method: what our rows are judged against.
 PAPER_MEANS = MappingProxyType({p.method: {k: p.cells[k].mean for k in ACCURACY_KEYS} for p in TABLE1})
+PAPER_BY_METHOD = MappingProxyType({m: PAPER_MEANS[row] for m, row in TABLE1_OURS.items() if row is not None})
 
 # |our mean − paper mean| allowed in every column, in percentage points of accuracy.
 TOLERANCE = 1.0
@@ -83,13 +83,12 @@ class AccuracyRow(Reproduced):
 
 def read_row(path: Path, labels: Mapping[str, str], paper: Mapping[str, Mapping[str, float | None]]) -> AccuracyRow:
     """A lookup result file as a row: its method must be a key of ``labels`` (the methods the table prints), and
-    its accuracies are judged against ``paper[label]`` (no such key: the paper has no such row)."""
+    its accuracies are judged against ``paper[method]`` (no such key: the paper has no such row)."""
     result = Nb201Result.read(path)
     if result.method not in labels:
         raise ReportError(f"{path}: key 'method' has unknown method {result.method!r}; "
                           f"expected one of {', '.join(labels)}")
-    label = labels[result.method]
-    return AccuracyRow(result, label, paper.get(label))
+    return AccuracyRow(result, labels[result.method], paper.get(result.method))
 
 
 def references(benchmark: Nb201Table) -> dict[str, Mapping[str, float]]:
@@ -105,7 +104,7 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
     rows: dict[str, AccuracyRow] = {}
     sources: dict[str, Path] = {}
     for path in map(Path, result_files):
-        row = read_row(path, METHOD_LABELS, PAPER_MEANS)
+        row = read_row(path, METHOD_LABELS, PAPER_BY_METHOD)
         if row.method in sources:
             raise ReportError(f"{path}: key 'method' {row.method!r} already read from {sources[row.method]}")
         rows[row.method], sources[row.method] = row, path

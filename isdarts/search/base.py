@@ -1,7 +1,9 @@
 """What the search loop may ask of a search method (`SearchMethod`), and the optimiser helpers they share.
 
-Every method is built as `Method(model, cfg, generator)` from a supernet, its resolved `SearchConfig` and
-the generator that draws α (methods without α ignore it); `isdarts.search.methods` says which class that is.
+Every method is built as `Method(model, space, cfg, generator)` from a supernet, its space
+(`isdarts.spaces.space.Space`), its resolved `SearchConfig` and the generator that draws α (methods without
+α ignore it); the methods table (`isdarts.registry`) says which class that is. One class runs a method on
+every space: it reads kinds, edges, ops and comparison groups from the space, never a space's name.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from isdarts.spaces.space import Space
+
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -23,6 +27,7 @@ class SearchMethod(Protocol):
     # Bi-level methods also have `arch_weights()`: the op mixing weights (softmax of α), recorded per epoch.
     bilevel: ClassVar[bool]
     model: nn.Module
+    space: Space
     # Completed-epoch counts after which a shrink step runs (empty for methods that never shrink).
     schedule: list[int]
 

@@ -1,4 +1,4 @@
-"""Plain DARTS (spec §4) on both spaces: architecture logits α trained bi-level against the weights.
+"""Plain DARTS (spec §4) on any space: architecture logits α trained bi-level against the weights.
 
 The weights train on a train batch and α on a paired valid batch, so `train_step` takes both halves
 of the 25k/25k split: `train_step(x_train, y_train, x_valid, y_valid)`. The caller pairs every train
@@ -10,11 +10,12 @@ Second order (DARTS-V2): α step first, through one unrolled weight step
     grad_alpha = d/dalpha L_val(w', alpha) - xi * H v,   v = grad_w' L_val(w', alpha),
 with H v = grad^2_{alpha,w} L_tr v by a central difference at w +- R v, R = 0.01 / |v|; then the weight step.
 
-`BilevelDarts` holds that machinery for any space; "α" is a list of parameters: one (6, 5) tensor on
-NB201 (`DartsNb201`), a normal and a reduction (14, 8) tensor on the DARTS space (`DartsDartsSpace`).
-A space class says how α becomes the supernet's `weights` argument (`arch_weights`) and a genotype.
-On the DARTS space α stays outside `model.parameters()`, as in the original DARTS and Λ-DARTS code, so
-the weight step's clip sees the weights only (AutoDL's NB201 code also counts α; see `clip_alpha`).
+`Darts` holds that machinery for every space: one α tensor of (edges, ops) per cell kind of the space (one
+(6, 5) on NB201, a normal and a reduction (14, 8) on the DARTS space), drawn in kind order from one
+generator. Other bi-level methods subclass it and change one hook: `relax` (how α becomes mixing weights),
+`arch_penalty` (an extra term of the α loss), `weight_backward` (the weight step's gradient). α stays
+outside `model.parameters()`, as in the original DARTS and Λ-DARTS code; whether the weight step's clip
+counts α is the space's reference code's choice (`Space.clip_alpha_with_weights`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,8 @@ from torch.func import functional_call
 
 from isdarts.config.search import SearchConfig
 from isdarts.search.base import Batches, cosine_lr, set_lr
-from isdarts.spaces.darts.genotype import DartsGenotype
-from isdarts.spaces.darts.supernet import CELL_KINDS, NUM_EDGES, NUM_OPS, DartsSupernet, derive_darts_genotype
-from isdarts.spaces.nb201.genotype import Nb201Genotype
-from isdarts.spaces.nb201.supernet import NUM_EDGES as NB201_NUM_EDGES
-from isdarts.spaces.nb201.supernet import NUM_OPS as NB201_NUM_OPS
-from isdarts.spaces.nb201.supernet import Nb201Supernet, derive_nb201_genotype
+from isdarts.search.speed import full_precision
+from isdarts.spaces.space import Genotype, Space
 
 
 def grads_or_zeros(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -47,47 +44,40 @@ def flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors]).norm()
 
 
-class BilevelDarts:
-    """The DARTS bi-level loop shared by the spaces: weight step, α step (first or second order), state.
+class Darts:
+    """The DARTS bi-level loop for any space: weight step, α step (first or second order), state.
 
     α lives here, not in the supernet: `model.parameters()` are exactly the weights the SGD step trains.
-    Subclasses set `kinds` and implement `arch_weights` and `genotype`.
     """
 
     # The search loop feeds bi-level methods (x_train, y_train, x_valid, y_valid); IS-DARTS has no valid half.
     bilevel = True
-    # None: one α tensor, recorded as a plain table. Else one α tensor per cell kind, recorded as {kind: table}.
-    kinds: tuple[str, ...] | None = None
-    # Whether the weight step's gradient clip counts α's weight-loss gradient (AutoDL clips network.parameters(),
-    # α included; DARTS and Λ-DARTS keep α outside model.parameters(), so their clip sees the weights only).
-    clip_alpha = True
 
-    # The shape of each α tensor, one per entry of `kinds` (or a single one).
-    alpha_shapes: tuple[tuple[int, ...], ...]
-    # Whether the α step comes first; None: AutoDL's V1/V2 order (weight step first at order 1, α first at 2).
-    arch_first: bool | None = None
-    # Shrink epochs: plain DARTS never shrinks (S-DARTS does).
-    schedule: list[int]
-
-    def __init__(self, model: nn.Module, cfg: SearchConfig, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
+    ) -> None:
         order = cfg.order
-        if self.arch_first is False and order == 2:
+        # AutoDL's order unless the method says otherwise: weight step first at order 1, α step first at 2.
+        step_order = cfg.options.get("step_order", "alpha_first" if order == 2 else "weight_first")
+        self.arch_first = step_order == "alpha_first"
+        if not self.arch_first and order == 2:
             # The unrolled step reads the momentum buffer and weights that the α step is taken at.
-            raise ValueError("second-order DARTS takes the α step first; arch_first=False is not supported")
-        self.model, self.epochs, self.order = model, cfg.epochs, order
+            raise ValueError("second-order DARTS takes the α step first; step_order weight_first is not supported")
+        self.model, self.space, self.cfg = model, space, cfg
+        self.epochs, self.order = cfg.epochs, order
         self.lr, self.lr_min, self.grad_clip = cfg.lr, cfg.lr_min, cfg.grad_clip
-        if self.arch_first is None:
-            self.arch_first = order == 2
-        self.schedule = []
+        self.kinds = space.kinds
+        self.schedule: list[int] = []  # shrink epochs: plain DARTS never shrinks (S-DARTS does)
         self.weights = list(model.parameters())
         ref = self.weights[0]
         init_device = generator.device if generator is not None else torch.device("cpu")
-        # Drawn in order from one generator, so a seed fixes every α tensor.
+        # Drawn in kind order from one generator, so a seed fixes every α tensor.
         self.alphas = [
             nn.Parameter(
-                (1e-3 * torch.randn(shape, generator=generator, device=init_device, dtype=ref.dtype)).to(ref.device)
+                (1e-3 * torch.randn((space.num_edges, space.num_ops), generator=generator, device=init_device,
+                                    dtype=ref.dtype)).to(ref.device)
             )
-            for shape in self.alpha_shapes
+            for _ in self.kinds
         ]
         self.w_optimizer = torch.optim.SGD(
             self.weights, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
@@ -95,16 +85,41 @@ class BilevelDarts:
         arch = cfg.arch
         self.a_optimizer = torch.optim.Adam(self.alphas, lr=arch.lr, betas=arch.betas, weight_decay=arch.weight_decay)
         self.criterion = nn.CrossEntropyLoss()
-        self._arch_loss_sum = torch.zeros((), dtype=torch.float64, device=ref.device)
-        self._arch_steps = 0
+        # Running sums (and their counts) over the current epoch: saved with in-epoch checkpoints, so a resume
+        # inside an epoch keeps them, and cleared when the epoch's means are read.
+        self.running: dict[str, torch.Tensor] = {}
+        self.running_counts: dict[str, int] = {}
+        self.add_running("arch_loss")
 
-    # ------------------------------------------------------------------ encoding (per space)
-    def arch_weights(self) -> Any:
-        """The supernet's `weights` argument for the current α."""
-        raise NotImplementedError
+    @property
+    def alpha(self) -> dict[str, nn.Parameter]:
+        """{kind: (edges, ops) architecture logits}."""
+        return dict(zip(self.kinds, self.alphas, strict=True))
 
-    def genotype(self) -> Any:
-        raise NotImplementedError
+    # ------------------------------------------------------------------ hooks
+    def relax(self, kind: str, alpha: torch.Tensor) -> torch.Tensor:
+        """The mixing weights of one kind's α: a softmax over all ops of each edge."""
+        return torch.softmax(alpha, dim=-1)
+
+    def arch_penalty(self) -> torch.Tensor | None:
+        """An extra term added to the α step's loss (regularised methods); None: plain DARTS."""
+        return None
+
+    def weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fill the weights' .grad for the weight step; returns (loss, logits)."""
+        loss, logits = self.loss(x, y)
+        loss.backward()
+        return loss, logits
+
+    # ------------------------------------------------------------------ encoding
+    def arch_weights(self) -> dict[str, torch.Tensor]:
+        """The supernet's `weights` argument for the current α: {kind: (edges, ops) mixing weights}."""
+        return {kind: self.relax(kind, a) for kind, a in zip(self.kinds, self.alphas, strict=True)}
+
+    def genotype(self) -> Genotype:
+        """The space's DARTS derivation of the current mixing weights (NB201: argmax per edge, `none`
+        included, spec §4; DARTS space: the top-2 non-`none` inputs per node, spec §5)."""
+        return self.space.genotype_from_weights(self.arch_weights())
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, weights: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE loss, logits) of the supernet mixed by `weights` (default: the current arch weights)."""
@@ -112,20 +127,12 @@ class BilevelDarts:
         return self.criterion(logits, y), logits
 
     def per_kind(self, fn: Callable[[torch.Tensor], Any]) -> Any:
-        """fn(α) for a single α, else {kind: fn(α_kind)}: the shape the history and checkpoints use."""
-        if self.kinds is None:
-            return fn(self.alphas[0])
-        return {kind: fn(a) for kind, a in zip(self.kinds, self.alphas, strict=True)}
-
-    def empty_pruned(self) -> Any:
-        return [] if self.kinds is None else {kind: [] for kind in self.kinds}
+        """fn(α) of every kind, in the shape the history and checkpoints use (NB201: one plain table)."""
+        return self.space.record({kind: fn(a) for kind, a in zip(self.kinds, self.alphas, strict=True)})
 
     # ------------------------------------------------------------------ loop surface
     def set_epoch(self, epoch: int) -> float:
-        lr = set_lr(self.w_optimizer, cosine_lr(epoch, self.epochs, self.lr, self.lr_min))
-        self._arch_loss_sum.zero_()
-        self._arch_steps = 0
-        return lr
+        return set_lr(self.w_optimizer, cosine_lr(epoch, self.epochs, self.lr, self.lr_min))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The supernet's logits mixed by the current α."""
@@ -146,15 +153,34 @@ class BilevelDarts:
         self._arch_step(x_train, y_train, x_valid, y_valid)
         return result
 
+    def add_running(self, name: str) -> None:
+        """Declare a per-epoch running statistic (a device scalar: no host sync per step)."""
+        self.running[name] = torch.zeros((), dtype=torch.float64, device=self.alphas[0].device)
+        self.running_counts[name] = 0
+
+    def accumulate(self, name: str, value: torch.Tensor) -> None:
+        self.running[name] += value.detach().double()
+        self.running_counts[name] += 1
+
+    def running_means(self) -> dict[str, float | None]:
+        """The epoch's mean of every running statistic, which also clears them for the next epoch."""
+        means = {
+            name: (total / self.running_counts[name]).item() if self.running_counts[name] else None
+            for name, total in self.running.items()
+        }
+        for name, total in self.running.items():
+            total.zero_()
+            self.running_counts[name] = 0
+        return means
+
     def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches] | None) -> dict[str, Any]:
         """DARTS has no end-of-epoch work; the record carries α and the mean α-step loss for the history."""
-        mean = (self._arch_loss_sum / self._arch_steps).item() if self._arch_steps else None
         return {
             "iim": None,
             "shrink_step": None,
-            "pruned": self.empty_pruned(),
+            "pruned": self.space.record({kind: [] for kind in self.kinds}),
             "alpha": self.per_kind(lambda a: a.detach().cpu().tolist()),
-            "arch_loss": mean,
+            "arch_loss": self.running_means()["arch_loss"],
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -163,14 +189,19 @@ class BilevelDarts:
             "alpha": self.per_kind(lambda a: a.detach().clone()),
             "w_optimizer": self.w_optimizer.state_dict(),
             "a_optimizer": self.a_optimizer.state_dict(),
+            "running": {name: total.clone() for name, total in self.running.items()},
+            "running_counts": dict(self.running_counts),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        saved = [state["alpha"]] if self.kinds is None else [state["alpha"][kind] for kind in self.kinds]
+        saved = self.space.per_kind(state["alpha"])
         with torch.no_grad():
-            for alpha, value in zip(self.alphas, saved, strict=True):
-                alpha.copy_(value)
+            for kind, alpha in zip(self.kinds, self.alphas, strict=True):
+                alpha.copy_(saved[kind])
+            for name, total in state["running"].items():
+                self.running[name].copy_(total)
+        self.running_counts.update(state["running_counts"])
         self.w_optimizer.load_state_dict(state["w_optimizer"])
         self.a_optimizer.load_state_dict(state["a_optimizer"])
 
@@ -179,17 +210,12 @@ class BilevelDarts:
         self.w_optimizer.zero_grad(set_to_none=True)
         for alpha in self.alphas:
             alpha.grad = None
-        loss, logits = self._weight_backward(x, y)
+        loss, logits = self.weight_backward(x, y)
         if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_([*self.weights, *self.alphas] if self.clip_alpha else self.weights, self.grad_clip)
+            clipped = [*self.weights, *self.alphas] if self.space.clip_alpha_with_weights else self.weights
+            nn.utils.clip_grad_norm_(clipped, self.grad_clip)
         self.w_optimizer.step()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
-
-    def _weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fill the weights' .grad for the weight step; subclasses add regularisers here."""
-        loss, logits = self.loss(x, y)
-        loss.backward()
-        return loss, logits
 
     # ------------------------------------------------------------------ α step
     def _arch_step(
@@ -209,13 +235,10 @@ class BilevelDarts:
         """The α gradients the Adam step uses, one per α tensor: plain (order 1) or through the unrolled weights."""
         if self.order == 1:
             loss, _ = self.loss(x_valid, y_valid)
-            self._log_arch_loss(loss)
-            return grads_or_zeros(loss, self.alphas)
+            self.accumulate("arch_loss", loss)
+            penalty = self.arch_penalty()
+            return grads_or_zeros(loss if penalty is None else loss + penalty, self.alphas)
         return self._unrolled_arch_grads(x_train, y_train, x_valid, y_valid)
-
-    def _log_arch_loss(self, loss: torch.Tensor) -> None:
-        self._arch_loss_sum += loss.detach().double()
-        self._arch_steps += 1
 
     def _unrolled_arch_grads(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
@@ -238,79 +261,33 @@ class BilevelDarts:
         state.update(zip((name for name, _ in self.model.named_parameters()), unrolled, strict=True))
         _, logits = functional_call(self.model, state, (x_valid,), {"weights": self.arch_weights()})
         loss_valid = self.criterion(logits, y_valid)
-        self._log_arch_loss(loss_valid)
-        d_all = grads_or_zeros(loss_valid, [*self.alphas, *unrolled])
+        self.accumulate("arch_loss", loss_valid)
+        penalty = self.arch_penalty()
+        d_all = grads_or_zeros(loss_valid if penalty is None else loss_valid + penalty, [*self.alphas, *unrolled])
         d_alpha, v = d_all[: len(self.alphas)], d_all[len(self.alphas) :]
         hv = self._alpha_hessian_vector(x_train, y_train, v)
         return [d - xi * h for d, h in zip(d_alpha, hv, strict=True)]
 
     def _alpha_hessian_vector(self, x: torch.Tensor, y: torch.Tensor, v: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """grad^2_{alpha,w} L_train(w, alpha) v by a central difference of grad_alpha L_train at w +- R v."""
+        """grad^2_{alpha,w} L_train(w, alpha) v by a central difference of grad_alpha L_train at w +- R v.
+
+        Both passes run in float32 whatever `amp` says: a difference of two bf16 gradients is rounding noise.
+        """
         # The tiny floor only avoids 0/0 when v = 0; then both sides coincide and the product is 0.
         r = 0.01 / flat_norm(v).clamp_min(torch.finfo(v[0].dtype).tiny)
         saved = [p.detach().clone() for p in self.weights]
         try:
             grads = []
-            for sign in (1.0, -1.0):
-                with torch.no_grad():
-                    for p, p0, t in zip(self.weights, saved, v, strict=True):
-                        p.copy_(p0 + sign * r * t)
-                loss, _ = self.loss(x, y)
-                grads.append(grads_or_zeros(loss, self.alphas))
+            with full_precision(self.model):
+                for sign in (1.0, -1.0):
+                    with torch.no_grad():
+                        for p, p0, t in zip(self.weights, saved, v, strict=True):
+                            p.copy_(p0 + sign * r * t)
+                    loss, _ = self.loss(x, y)
+                    grads.append(grads_or_zeros(loss, self.alphas))
         finally:
             # Restore from copies, not by subtracting again: the weights come back bit for bit.
             with torch.no_grad():
                 for p, p0 in zip(self.weights, saved, strict=True):
                     p.copy_(p0)
         return [(gp - gm) / (2 * r) for gp, gm in zip(grads[0], grads[1], strict=True)]
-
-
-class DartsNb201(BilevelDarts):
-    """DARTS on NAS-Bench-201: one (6, 5) α shared by all cells, softmax-mixed over all ops of each edge."""
-
-    model: Nb201Supernet
-    alpha_shapes = ((NB201_NUM_EDGES, NB201_NUM_OPS),)
-
-    @property
-    def alpha(self) -> nn.Parameter:
-        """The (6, 5) architecture logits."""
-        return self.alphas[0]
-
-    def arch_weights(self) -> torch.Tensor:
-        """The (edges, ops) mixing weights the cells use: softmax over all ops of each edge."""
-        return torch.softmax(self.alpha, dim=-1)
-
-    def genotype(self) -> Nb201Genotype:
-        """Per edge, the argmax of the mixing weights over all ops, `none` included (spec §4)."""
-        return derive_nb201_genotype(self.arch_weights())
-
-
-class DartsDartsSpace(BilevelDarts):
-    """DARTS on the DARTS space: `alpha_normal` and `alpha_reduce`, each (14, 8) and shared by its kind's cells.
-
-    `end_epoch` records {"alpha": {"normal", "reduce"}} and the mean α-step loss; `genotype()` is always
-    the standard DARTS derivation.
-    """
-
-    model: DartsSupernet
-    alpha_shapes = ((NUM_EDGES, NUM_OPS),) * len(CELL_KINDS)
-    kinds = CELL_KINDS
-    clip_alpha = False
-
-    @property
-    def alpha_normal(self) -> nn.Parameter:
-        return self.alphas[0]
-
-    @property
-    def alpha_reduce(self) -> nn.Parameter:
-        return self.alphas[1]
-
-    def arch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(normal, reduce) mixing weights: softmax over all 8 ops of each edge."""
-        normal, reduce = (torch.softmax(a, dim=-1) for a in self.alphas)
-        return normal, reduce
-
-    def genotype(self) -> DartsGenotype:
-        """The standard DARTS derivation of the current mixing weights (spec §5)."""
-        with torch.no_grad():
-            return derive_darts_genotype(*self.arch_weights())

@@ -17,8 +17,6 @@ from torch import nn
 
 from isdarts.search.base import Batches
 from isdarts.spaces.common import Candidate, OpProbe
-from isdarts.spaces.darts.supernet import CELL_KINDS, DartsSupernet
-from isdarts.spaces.nb201.supernet import Nb201Supernet
 from isdarts.train.graphs import BatchGraph
 
 log = logging.getLogger(__name__)
@@ -156,7 +154,7 @@ class IimAccumulator:
 
 
 class _PerKindProbe:
-    """The DARTS-space probe: cells are named (kind, index); each kind has its own accumulator."""
+    """The supernets' probe: cells are named (kind, index); each kind has its own accumulator."""
 
     def __init__(self, accs: dict[str, IimAccumulator]) -> None:
         self.accs = accs
@@ -199,32 +197,20 @@ def run_probe_pass(model: nn.Module, batches: Batches, probe: OpProbe, graphs: b
     return seen
 
 
-def measure_iim(model: Nb201Supernet, batches: Batches, graphs: bool = False, compiled: bool = False) -> torch.Tensor:
-    """Measure the (edges, ops) IIM table of the ops the mask keeps; masked entries are NaN. `graphs` and
-    `compiled` are the `cuda_graphs` and `compile_iim` speed settings."""
-    acc = IimAccumulator(
-        model.num_search_cells, model.mask.shape[0], model.mask.shape[1], model.mask.device, iim_reduction(compiled)
-    )
-    run_probe_pass(model, batches, acc, graphs)
-    table = aggregate_cells(acc.per_cell())
-    return table.masked_fill(model.mask == 0, float("nan"))
-
-
-def measure_iim_darts(
-    model: DartsSupernet, batches: Batches, graphs: bool = False, compiled: bool = False
+def measure_iim(
+    model: nn.Module, batches: Batches, graphs: bool = False, compiled: bool = False
 ) -> dict[str, torch.Tensor]:
-    """The (14, 8) IIM table of each DARTS cell kind, {"normal": ..., "reduce": ...}; masked entries are NaN.
+    """The (edges, ops) IIM table of each cell kind of a supernet, {kind: table}; masked entries are NaN.
 
-    One accumulator per kind, averaged over that kind's cells (spec §3.2), measured in the same eval-mode
-    pass as `measure_iim`.
+    One accumulator per kind, averaged over that kind's cells (spec §3.2), all measured in one eval-mode
+    pass. `graphs` and `compiled` are the `cuda_graphs` and `compile_iim` speed settings.
     """
-    device = model.normal_mask.device
     reduce = iim_reduction(compiled)
+    masks = {kind: model.get_mask(kind) for kind in model.KINDS}
     accs = {
-        kind: IimAccumulator(model.num_cells(kind), *model.get_mask(kind).shape, device, reduce) for kind in CELL_KINDS
+        kind: IimAccumulator(model.num_cells(kind), *mask.shape, mask.device, reduce) for kind, mask in masks.items()
     }
     run_probe_pass(model, batches, _PerKindProbe(accs), graphs)
     return {
-        kind: aggregate_cells(acc.per_cell()).masked_fill(model.get_mask(kind) == 0, float("nan"))
-        for kind, acc in accs.items()
+        kind: aggregate_cells(acc.per_cell()).masked_fill(masks[kind] == 0, float("nan")) for kind, acc in accs.items()
     }

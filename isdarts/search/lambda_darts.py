@@ -17,7 +17,9 @@ from torch import nn
 
 from isdarts.config.search import SearchConfig
 from isdarts.search.base import Batches
-from isdarts.search.darts import BilevelDarts, DartsDartsSpace, DartsNb201, flat_norm, grads_or_zeros
+from isdarts.search.darts import Darts, flat_norm, grads_or_zeros
+from isdarts.search.speed import full_precision
+from isdarts.spaces.space import Space
 
 RegulariserGrad = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
 
@@ -96,64 +98,56 @@ def lambda_at(epoch: int, epochs: int, lam: float) -> float:
     return lam if epochs <= 1 else lam * epoch / (epochs - 1)
 
 
-class LambdaDarts(BilevelDarts):
-    """The Λ-DARTS weight step, for any space: list it before the space's DARTS class, e.g.
-    `class LambdaDartsNb201(LambdaDarts, DartsNb201)`, so the MRO puts it between them.
+class LambdaDarts(Darts):
+    """Λ-DARTS on any space: the cells of the space's first kind are regularised (all 15 NB201 cells; the
+    DARTS space's normal cells, as Λ-DARTS does), each mixing with its own clone of that kind's weights; the
+    other kinds keep the shared weights and are never perturbed (their v is 0).
 
-    The subclass says which cells are regularised and how their per-cell probabilities become the
-    supernet's `weights` argument (`regularised_probs`, `with_cell_weights`). `cfg.epsilon` is ε0 (the
-    probabilities move by ε0 per side) and `cfg.lam` the final λ of the linear ramp. The α update is the
-    unchanged DARTS update.
+    `epsilon` is ε0 (the probabilities move by ε0 per side) and `lam` the final λ of the linear ramp;
+    `step_order` is the official script's per space. The α update is the unchanged DARTS update.
     """
 
-    def __init__(self, model: nn.Module, cfg: SearchConfig, generator: torch.Generator | None = None) -> None:
-        super().__init__(model, cfg, generator)
-        regulariser, lam, eps0 = cfg.regulariser, cfg.lam, cfg.epsilon
+    def __init__(
+        self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__(model, space, cfg, generator)
+        regulariser, lam, eps0 = cfg.option("regulariser"), cfg.option("lam"), cfg.option("epsilon")
         if regulariser not in REGULARISERS:
             raise ValueError(f"unknown Λ-DARTS regulariser {regulariser!r}; known: {', '.join(REGULARISERS)}")
         if eps0 <= 0:
             raise ValueError(f"ε0 (eps0, epsilon) must be > 0, got {eps0!r}")
         self.regulariser, self.lam, self.eps0 = regulariser, lam, eps0
         self.lam_t = lambda_at(0, self.epochs, lam)
-        self._alignment_sum = torch.zeros((), dtype=torch.float64, device=self.alphas[0].device)
-        self._alignment_steps = 0
+        self.regularised_kind = space.kinds[0]
+        self.add_running("alignment")
 
-    # ------------------------------------------------------------------ per space
-    def regularised_probs(self, p: Any) -> tuple[torch.Tensor, int]:
-        """(the probabilities every regularised cell mixes with, how many such cells) for arch weights `p`."""
-        raise NotImplementedError
-
-    def with_cell_weights(self, p: Any, cells: Sequence[torch.Tensor]) -> Any:
-        """The supernet's `weights` argument: the regularised cells mix with `cells`, the others with `p`."""
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ shared
     def set_epoch(self, epoch: int) -> float:
         self.lam_t = lambda_at(epoch, self.epochs, self.lam)
-        self._alignment_sum.zero_()
-        self._alignment_steps = 0
         return super().set_epoch(epoch)
 
     def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches] | None) -> dict[str, Any]:
         """Adds λ_t and the epoch's mean train-batch layer alignment Λ (regularised cells) to the DARTS record."""
+        steps, alignment = self.running_counts["alignment"], self.running["alignment"].clone()
         record = super().end_epoch(epochs_done, iim_batches)
-        steps = self._alignment_steps
         record["lambda"] = self.lam_t
-        record["alignment"] = (self._alignment_sum / steps).item() if steps else None
+        record["alignment"] = (alignment / steps).item() if steps else None
         return record
 
-    def _weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def with_cell_weights(self, p: dict[str, torch.Tensor], cells: Sequence[torch.Tensor]) -> dict[str, Any]:
+        """The supernet's `weights` argument: the regularised cells mix with `cells`, the others with `p`."""
+        return {**p, self.regularised_kind: list(cells)}
+
+    def weight_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.arch_weights()
-        base, n_cells = self.regularised_probs(p)
+        base = p[self.regularised_kind]
         # Non-leaf clones of p: α still gets its weight-loss gradient (AutoDL counts it in the clip norm).
-        clones = [base.clone() for _ in range(n_cells)]
+        clones = [base.clone() for _ in range(self.model.num_cells(self.regularised_kind))]
         for clone in clones:
             clone.retain_grad()
         loss, logits = self.loss(x, y, self.with_cell_weights(p, clones))
         loss.backward()
         cell_grads = [clone.grad for clone in clones]
-        self._alignment_sum += layer_alignment(cell_grads).detach().double()
-        self._alignment_steps += 1
+        self.accumulate("alignment", layer_alignment(cell_grads))
         if self.lam_t != 0:
             for w, c in zip(self.weights, self.alignment_correction(x, y, cell_grads), strict=True):
                 # A weight the loss never reached (a masked op) has no correction either; leave it gradient-free.
@@ -166,46 +160,19 @@ class LambdaDarts(BilevelDarts):
     ) -> list[torch.Tensor]:
         """(g⁺ - g⁻) / (2ε) per weight tensor, ≈ -∇_w R: g⁺ at A - δ, g⁻ at A + δ, on the same batch.
 
-        ε = ε0 / |concat v| is renormalised every call, so the probabilities move by exactly ε0. Cells
-        outside the regulariser (DARTS space: the reduction cells) have v = 0 and stay at p.
+        ε = ε0 / |concat v| is renormalised every call, so the probabilities move by exactly ε0. Both passes
+        run in float32 whatever `amp` says: a difference of two bf16 gradients is rounding noise.
         """
         v = REGULARISERS[self.regulariser](cell_grads)
         eps = self.eps0 / flat_norm(v).clamp_min(torch.finfo(v[0].dtype).tiny)
         with torch.no_grad():
             p = self.arch_weights()
-        base, _ = self.regularised_probs(p)
-        g_plus, g_minus = (
-            grads_or_zeros(
-                self.loss(x, y, self.with_cell_weights(p, [base + sign * eps * v_l for v_l in v]))[0], self.weights
+        base = p[self.regularised_kind]
+        with full_precision(self.model):
+            g_plus, g_minus = (
+                grads_or_zeros(
+                    self.loss(x, y, self.with_cell_weights(p, [base + sign * eps * v_l for v_l in v]))[0], self.weights
+                )
+                for sign in (-1.0, 1.0)
             )
-            for sign in (-1.0, 1.0)
-        )
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus, strict=True)]
-
-
-class LambdaDartsNb201(LambdaDarts, DartsNb201):
-    """Λ-DARTS on NB201: all 15 cells regularised; the NB201 script takes the weight step first."""
-
-    arch_first = False
-
-    def regularised_probs(self, p: torch.Tensor) -> tuple[torch.Tensor, int]:
-        return p, self.model.num_search_cells
-
-    def with_cell_weights(self, p: torch.Tensor, cells: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return list(cells)
-
-
-class LambdaDartsDartsSpace(LambdaDarts, DartsDartsSpace):
-    """Λ-DARTS on the DARTS space: per-cell clones of the normal weights, only the normal cells regularised
-    (reduction-cell v = 0), and the α step first, as Λ-DARTS's DARTS-space script does."""
-
-    arch_first = True
-
-    def regularised_probs(self, p: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        return p[0], self.model.num_cells("normal")
-
-    def with_cell_weights(
-        self, p: tuple[torch.Tensor, torch.Tensor], cells: Sequence[torch.Tensor]
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        # The reduction cells keep the shared p: their v is 0, so neither pass perturbs them.
-        return list(cells), p[1]

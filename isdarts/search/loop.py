@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,11 @@ from isdarts.data.cifar import CifarArrays
 from isdarts.data.device_loader import DeviceImages
 from isdarts.data.downsample import reduce_cifar
 from isdarts.errors import ConfigError, GenotypeError
+from isdarts.registry import METHODS, space_spec
 from isdarts.search.base import SearchMethod
-from isdarts.search.methods import SPACES, SUPERNETS, load, method_spec
 from isdarts.search.speed import apply_speed, configure_backends, resolve_speed
 from isdarts.search.trajectory import describe_cell, op_weights
+from isdarts.spaces.space import Space
 from isdarts.train.checkpoint import code_fingerprint, fingerprint
 from isdarts.train.epochs import EpochLoop, Record, evaluate
 from isdarts.train.graphs import BatchGraph
@@ -46,43 +47,52 @@ from isdarts.train.runtime import (
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "last.pt"
-# The modules that decide a search's numbers (the sources dvc.yaml lists for the search stages). A
+# The modules that decide a search's numbers (the sources dvc.yaml lists for the search stages), beside
+# every method's own module (the methods table's) and the space's modules (its `Space.result_modules`). A
 # checkpoint written by other versions of them is not resumed: DVC re-runs the stage after a code change,
 # and resuming a finished run would silently keep the old code's results.
-# Each method module serves both spaces, so all of them are common; the iim module reads both supernets.
 COMMON_RESULT_MODULES = (
     "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
-    "isdarts.search.methods", "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.isdarts",
-    "isdarts.search.darts", "isdarts.search.lambda_darts", "isdarts.search.sdarts", "isdarts.search.loop",
-    "isdarts.search.speed", "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused",
+    "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.loop", "isdarts.search.speed",
+    "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.spaces.space",
     "isdarts.train.checkpoint", "isdarts.train.epochs", "isdarts.train.graphs", "isdarts.train.preempt",
     "isdarts.train.runtime",
 )
-SPACE_RESULT_MODULES = {
-    "nb201": ("isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet",
-              "isdarts.benchmark.nb201"),  # the argmax cell's benchmark accuracies in the history
-    "darts": ("isdarts.spaces.darts.genotype", "isdarts.spaces.darts.ops", "isdarts.spaces.darts.supernet"),
-}
 
 
 def result_modules(space: str) -> tuple[str, ...]:
     """The modules whose source decides a search's numbers on `space` (its checkpoint's code fingerprint)."""
-    return COMMON_RESULT_MODULES + SPACE_RESULT_MODULES[space]
+    methods = tuple(dict.fromkeys(spec.module for spec in METHODS.values()))  # each method may build on another
+    return COMMON_RESULT_MODULES + methods + space_spec(space).load().result_modules
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """One search to run: its settings and seed, the data and device it runs on, where it checkpoints."""
+
+    cfg: SearchConfig
+    seed: int
+    profile: str
+    device: str  # "auto", "cpu", "cuda", "cuda:N"
+    data_kind: str  # "full" or "subset"
+    data_fingerprint: str
+    checkpoint_dir: Path
+    checkpoint_every_s: float | None = None  # also checkpoint inside long epochs this often
+    extra_metrics: Mapping[str, Any] = field(default_factory=dict)  # merged into metrics.json
 
 
 def build_method(
     cfg: SearchConfig, num_classes: int, device: torch.device, generator: torch.Generator | None = None
 ) -> SearchMethod:
-    """The search method `cfg` names, with its supernet on `device`; `generator` seeds α's initialisation."""
-    if cfg.space not in SPACES:
-        raise ConfigError(f"unknown search space {cfg.space!r}; expected one of {', '.join(SPACES)}")
-    method_class = method_spec(cfg.method).method_class(cfg.space)
-    model = load(SUPERNETS[cfg.space])(cfg.C, cfg.N, num_classes, affine=False, track=False, fused=cfg.fused_ops)
+    """The search method `cfg` names, with its space's supernet on `device`; `generator` seeds α's init."""
+    space = space_spec(cfg.space).load()
+    method_class = cfg.spec.method_class(cfg.space)
+    model = space.build_supernet(cfg.C, cfg.N, num_classes, fused=cfg.fused_ops)
     # The speed settings (isdarts.search.speed): memory format, bf16 and compilation of the training forward.
     # The input batches follow the stem's weights into channels-last.
     plan = resolve_speed(cfg, device)
     configure_backends(plan)
-    return method_class(apply_speed(model.to(device), plan), cfg, generator)
+    return method_class(apply_speed(model.to(device), plan), space, cfg, generator)
 
 
 @dataclass
@@ -113,7 +123,7 @@ def split_search_data(
     train: DeviceImages, test: DeviceImages, cfg: SearchConfig, seed: int, kind: str
 ) -> SearchData:
     """Apply the method's data use: a bi-level train/valid split, or the IIM data choice (spec §3.2)."""
-    if method_spec(cfg.method).bilevel:
+    if cfg.bilevel:
         n_valid = len(train) - round(cfg.train_portion * len(train))
         if n_valid < 1 or n_valid >= len(train):
             raise ConfigError(
@@ -137,35 +147,33 @@ def split_search_data(
     return SearchData(train, test, iim, True, None, kind)
 
 
-def epoch_metrics(record: dict[str, Any], supernet: type) -> dict[str, float]:
+def epoch_metrics(record: dict[str, Any], space: Space) -> dict[str, float]:
     """Flatten one search history record into MLflow metrics (the pipeline's per-epoch tracking hook)."""
     metrics = {k: record[k] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_s")}
     if record.get("arch_loss") is not None:
         metrics["arch_loss"] = record["arch_loss"]
-    tables = [("", record["alive"], record["iim"])] if supernet.KINDS is None else [
-        (f"{kind}/", record["alive"][kind], None if record["iim"] is None else record["iim"][kind])
-        for kind in supernet.KINDS
-    ]
-    metrics["alive_ops"] = float(sum(sum(map(sum, alive)) for _, alive, _ in tables))
+    # Metric names carry the kind only where a space has several (NB201's keep their flat names).
+    prefixes = {kind: "" if space.flat else f"{kind}/" for kind in space.kinds}
+    alive = space.per_kind(record["alive"])
+    iim = None if record["iim"] is None else space.per_kind(record["iim"])
+    metrics["alive_ops"] = float(sum(sum(map(sum, table)) for table in alive.values()))
     # The argmax-cell trajectory: what a stop here would return, and (NB201) how good that cell is.
     cell = record.get("cell")
     if cell is not None:
         metrics["cell/param_free"], metrics["cell/skip"] = float(cell["param_free"]), float(cell["skip"])
         for key, value in (cell.get("benchmark") or {}).items():
             metrics[f"cell/{key}"] = value
-    weights = record.get("op_weights")
-    if weights is not None:
-        for prefix, table in ([("", weights)] if supernet.KINDS is None else
-                              [(f"{kind}/", weights[kind]) for kind in supernet.KINDS]):
-            for e, edge in enumerate(supernet.EDGES):
-                for o, op in enumerate(supernet.OPS):
-                    metrics[f"op_weight/{prefix}{edge}/{op}"] = table[e][o]
-    for prefix, alive, iim in tables:
-        for e, edge in enumerate(supernet.EDGES):
-            metrics[f"alive_ops/{prefix}{edge}"] = float(sum(alive[e]))
+    if record.get("op_weights") is not None:
+        for kind, table in space.per_kind(record["op_weights"]).items():
+            for e, edge in enumerate(space.edges):
+                for o, op in enumerate(space.ops):
+                    metrics[f"op_weight/{prefixes[kind]}{edge}/{op}"] = table[e][o]
+    for kind, prefix in prefixes.items():
+        for e, edge in enumerate(space.edges):
+            metrics[f"alive_ops/{prefix}{edge}"] = float(sum(alive[kind][e]))
             if iim is not None:
-                for o, op in enumerate(supernet.OPS):
-                    value = iim[e][o]
+                for o, op in enumerate(space.ops):
+                    value = iim[kind][e][o]
                     if value is not None:  # None: the op was masked before this measurement
                         metrics[f"iim/{prefix}{edge}/{op}"] = value
     return metrics
@@ -182,7 +190,7 @@ def _current_genotype(method: SearchMethod) -> Any:
 
 def _train_epoch(
     method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool,
-    steps: StepControl,
+    steps: StepControl, graphs: bool,
 ):
     """One pass over the weight data (from `steps.start` on, when resumed inside the epoch); returns
     (per-step losses, correct count) as device tensors."""
@@ -201,7 +209,7 @@ def _train_epoch(
     )
     # One CUDA graph per epoch (the learning rate and the mask change only between epochs); the α steps of
     # bi-level methods stay eager.
-    train_step = BatchGraph(method.train_step, resolve_speed(cfg, device).cuda_graphs and not method.bilevel)
+    train_step = BatchGraph(method.train_step, graphs and not method.bilevel)
     for step, (x, y) in enumerate(bar, start=steps.start):
         # Bi-level methods pair each weight batch with a valid batch (split_search_data made the valid half).
         valid = data.valid.sample(len(y), augment=True, generator=gens["valid"]) if method.bilevel else ()
@@ -217,15 +225,15 @@ def _train_epoch(
 
 def _search_epoch(
     method: SearchMethod, data: SearchData, cfg: SearchConfig, gens: dict, epoch: int, progress: bool, seed: int,
-    steps: StepControl,
+    steps: StepControl, graphs: bool,
 ) -> Record:
     """One search epoch (0-based `epoch`): train, evaluate, the method's end-of-epoch work; its history record."""
     lr = method.set_epoch(epoch)
     clock = Stopwatch(data.train.device)
-    step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress, steps)
+    step_losses, correct = _train_epoch(method, data, cfg, gens, epoch, progress, steps, graphs)
     train_seconds = clock.elapsed()
     test_loss, test_acc = evaluate(method.model, data.test, cfg.batch_size, logits=method.logits,
-                                   graphs=resolve_speed(cfg, data.test.device).cuda_graphs)
+                                   graphs=graphs)
 
     def iim_batches():
         return data.iim.batches(cfg.iim.batch_size, augment=data.iim_augment, shuffle=False, generator=gens["iim"])
@@ -245,10 +253,10 @@ def _search_epoch(
         # One α step per weight step for bi-level methods: the x axis of the collapse study.
         "weight_steps": weight_steps,
         "alpha_steps": weight_steps if method.bilevel else 0,
-        "alive": method.model.alive_json(),
+        "alive": method.space.record({k: m.int().tolist() for k, m in method.space.masks(method.model).items()}),
         "genotype": None if genotype is None else str(genotype),
-        "cell": describe_cell(genotype),
-        "op_weights": op_weights(method.arch_weights(), type(method.model).KINDS) if method.bilevel else None,
+        "cell": describe_cell(method.space, genotype),
+        "op_weights": op_weights(method.space, method.arch_weights()) if method.bilevel else None,
         **end,
     }
     log.info(
@@ -261,30 +269,23 @@ def _search_epoch(
 
 
 def run_search(
-    cfg: SearchConfig,
-    seed: int,
+    run: SearchRun,
     arrays: CifarArrays,
     *,
-    profile: str,
-    device: str,
-    data_kind: str,
-    data_fingerprint: str,
-    checkpoint_dir: Path,
     on_start: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     on_epoch: Callable[[Record], None] | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
-    extra_metrics: dict[str, Any] | None = None,
-    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) one search; returns the genotype, metrics and history to be written.
 
     `on_start`/`on_epoch` are the epoch loop's tracking hooks (`EpochLoop`; `epoch_metrics` flattens a record
     for MLflow). `stop_after_epochs` ends the call early after that many epochs in total (checkpoint written),
     as a kill would; the next call resumes. A SIGTERM or SIGINT stops it at the next step with a checkpoint
-    (Preempted), and `checkpoint_every_s` writes one inside long epochs too; a resume continues from that step.
+    (Preempted), and `run.checkpoint_every_s` writes one inside long epochs too; a resume continues from that step.
     """
-    dev = resolve_device(device)
+    cfg, seed, profile, data_kind = run.cfg, run.seed, run.profile, run.data_kind
+    dev = resolve_device(run.device)
     if profile == "paper" and data_kind != "full":
         raise ConfigError(
             "params.yaml: profile 'paper' needs the full, verified CIFAR-10, but data/prepared holds a subset; "
@@ -297,22 +298,23 @@ def run_search(
     make_deterministic(seed)
     method = build_method(cfg, num_classes=len(arrays.classes), device=dev,
                           generator=make_generator(torch.device("cpu"), seed + 2))
-    supernet = type(method.model)  # its class names the space's edges, ops and cell kinds
+    space = method.space
+    graphs = resolve_speed(cfg, dev).cuda_graphs  # each pass over the data replayed as a CUDA graph
     gens = {"data": make_generator(dev, seed), "iim": make_generator(dev, seed + 1),
             "valid": make_generator(dev, seed + 3)}
     settings = {
-        "search": dataclasses.asdict(cfg), "seed": seed, "data": data_fingerprint, "device": dev.type,
+        "search": dataclasses.asdict(cfg), "seed": seed, "data": run.data_fingerprint, "device": dev.type,
         "code": code_fingerprint(result_modules(cfg.space)),
     }
     loop = EpochLoop(
         name=f"{cfg.space} {cfg.method} seed {seed}", epochs=cfg.epochs,
-        checkpoint_path=Path(checkpoint_dir) / CHECKPOINT_NAME, key=fingerprint(settings),
+        checkpoint_path=Path(run.checkpoint_dir) / CHECKPOINT_NAME, key=fingerprint(settings),
         state={"method": method}, generators=gens, progress=progress, stop_after_epochs=stop_after_epochs,
-        on_start=on_start, on_epoch=on_epoch, checkpoint_every_s=checkpoint_every_s,
+        on_start=on_start, on_epoch=on_epoch, checkpoint_every_s=run.checkpoint_every_s,
     )
 
     def epoch_work(epoch: int, steps: StepControl) -> Record:
-        return _search_epoch(method, data, cfg, gens, epoch, progress, seed, steps)
+        return _search_epoch(method, data, cfg, gens, epoch, progress, seed, steps, graphs)
 
     if not loop.start() or not loop.run(epoch_work):
         return {"finished": False, "epochs_done": loop.epochs_done}
@@ -339,10 +341,10 @@ def run_search(
         "search_hours": elapsed / 3600.0,
         "cost_unit": cost_unit(dev),
         "device_name": describe_device(dev),
-        **(extra_metrics or {}),
+        **run.extra_metrics,
     }
-    if cfg.space == "nb201":
-        metrics["arch_str"] = metrics["genotype"]
+    if space.benchmark is not None:
+        metrics["arch_str"] = metrics["genotype"]  # the key the benchmark is looked up by
     if cfg.shrink is not None:
         metrics["shrink"] = {
             "steps": cfg.shrink.steps, "interval": cfg.shrink.interval, "anchor": cfg.shrink.anchor,
@@ -350,10 +352,10 @@ def run_search(
         }
     history_doc: dict[str, Any] = {
         "space": cfg.space, "method": cfg.method, "seed": seed,
-        "edges": list(supernet.EDGES), "ops": list(supernet.OPS),
+        "edges": list(space.edges), "ops": list(space.ops),
     }
-    if supernet.KINDS is not None:
-        history_doc["kinds"] = list(supernet.KINDS)
+    if not space.flat:
+        history_doc["kinds"] = list(space.kinds)
     history_doc["epochs"] = history
     return {
         "finished": True,

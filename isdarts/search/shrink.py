@@ -14,28 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from isdarts.config.search import shrink_epochs
+
+__all__ = ["Candidate", "ShrinkResult", "removals", "shrink_epochs", "shrink_step", "step_at"]
+
 Candidate = tuple[int, int]  # (edge index, op index)
-
-
-def shrink_epochs(total_epochs: int, steps: int, interval: int, anchor: str = "start") -> list[int]:
-    """Completed-epoch counts after which a shrink step runs.
-
-    anchor "start" (the official code today): range(E - S*I, E, I), so the final cell trains I more epochs.
-    anchor "last" (the code before commit a898256, which Table A.2's intervals fit): the last step runs
-    after epoch E - 1, i.e. range(E - 1 - (S-1)*I, E, I); spec §3.3 uses it for rate 0.5 (S=2, I=18).
-    """
-    if anchor == "start":
-        start = total_epochs - steps * interval
-    elif anchor == "last":
-        start = total_epochs - 1 - (steps - 1) * interval
-    else:
-        raise ValueError(f"shrink anchor must be 'start' or 'last', got {anchor!r}")
-    if start < 1:
-        need = "steps * interval < epochs" if anchor == "start" else "(steps - 1) * interval < epochs - 1"
-        raise ValueError(
-            f"{steps} shrink steps every {interval} epochs do not fit in {total_epochs} epochs (need {need})"
-        )
-    return list(range(start, total_epochs, interval))[:steps]
 
 
 def step_at(epochs_done: int, schedule: Sequence[int]) -> int | None:

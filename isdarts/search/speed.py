@@ -35,6 +35,8 @@ on), so the IIM statistics are float32 sums over float32 op outputs whatever `am
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +147,7 @@ class FastForward:
             torch.compile(self.eager, backend=plan.compile_backend, dynamic=False) if plan.compile else self.eager
         )
         self.static_batch: int | None = None
+        self.float32_only = False  # set by `full_precision` around finite-difference passes
 
     def __call__(self, x: torch.Tensor, weights: Any = None, probe: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         if probe is not None or not self.model.training:
@@ -152,10 +155,28 @@ class FastForward:
         if self.static_batch is None:
             self.static_batch = x.shape[0]
         run = self.compiled if x.shape[0] == self.static_batch else self.eager
-        with torch.autocast(x.device.type, dtype=AMP_DTYPE, enabled=self.plan.amp):
+        with torch.autocast(x.device.type, dtype=AMP_DTYPE, enabled=self.plan.amp and not self.float32_only):
             features, logits = run(x, weights)
         # Losses, regularisers and optimisers downstream stay float32 (a no-op without autocast).
         return features.float(), logits.float()
+
+
+@contextmanager
+def full_precision(model: nn.Module) -> Iterator[None]:
+    """Run the supernet's training forward in float32 inside this block, whatever `amp` says.
+
+    For finite differences (DARTS 2nd order's Hessian-vector product, Λ-DARTS's perturbed passes): the
+    difference of two nearby bf16 gradients is mostly rounding noise.
+    """
+    forward = model.__dict__.get("forward")
+    if not isinstance(forward, FastForward):
+        yield
+        return
+    before, forward.float32_only = forward.float32_only, True
+    try:
+        yield
+    finally:
+        forward.float32_only = before
 
 
 def apply_speed(model: nn.Module, plan: SpeedPlan) -> nn.Module:

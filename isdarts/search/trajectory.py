@@ -10,41 +10,28 @@ these records (isdarts.report.trajectory).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from isdarts.benchmark.nb201 import default_table
-from isdarts.spaces.darts.genotype import DartsGenotype
-from isdarts.spaces.nb201.genotype import Nb201Genotype
+from isdarts.registry import load
+from isdarts.spaces.space import Genotype, Space
 
 
-def describe_cell(genotype: Nb201Genotype | DartsGenotype | None) -> dict[str, Any] | None:
-    """What the history records of a cell: NB201, its parameter-free and skip edges and its benchmark
-    accuracies; DARTS space, its parameter-free and skip inputs per node of each cell kind, and as totals
-    those of the normal cell (where DARTS collapse shows)."""
+def describe_cell(space: Space, genotype: Genotype | None) -> dict[str, Any] | None:
+    """What the history records of a cell: its parameter-free and skip counts (the space's `describe`: per
+    edge on NB201, per node of each kind on the DARTS space) and, where the space has a benchmark, the
+    cell's accuracies in it."""
     if genotype is None:
         return None
-    if isinstance(genotype, Nb201Genotype):
-        return {
-            "param_free": genotype.param_free_count(), "skip": genotype.skip_count(),
-            "benchmark": default_table().lookup(genotype).accuracies(),
-        }
-    per_node = {
-        "param_free_per_node": {k: genotype.param_free_per_node(k) for k in ("normal", "reduce")},
-        "skip_per_node": {k: genotype.skips_per_node(k) for k in ("normal", "reduce")},
-    }
-    return {
-        "param_free": sum(per_node["param_free_per_node"]["normal"]),
-        "skip": sum(per_node["skip_per_node"]["normal"]),
-        **per_node,
-    }
+    cell = space.describe(genotype)
+    if space.benchmark is not None:
+        cell["benchmark"] = load(space.benchmark)().lookup(genotype).accuracies()
+    return cell
 
 
-def op_weights(weights: torch.Tensor | Sequence[torch.Tensor], kinds: Sequence[str] | None) -> Any:
+def op_weights(space: Space, weights: Mapping[str, torch.Tensor]) -> Any:
     """A DARTS-family method's mixing weights (softmax of α, masked where the method masks) as nested
-    lists: (edges, ops) on NB201, {kind: (edges, ops)} on the DARTS space."""
-    if kinds is None:
-        return weights.detach().cpu().double().tolist()  # type: ignore[union-attr]
-    return {kind: w.detach().cpu().double().tolist() for kind, w in zip(kinds, weights, strict=True)}
+    lists in the history's shape: (edges, ops) on NB201, {kind: (edges, ops)} on the DARTS space."""
+    return space.record({kind: w.detach().cpu().double().tolist() for kind, w in weights.items()})

@@ -13,7 +13,6 @@ reference the fused path is tested against.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,6 @@ from isdarts.spaces.common import (
     OpProbe,
     ReLUConvBN,
     alive_ops,
-    alive_per_node,
     mix_cell,
     mix_cell_fused,
 )
@@ -52,6 +50,7 @@ __all__ = [
     "DartsSearchCell",
     "DartsSupernet",
     "OpProbe",
+    "darts_genotype_from_masks",
     "darts_node_subsets",
     "derive_darts_cell",
     "derive_darts_genotype",
@@ -104,6 +103,28 @@ def derive_darts_genotype(normal: torch.Tensor, reduce: torch.Tensor) -> DartsGe
     """Both cells by `derive_darts_cell`, concatenating all four nodes."""
     concat = DARTS_DEFAULT_CONCAT
     return DartsGenotype(derive_darts_cell(normal), concat, derive_darts_cell(reduce), concat)
+
+
+def darts_genotype_from_masks(masks: Mapping[str, torch.Tensor]) -> DartsGenotype:
+    """The final genotype (spec §3.4) of {kind: (14, 8) 0/1 mask}: per node, the two surviving (op, input),
+    in evaluation names; a GenotypeError unless exactly two survive in every node."""
+    cells = {}
+    for kind in CELL_KINDS:
+        rows = masks[kind].detach().cpu().tolist()
+        nodes = []
+        for node, subset in enumerate(darts_node_subsets()):
+            cands = [(DARTS_SEARCH_OPS[o], _EDGE_INPUT[e], rows[e][o]) for e, o in subset]
+            # Stable sort on the descending mask, as the official code; with a 0/1 mask these are the survivors.
+            ranked = sorted(cands, key=lambda c: -c[2])
+            survivors = [(SEARCH_TO_EVAL[op], j) for op, j, m in ranked if m > 0.5]
+            if len(survivors) != INPUTS_PER_NODE:
+                raise GenotypeError(
+                    f"{kind} node {node} has {len(survivors)} surviving (op, input) candidates, expected "
+                    f"exactly 2 (finish shrinking first): {survivors}"
+                )
+            nodes.append(tuple(survivors))
+        cells[kind] = tuple(nodes)
+    return DartsGenotype(cells["normal"], DARTS_DEFAULT_CONCAT, cells["reduce"], DARTS_DEFAULT_CONCAT)
 
 
 class DartsSearchCell(nn.Module):
@@ -214,12 +235,10 @@ def _factorized_reduce(relu: torch.Tensor, units: Sequence[FactorizedReduce]) ->
 class DartsSupernet(nn.Module):
     """DARTS-space search network with `normal_mask` and `reduce_mask` buffers, (14, 8) float 0/1 each.
 
-    forward(x, weights, probe) returns (pooled features, logits). `fused` picks the fused cells (see above).
+    The supernet interface of isdarts.spaces.space: forward(x, weights, probe) returns (pooled features,
+    logits). `fused` picks the fused cells (see above).
     """
 
-    # What a search records about the space: edge and op names, and one mask per cell kind.
-    EDGES = DARTS_EDGES
-    OPS = DARTS_SEARCH_OPS
     KINDS = CELL_KINDS
 
     def __init__(
@@ -299,58 +318,25 @@ class DartsSupernet(nn.Module):
         for kind in CELL_KINDS:
             self._alive[kind] = alive_ops(self.get_mask(kind))
 
-    def alive_json(self) -> Any:
-        """{kind: mask as nested 0/1 lists}, for the search history."""
-        return {kind: self.get_mask(kind).int().tolist() for kind in CELL_KINDS}
-
-    @property
-    def shrinking_done(self) -> bool:
-        """True once every node of both kinds is down to its two survivors."""
-        subsets = darts_node_subsets()
-        return all(n <= INPUTS_PER_NODE for kind in CELL_KINDS for n in alive_per_node(self.get_mask(kind), subsets))
-
-    def node_subsets(self) -> list[list[Candidate]]:
-        """The comparison subsets for `isdarts.search.shrink.shrink_step` (one per node, keep 2)."""
-        return darts_node_subsets()
-
-    def genotype_from_masks(self, masks: Mapping[str, torch.Tensor] | None = None) -> DartsGenotype:
-        """The final genotype (spec §3.4): per node, the two surviving (op, input), in evaluation names; of
-        the given {kind: mask} instead of the supernet's own masks when `masks` is given."""
-        cells = {}
-        for kind in CELL_KINDS:
-            rows = (self.get_mask(kind) if masks is None else masks[kind]).detach().cpu().tolist()
-            nodes = []
-            for node, subset in enumerate(darts_node_subsets()):
-                cands = [(DARTS_SEARCH_OPS[o], _EDGE_INPUT[e], rows[e][o]) for e, o in subset]
-                # Stable sort on the descending mask, as the official code; with a 0/1 mask these are the survivors.
-                ranked = sorted(cands, key=lambda c: -c[2])
-                survivors = [(SEARCH_TO_EVAL[op], j) for op, j, m in ranked if m > 0.5]
-                if len(survivors) != 2:
-                    raise GenotypeError(
-                        f"{kind} node {node} has {len(survivors)} surviving (op, input) candidates, expected "
-                        f"exactly 2 (finish shrinking first): {survivors}"
-                    )
-                nodes.append(tuple(survivors))
-            cells[kind] = tuple(nodes)
-        return DartsGenotype(cells["normal"], DARTS_DEFAULT_CONCAT, cells["reduce"], DARTS_DEFAULT_CONCAT)
-
     # ----------------------------------------------------------------- forward
     def forward(
         self,
         x: torch.Tensor,
-        weights: tuple[KindWeights, KindWeights] | None = None,
+        weights: Mapping[str, KindWeights] | None = None,
         probe: OpProbe | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`weights` = (normal, reduce) DARTS-style op weights; None mixes by the masks with 1/|O|."""
+        """`weights` = {"normal": ..., "reduce": ...} DARTS-style op weights, each one (14, 8) table shared by
+        the kind's cells or one per cell; None mixes by the masks with 1/|O|."""
         if weights is not None:
-            for kind, w in zip(CELL_KINDS, weights, strict=True):
+            for kind in CELL_KINDS:
+                w = weights[kind]
                 if not isinstance(w, torch.Tensor) and len(w) != self.num_cells(kind):
                     raise ValueError(f"expected {self.num_cells(kind)} per-cell {kind} weight tensors, got {len(w)}")
         s0 = s1 = self.stem(x)
         index = {kind: 0 for kind in CELL_KINDS}
         for cell in self.cells:
             kind = cell.kind
-            w = None if weights is None else _cell_weights(weights[CELL_KINDS.index(kind)], index[kind])
+            w = None if weights is None else _cell_weights(weights[kind], index[kind])
             s0, s1 = s1, cell(s0, s1, self._alive[kind], w, probe, index[kind])
             index[kind] += 1
         features = self.pool(self.head(s1)).flatten(1)

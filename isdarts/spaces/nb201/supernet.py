@@ -11,12 +11,12 @@ every op as its own module, the reference the fused path is tested against.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from isdarts.errors import GenotypeError
 from isdarts.spaces.common import Alive, Candidate, OpProbe, alive_ops, mix_cell, mix_cell_fused
 from isdarts.spaces.fused import avg_pool_3x3, batch_norm_stacked, conv_shared, split_blocks
 from isdarts.spaces.nb201.genotype import NB201_EDGES, NB201_OPS, Nb201Genotype
@@ -32,6 +32,7 @@ _NODE_INPUTS = tuple(
     (i, tuple((j, NB201_EDGES.index(f"{i}<-{j}")) for j in range(i))) for i in range(1, 4)
 )
 
+KIND = "cell"  # NB201's one cell kind: every search cell shares one mask and one op-weight table
 CellWeights = torch.Tensor | Sequence[torch.Tensor] | None
 
 
@@ -43,6 +44,21 @@ def per_edge_subsets() -> list[list[Candidate]]:
 def derive_nb201_genotype(weights: torch.Tensor) -> Nb201Genotype:
     """Per edge, the argmax of the (6, 5) op weights over all ops, `none` included (DARTS, spec §4)."""
     return Nb201Genotype.from_op_indices(weights.argmax(dim=-1).tolist())
+
+
+def nb201_genotype_from_mask(mask: torch.Tensor) -> Nb201Genotype:
+    """Per edge, the one op a (6, 5) 0/1 mask keeps; a GenotypeError if an edge keeps more or none."""
+    rows = mask.detach().cpu().tolist()
+    ops = []
+    for edge, row in zip(NB201_EDGES, rows, strict=True):
+        alive = [o for o, m in enumerate(row) if m > 0.5]
+        if len(alive) != 1:
+            raise GenotypeError(
+                f"NB201 edge {edge} keeps {len(alive)} ops {[NB201_OPS[o] for o in alive]}, expected exactly 1 "
+                "(finish shrinking first)"
+            )
+        ops.append(NB201_OPS[alive[0]])
+    return Nb201Genotype(tuple(ops))
 
 
 class Nb201SearchCell(nn.Module):
@@ -64,7 +80,7 @@ class Nb201SearchCell(nn.Module):
         alive: Alive,
         weights: torch.Tensor | None,
         probe: OpProbe | None = None,
-        cell_index: int = 0,
+        cell_index: Hashable = 0,
     ) -> torch.Tensor:
         def empty() -> torch.Tensor:
             return torch.zeros_like(x)
@@ -91,15 +107,13 @@ class Nb201SearchCell(nn.Module):
 
 
 class Nb201Supernet(nn.Module):
-    """NB201 macro network with a shared (6, 5) binary op mask registered as a buffer.
+    """NB201 macro network: one cell kind, "cell", whose (6, 5) binary op mask is a buffer (`mask`).
 
-    forward(x, weights, probe) returns (pooled features, logits). `fused` picks the fused cells (see above).
+    The supernet interface of isdarts.spaces.space: forward(x, weights, probe) returns (pooled features, logits).
+    `fused` picks the fused cells (see above).
     """
 
-    # What a search records about the space: edge and op names, and no per-kind masks.
-    EDGES = NB201_EDGES
-    OPS = NB201_OPS
-    KINDS = None
+    KINDS = ("cell",)
 
     def __init__(
         self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, *, affine: bool = False,
@@ -133,12 +147,24 @@ class Nb201Supernet(nn.Module):
     def num_search_cells(self) -> int:
         return 3 * self.cells_per_stage
 
-    @property
-    def alive(self) -> Alive:
-        """Per edge, the indices of the ops the mask keeps (a host-side copy: no device sync per step)."""
-        return self._alive
+    def num_cells(self, kind: str) -> int:
+        """How many cells share the mask and op weights of `kind` (all 3N search cells)."""
+        _check_kind(kind)
+        return self.num_search_cells
 
-    def set_mask(self, mask: torch.Tensor) -> None:
+    def get_mask(self, kind: str) -> torch.Tensor:
+        """The (6, 5) mask buffer (the live buffer: use set_mask to change it)."""
+        _check_kind(kind)
+        return self.mask
+
+    @property
+    def alive(self) -> dict[str, Alive]:
+        """Per kind, per edge, the indices of the ops the mask keeps (host-side: no device sync per step)."""
+        return {KIND: self._alive}
+
+    def set_mask(self, kind: str, mask: torch.Tensor) -> None:
+        """Replace the mask; every edge must keep at least one op."""
+        _check_kind(kind)
         mask = mask.to(self.mask.device, self.mask.dtype)
         if mask.shape != self.mask.shape or not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError(f"mask must be a {tuple(self.mask.shape)} tensor of 0/1, got {mask}")
@@ -150,33 +176,27 @@ class Nb201Supernet(nn.Module):
     def _refresh_alive(self) -> None:
         self._alive = alive_ops(self.mask)
 
-    def alive_json(self) -> Any:
-        """The mask as nested 0/1 lists, for the search history."""
-        return self.mask.int().tolist()
-
-    @property
-    def shrinking_done(self) -> bool:
-        """True once every edge is down to a single op."""
-        return all(len(ops) == 1 for ops in self._alive)
-
-    def genotype_from_mask(self) -> Nb201Genotype:
-        """Per edge, the first op the mask keeps: the single survivor once shrinking is over."""
-        return Nb201Genotype(tuple(NB201_OPS[ops[0]] for ops in self._alive))
-
     def forward(
-        self, x: torch.Tensor, weights: CellWeights = None, probe: OpProbe | None = None
+        self, x: torch.Tensor, weights: Mapping[str, CellWeights] | None = None, probe: OpProbe | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        per_cell = isinstance(weights, (list, tuple))
-        if per_cell and len(weights) != self.num_search_cells:
-            raise ValueError(f"expected {self.num_search_cells} per-cell weight tensors, got {len(weights)}")
+        """`weights` = {"cell": (6, 5) op weights, or one per search cell}; None mixes by the mask with 1/|O|."""
+        w_kind = None if weights is None else weights[KIND]
+        per_cell = isinstance(w_kind, (list, tuple))
+        if per_cell and len(w_kind) != self.num_search_cells:
+            raise ValueError(f"expected {self.num_search_cells} per-cell weight tensors, got {len(w_kind)}")
         h = self.stem(x)
         cell_index = 0
         for layer in self.layers:
             if isinstance(layer, Nb201SearchCell):
-                w = weights[cell_index] if per_cell else weights
-                h = layer(h, self._alive, w, probe, cell_index)
+                w = w_kind[cell_index] if per_cell else w_kind
+                h = layer(h, self._alive, w, probe, (KIND, cell_index))
                 cell_index += 1
             else:
                 h = layer(h)
         features = self.pool(self.head(h)).flatten(1)
         return features, self.classifier(features)
+
+
+def _check_kind(kind: str) -> None:
+    if kind != KIND:
+        raise ValueError(f"NB201 has one cell kind, {KIND!r}; got {kind!r}")
