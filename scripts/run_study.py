@@ -31,18 +31,22 @@ STUDY_CHECKPOINTS = Path("checkpoints/study")
 STUDY_LOGS = Path("logs/study")
 
 
-def run_one(params_file: Path, method: str, seed: int, threads: int, root: Path) -> tuple[str, int, float]:
-    """One search in its own process; (name, exit code, seconds)."""
+def run_one(
+    params_file: Path, method: str, seed: int, threads: int, root: Path, folders: tuple[Path, Path, Path] = (
+        STUDY_RUNS, STUDY_CHECKPOINTS, STUDY_LOGS)
+) -> tuple[str, int, float]:
+    """One search in its own process; (name, exit code, seconds). `folders`: runs, checkpoints, logs."""
+    runs, checkpoints, logs = folders
     name = f"{method}-seed{seed}"
-    out = root / STUDY_RUNS / "nb201" / method / f"seed_{seed}"
+    out = root / runs / "nb201" / method / f"seed_{seed}"
     if (out / "history.json").is_file():
         print(f"{name}: done already ({out}/history.json)", flush=True)
         return name, 0, 0.0
-    log = root / STUDY_LOGS / f"{name}.log"
+    log = root / logs / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "isdarts.cli", "--params", str(params_file), "search", "--space", "nb201",
            "--method", method, "--seed", str(seed), "--stage", "study", "--no-progress", "--out", str(out),
-           "--checkpoints", str(root / STUDY_CHECKPOINTS / "nb201" / method / f"seed_{seed}")]
+           "--checkpoints", str(root / checkpoints / "nb201" / method / f"seed_{seed}")]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     print(f"{name}: started ({threads} thread{'s' if threads > 1 else ''}), log {log}", flush=True)
@@ -63,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="searches at a time (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="threads per search (default: cores / jobs)")
     parser.add_argument("--root", type=Path, default=ROOT, help="project folder the runs go into")
+    parser.add_argument("--runs", type=Path, default=STUDY_RUNS, help=f"outputs, under --root (default {STUDY_RUNS})")
+    parser.add_argument("--checkpoints", type=Path, default=STUDY_CHECKPOINTS,
+                        help=f"checkpoints, under --root (default {STUDY_CHECKPOINTS})")
+    parser.add_argument("--logs", type=Path, default=STUDY_LOGS, help=f"logs, under --root (default {STUDY_LOGS})")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
@@ -85,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"collapse study: {len(runs)} searches ({', '.join(methods)} x seeds {seeds}), {jobs} at a time, "
           f"params {args.params}", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(lambda run: run_one(args.params, run[0], run[1], threads, args.root), runs))
+        folders = (args.runs, args.checkpoints, args.logs)
+        results = list(pool.map(lambda run: run_one(args.params, run[0], run[1], threads, args.root, folders), runs))
     failed = [name for name, code, _ in results if code != 0]
     print(f"collapse study: {len(results) - len(failed)}/{len(results)} searches done"
           + (f"; failed: {', '.join(failed)}" if failed else "; now `dvc repro report`"), flush=True)

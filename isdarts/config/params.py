@@ -37,7 +37,7 @@ from isdarts.config.train import ImagenetParams, RetrainParams
 from isdarts.errors import ConfigError
 from isdarts.registry import METHODS, SWEEP_METHOD
 
-PROFILES = ("quick", "paper", "smoke", "study", "custom")
+PROFILES = ("quick", "paper", "paper_subset", "smoke", "study", "custom")
 
 
 @dataclass(frozen=True)
