@@ -52,6 +52,8 @@ class Darts:
 
     # The search loop feeds bi-level methods (x_train, y_train, x_valid, y_valid); IS-DARTS has no valid half.
     bilevel = True
+    # Whether the weight step's clip counts α's gradient; None: the space's reference code's choice.
+    clip_alpha: bool | None = None
 
     def __init__(
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
@@ -101,6 +103,11 @@ class Darts:
         """The mixing weights of one kind's α: a softmax over all ops of each edge."""
         return torch.softmax(alpha, dim=-1)
 
+    def forward_weights(self, training: bool = True) -> Any:
+        """What a forward mixes by: the relaxed α (default), or a strategy of isdarts.spaces.mixing (a
+        sampled path, ...); `training` False for evaluation."""
+        return self.arch_weights()
+
     def arch_penalty(self) -> torch.Tensor | None:
         """An extra term added to the α step's loss (regularised methods); None: plain DARTS."""
         return None
@@ -123,7 +130,7 @@ class Darts:
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, weights: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(CE loss, logits) of the supernet mixed by `weights` (default: the current arch weights)."""
-        _, logits = self.model(x, weights=self.arch_weights() if weights is None else weights)
+        _, logits = self.model(x, weights=self.forward_weights() if weights is None else weights)
         return self.criterion(logits, y), logits
 
     def per_kind(self, fn: Callable[[torch.Tensor], Any]) -> Any:
@@ -135,8 +142,8 @@ class Darts:
         return set_lr(self.w_optimizer, cosine_lr(epoch, self.epochs, self.lr, self.lr_min))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The supernet's logits mixed by the current α."""
-        return self.model(x, weights=self.arch_weights())[1]
+        """The supernet's logits mixed by the current α, as evaluation mixes them."""
+        return self.model(x, weights=self.forward_weights(training=False))[1]
 
     def train_step(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
@@ -212,7 +219,8 @@ class Darts:
             alpha.grad = None
         loss, logits = self.weight_backward(x, y)
         if self.grad_clip > 0:
-            clipped = [*self.weights, *self.alphas] if self.space.clip_alpha_with_weights else self.weights
+            clip_alpha = self.space.clip_alpha_with_weights if self.clip_alpha is None else self.clip_alpha
+            clipped = [*self.weights, *self.alphas] if clip_alpha else self.weights
             nn.utils.clip_grad_norm_(clipped, self.grad_clip)
         self.w_optimizer.step()
         return loss.detach(), (logits.detach().argmax(1) == y).sum()
@@ -259,7 +267,7 @@ class Darts:
         # buffers keep this pass out of the BN running statistics, as AutoDL's throw-away deepcopy does.
         state = {name: b.clone() for name, b in self.model.named_buffers()}
         state.update(zip((name for name, _ in self.model.named_parameters()), unrolled, strict=True))
-        _, logits = functional_call(self.model, state, (x_valid,), {"weights": self.arch_weights()})
+        _, logits = functional_call(self.model, state, (x_valid,), {"weights": self.forward_weights()})
         loss_valid = self.criterion(logits, y_valid)
         self.accumulate("arch_loss", loss_valid)
         penalty = self.arch_penalty()

@@ -14,6 +14,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from isdarts.spaces.mixing import SampledPath, node_scalars
+
 # (input state j, edge index) per input of one node, in the order the node sums them.
 NodeInputs = tuple[tuple[int, int], ...]
 Alive = tuple[tuple[int, ...], ...]
@@ -76,7 +78,7 @@ def mix_cell(
     node_inputs: Sequence[tuple[int, NodeInputs]],
     states: list[torch.Tensor],
     alive: Alive,
-    weights: torch.Tensor | None,
+    weights: torch.Tensor | SampledPath | None,
     probe: OpProbe | None,
     cell: Hashable,
     none_op: int,
@@ -86,9 +88,13 @@ def mix_cell(
 
     `edges[e][o]` is op o of edge e, each run as its own call: the reference the fused path is tested
     against. With `weights` (edges, ops) each op output is scaled by its weight; without, the node is the
-    plain sum times 1/|O| of all ops, not of the survivors (IS-DARTS, spec §3.1). Masked ops and `none`
-    (exact zeros) are never run. A node with no computed op takes `empty()`.
+    plain sum times 1/|O| of all ops, not of the survivors (IS-DARTS, spec §3.1); a `SampledPath` runs
+    its one op per edge (isdarts.spaces.mixing). Masked ops and `none` (exact zeros) are never run. A node
+    with no computed op takes `empty()`.
     """
+    path = weights if isinstance(weights, SampledPath) else None
+    if path is not None:
+        alive, weights = path.alive(alive), path.hard
     scale = 1.0 / len(edges[0])
     for _, inputs in node_inputs:
         total: torch.Tensor | None = None
@@ -103,7 +109,7 @@ def mix_cell(
                     probe.outputs(cell, [(edge, op)], out.unsqueeze(1))
                 out = out * weights[edge, op] if weights is not None else out
                 total = out if total is None else total + out
-        states.append(_finish_node(total, weights, scale, empty))
+        states.append(_finish_node(total, weights, scale, empty, node_scalars(path, [e for _, e in inputs])))
     return states
 
 
@@ -112,7 +118,7 @@ def mix_cell_fused(
     node_inputs: Sequence[tuple[int, NodeInputs]],
     states: list[torch.Tensor],
     alive: Alive,
-    weights: torch.Tensor | None,
+    weights: torch.Tensor | SampledPath | None,
     probe: OpProbe | None,
     cell: Hashable,
     none_op: int,
@@ -125,12 +131,19 @@ def mix_cell_fused(
     outgoing ops can run. Each node still adds its terms in the reference order (input j, then op), and
     weighting happens after the split, so values and gradients are those of the unfused cell.
     """
+    path = weights if isinstance(weights, SampledPath) else None
+    if path is not None:
+        alive, weights = path.alive(alive), path.hard
+
+    def scalars(node: int) -> torch.Tensor | None:
+        return node_scalars(path, [e for _, e in node_inputs[node][1]])
+
     num_inputs = len(states)
     totals: list[torch.Tensor | None] = [None] * len(node_inputs)
     scale = 1.0 / num_ops
     for j in range(num_inputs + len(node_inputs) - 1):
         if j >= num_inputs:
-            states.append(_finish_node(totals[j - num_inputs], weights, scale, empty))
+            states.append(_finish_node(totals[j - num_inputs], weights, scale, empty, scalars(j - num_inputs)))
         leaving = [(node, edge) for node, (_, inputs) in enumerate(node_inputs) for jj, edge in inputs if jj == j]
         by_op: dict[int, list[int]] = {}
         for _, edge in leaving:
@@ -155,13 +168,17 @@ def mix_cell_fused(
                 term = outputs[edge, op]
                 term = term * weights[edge, op] if weights is not None else term
                 totals[node] = term if totals[node] is None else totals[node] + term
-    states.append(_finish_node(totals[-1], weights, scale, empty))
+    states.append(_finish_node(totals[-1], weights, scale, empty, scalars(len(node_inputs) - 1)))
     return states
 
 
 def _finish_node(
-    total: torch.Tensor | None, weights: torch.Tensor | None, scale: float, empty: Callable[[], torch.Tensor]
+    total: torch.Tensor | None, weights: torch.Tensor | None, scale: float, empty: Callable[[], torch.Tensor],
+    scalars: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if total is None:
-        return empty()
-    return total * scale if weights is None else total
+        node = empty()
+    else:
+        node = total * scale if weights is None else total
+    # A sampled path's zero-valued scalars, which carry the gradient of its unselected entries.
+    return node if scalars is None else node + scalars

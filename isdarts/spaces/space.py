@@ -48,6 +48,8 @@ class Space:
     describe: Callable[[Genotype], dict[str, Any]]
     # The modules whose source decides a search's numbers on this space (its checkpoints' code fingerprint).
     result_modules: tuple[str, ...]
+    # Ops a cell derived from op weights never uses (the DARTS space's `none`: a node always keeps 2 inputs).
+    derive_excludes: tuple[str, ...] = ()
     # "module:function" giving the space's benchmark table (lookup(genotype).accuracies()), if it has one.
     benchmark: str | None = None
     # Whether the weight step's gradient clip counts α's gradient too (AutoDL's NB201 code clips every

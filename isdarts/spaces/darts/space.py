@@ -53,6 +53,7 @@ SPACE = Space(
     genotype_from_weights=_from_weights,
     genotype_from_masks=darts_genotype_from_masks,
     describe=_describe,
+    derive_excludes=("none",),
     result_modules=(
         "isdarts.spaces.darts.genotype", "isdarts.spaces.darts.ops", "isdarts.spaces.darts.supernet",
         "isdarts.spaces.darts.space",

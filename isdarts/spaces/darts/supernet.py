@@ -13,6 +13,7 @@ reference the fused path is tested against.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -330,7 +331,7 @@ class DartsSupernet(nn.Module):
         if weights is not None:
             for kind in CELL_KINDS:
                 w = weights[kind]
-                if not isinstance(w, torch.Tensor) and len(w) != self.num_cells(kind):
+                if isinstance(w, (list, tuple)) and len(w) != self.num_cells(kind):
                     raise ValueError(f"expected {self.num_cells(kind)} per-cell {kind} weight tensors, got {len(w)}")
         s0 = s1 = self.stem(x)
         index = {kind: 0 for kind in CELL_KINDS}
@@ -349,5 +350,5 @@ def _check_kind(kind: str) -> str:
     return kind
 
 
-def _cell_weights(w: KindWeights, index: int) -> torch.Tensor:
-    return w if isinstance(w, torch.Tensor) else w[index]
+def _cell_weights(w: KindWeights, index: int) -> Any:
+    return w[index] if isinstance(w, (list, tuple)) else w
