@@ -181,6 +181,19 @@ METHODS: dict[str, MethodSpec] = {
             "nb201": {**_PAPER_NB201_DARTS, "weight_decay": 3e-4, "nesterov": False, "arch.lr": 1e-4,
                       "regulariser": "corr", "lam": 0.25, "epsilon": 1e-4},
         }),
+        MethodSpec("gdas", "GDAS", "isdarts.search.gdas:Gdas", True, (
+            *BILEVEL,
+            Option("tau_max", "positive", 10.0, help="Gumbel-softmax temperature in the first epoch"),
+            Option("tau_min", "positive", 0.1, help="... and in the last (linear in the epoch)"),
+            # AutoDL's NB201 cell adds the unselected entries as zero-valued scalars; its NASNet cell does not.
+            Option("unselected_grad", "choice", {"nb201": "scalar_sum", "darts": "none"}, ("scalar_sum", "none"),
+                   help="how unselected ops get α gradient"),
+        ), paper={
+            # AutoDL's GDAS.sh / GDAS.config on NB201: 250 epochs, wd 5e-4 (FAMILY.md). Its DARTS-space network
+            # has 6 cells [N, N, R, N, R, N], a layout our supernet has no setting for, so no DARTS-space row.
+            "nb201": {**_PAPER_NB201_DARTS, "epochs": 250, "tau_max": 10.0, "tau_min": 0.1,
+                      "unselected_grad": "scalar_sum"},
+        }),
     )
 }
 

@@ -86,8 +86,8 @@ def test_an_option_that_does_not_apply_names_the_method_and_its_options(quick):
                                           r"its options are arch, train_portion"):
         params_from_dict(raw)
     raw = copy.deepcopy(quick)
-    raw["nb201"]["methods"].append("gdas")
-    with pytest.raises(ConfigError, match="'gdas' is not allowed; expected method names from isdarts"):
+    raw["nb201"]["methods"].append("no_such_method")
+    with pytest.raises(ConfigError, match="'no_such_method' is not allowed; expected method names from isdarts"):
         params_from_dict(raw)
     raw = copy.deepcopy(quick)
     del raw["nb201"]["options"]["sdarts"]

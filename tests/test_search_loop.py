@@ -128,7 +128,7 @@ def test_holdout_iim_source_measures_on_a_held_out_split(arrays, tmp_path):
         search(too_many, arrays, tmp_path / "x")
 
 
-@pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts"])
+@pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts", "gdas"])
 def test_bilevel_methods_train_on_half_record_alpha_and_resume_exactly(arrays, tmp_path, method):
     cfg = dataclasses.replace(tiny_params(method), epochs=3)
     full = search(cfg, arrays, tmp_path / "a")
@@ -233,7 +233,7 @@ def test_isdarts_on_the_darts_space_ends_with_two_inputs_per_node_and_resumes_ex
 
 
 @pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts", "sdarts", "idarts"])
+@pytest.mark.parametrize("method", ["darts1", "darts2", "lambda_darts", "sdarts", "idarts", "gdas"])
 def test_every_method_also_runs_on_the_darts_space(arrays, tmp_path, method):
     from isdarts.spaces.darts.genotype import DartsGenotype
 
