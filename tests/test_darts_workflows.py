@@ -22,8 +22,8 @@ from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
 from isdarts.data.downsample import reduce_cifar
 from isdarts.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, check_imagefolder
 from isdarts.errors import ConfigError, DataError, GenotypeError, NonFiniteLossError
-from isdarts.pipeline.imagenet import IMAGENET_EXPERIMENT, prepare_imagenet_data, transfer_run
-from isdarts.pipeline.retrain import RETRAIN_EXPERIMENT, retrain_run
+from isdarts.pipeline.imagenet import IMAGENET_EXPERIMENT, TransferRun, prepare_imagenet_data, transfer_run
+from isdarts.pipeline.retrain import RETRAIN_EXPERIMENT, RetrainRun, retrain_run
 from isdarts.spaces.darts.genotype import load_named_genotype
 from isdarts.spaces.darts.network import NetworkImageNet
 from isdarts.train.export import load_trained
@@ -96,12 +96,15 @@ def _genotype_file(folder: Path, *, search_metrics: bool = True, genotype: dict 
     return path
 
 
-def _retrain(arrays, genotype_file: Path, tmp: Path, name: str, cfg: RetrainConfig = RETRAIN, **kwargs):
-    kwargs.setdefault("run_info", RUN_INFO)
-    return retrain_run(
-        genotype_file, cfg, arrays, **DATA, seed=0, device="cpu", out_dir=tmp / name / "out",
-        checkpoint_dir=tmp / name / "ckpt", **kwargs,
+def _retrain(
+    arrays, genotype_file: Path, tmp: Path, name: str, cfg: RetrainConfig = RETRAIN, run_info: dict = RUN_INFO,
+    **kwargs,
+):
+    run = RetrainRun(
+        genotype_file, cfg, **DATA, seed=0, device="cpu", out_dir=tmp / name / "out",
+        checkpoint_dir=tmp / name / "ckpt", run_info=run_info,
     )
+    return retrain_run(run, arrays, **kwargs)
 
 
 def _strip(metrics: dict, history: list[dict]) -> tuple[dict, list[dict]]:
@@ -294,11 +297,12 @@ def test_prepare_imagenet_data_rejects_bad_roots_without_a_manifest(prepared, tm
 # ----------------------------------------------------------------------------- ImageNet transfer
 
 
-def _transfer(genotype_file: Path, manifest: Path, out: Path, **kwargs):
-    return transfer_run(
-        genotype_file, ImagenetConfig(**{**IMAGENET, **kwargs.pop("cfg", {})}), manifest_path=manifest, seed=3,
-        device="cpu", out_dir=out / "out", checkpoint_dir=out / "ckpt", run_info=RUN_INFO, **kwargs,
+def _transfer(genotype_file: Path, manifest: Path, out: Path, cfg: dict | None = None, **kwargs):
+    run = TransferRun(
+        genotype_file, ImagenetConfig(**{**IMAGENET, **(cfg or {})}), manifest_path=manifest, seed=3,
+        device="cpu", out_dir=out / "out", checkpoint_dir=out / "ckpt", run_info=RUN_INFO,
     )
+    return transfer_run(run, **kwargs)
 
 
 TORCHRUN_SCRIPT = """
@@ -308,14 +312,15 @@ from pathlib import Path
 import torch
 
 from isdarts.config.train import ImagenetConfig
-from isdarts.pipeline.imagenet import transfer_run
+from isdarts.pipeline.imagenet import TransferRun, transfer_run
 
 torch.set_num_threads(1)
 a = json.loads(sys.argv[1])
-result = transfer_run(
+run = TransferRun(
     Path(a["genotype"]), ImagenetConfig(**a["cfg"]), manifest_path=Path(a["manifest"]), seed=3, device="cpu",
-    out_dir=Path(a["out"]), checkpoint_dir=Path(a["ckpt"]), run_info=a["run_info"], stage=a["stage"],
+    out_dir=Path(a["out"]), checkpoint_dir=Path(a["ckpt"]), run_info=a["run_info"],
 )
+result = transfer_run(run, stage=a["stage"])
 rank = os.environ["RANK"]
 Path(a["returns"], f"rank{rank}.json").write_text(json.dumps(None if result is None else result["world_size"]))
 """

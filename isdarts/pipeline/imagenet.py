@@ -10,6 +10,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,24 @@ def read_imagenet_manifest(manifest_path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- ImageNet transfer
 
 
+@dataclass(frozen=True)
+class TransferRun:
+    """One ImageNet transfer to run: the searched cell and the trainer's settings, the manifest naming the
+    ImageFolder tree it trains on, its seed and device, where it writes and checkpoints, and the run's
+    description copied into its metrics."""
+
+    genotype_file: Path  # a search's genotype.json; its metrics.json beside it gives the search cost
+    cfg: ImagenetConfig
+    manifest_path: Path  # what the imagenet_data step wrote (the tree's root and per-class counts)
+    seed: int
+    device: str  # "auto", "cpu", "cuda", "cuda:N"; each rank takes its own GPU under torchrun
+    out_dir: Path  # history.json, metrics.json (and model.pt2 unless model_path says elsewhere)
+    checkpoint_dir: Path
+    run_info: Mapping[str, Any]  # method, profile, paper settings (isdarts.pipeline.runinfo.check_run_info)
+    model_path: Path | None = None  # default out_dir/model.pt2
+    checkpoint_every_s: float | None = None  # also checkpoint inside long epochs this often
+
+
 def transfer(
     params: Params,
     method: str,
@@ -146,42 +165,35 @@ def transfer(
     manifest = read_imagenet_manifest(IMAGENET_MANIFEST)
     ip = params.darts.imagenet
     mismatches = ip.mismatches() + (["imagenet: the tiny CIFAR-made ImageFolder"] if manifest["tiny"] else [])
-    return transfer_run(
-        genotype_file, ip.train, manifest_path=IMAGENET_MANIFEST, manifest=manifest, seed=seed,
-        device=params.device, out_dir=Path(out_dir or default_run),
-        checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
+    run = TransferRun(
+        genotype_file, ip.train, manifest_path=IMAGENET_MANIFEST, seed=seed, device=params.device,
+        out_dir=Path(out_dir or default_run), checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
+        run_info=run_info_for(params, method, sorted(set(mismatches)), genotype_file),
         model_path=model_path_for(default_run) if out_dir is None else None,
-        run_info=run_info_for(params, method, sorted(set(mismatches)), genotype_file), stage=stage,
         checkpoint_every_s=params.checkpoint_every_s,
     )
+    return transfer_run(run, manifest=manifest, stage=stage)
 
 
 def transfer_run(
-    genotype_file: Path,
-    cfg: ImagenetConfig,
+    run: TransferRun,
     *,
-    manifest_path: Path,
-    seed: int,
-    device: str,
-    out_dir: Path,
-    checkpoint_dir: Path,
-    run_info: dict[str, Any],
-    model_path: Path | None = None,
     manifest: Mapping[str, Any] | None = None,
     stage: str | None = None,
     tracking: bool = True,
-    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any] | None:
-    """Train the genotype on the ImageFolder tree of the manifest, on one process or under torchrun
-    (WORLD_SIZE > 1 joins the process group from the environment).
+    """Train the genotype in `run.genotype_file` on the ImageFolder tree of the manifest, on one process or
+    under torchrun (WORLD_SIZE > 1 joins the process group from the environment).
 
-    `manifest` is the one at `manifest_path` when the caller has read it already. Rank 0 alone tracks in
-    MLflow, writes `model_path` (default out_dir/model.pt2: the trained network, logged as the run's MLflow
-    model "model"), out_dir/history.json and out_dir/metrics.json and returns the metrics; other ranks return
-    None. Inputs (genotype, manifest, tree, world size vs batch) are checked before training. Besides one per
-    epoch, a checkpoint is written every `checkpoint_every_s` and at the step where a SIGTERM stops the run.
+    `manifest` is the one at `run.manifest_path` when the caller has read it already. Rank 0 alone tracks in
+    MLflow (unless `tracking` is off; `stage` tags the MLflow run), writes `run.model_path` (default
+    out_dir/model.pt2: the trained network, logged as the run's MLflow model "model"), out_dir/history.json and
+    out_dir/metrics.json and returns the metrics; other ranks return None. Inputs (genotype, manifest, tree,
+    world size vs batch) are checked before training. Besides one per epoch, a checkpoint is written every
+    `run.checkpoint_every_s` and at the step where a SIGTERM stops the run.
     """
-    genotype_file, out_dir = Path(genotype_file), Path(out_dir)
+    cfg, seed, device, run_info, manifest_path = run.cfg, run.seed, run.device, run.run_info, run.manifest_path
+    genotype_file, out_dir, checkpoint_dir = Path(run.genotype_file), Path(run.out_dir), Path(run.checkpoint_dir)
     genotype = read_genotype(genotype_file)
     check_run_info(run_info)
     check_input_size(cfg)
@@ -214,11 +226,13 @@ def transfer_run(
         logged_params = {"imagenet": dataclasses.asdict(cfg), "seed": seed, "device": device,
                          "data_root": str(root), "tiny": recorded["tiny"], "run_info": dict(run_info)}
         # One MLflow run per training, however many processes train it: rank 0's.
-        with tracked_run(IMAGENET_EXPERIMENT, tags, enabled=tracking and info.rank == 0) as run:
-            on_start, on_epoch = run.epoch_hooks(run_name("imagenet", run_info, seed), logged_params, IMAGENET_LOGGED)
+        with tracked_run(IMAGENET_EXPERIMENT, tags, enabled=tracking and info.rank == 0) as tracked:
+            on_start, on_epoch = tracked.epoch_hooks(
+                run_name("imagenet", run_info, seed), logged_params, IMAGENET_LOGGED
+            )
             result = train_imagenet(
                 genotype, root, cfg, checkpoint_dir=checkpoint_dir, seed=seed, device=device, manifest=found,
-                on_start=on_start, on_epoch=on_epoch, checkpoint_every_s=checkpoint_every_s,
+                on_start=on_start, on_epoch=on_epoch, checkpoint_every_s=run.checkpoint_every_s,
             )
             if result is None:
                 return None
@@ -234,15 +248,15 @@ def transfer_run(
                 auxiliary=cfg.auxiliary_weight > 0,
             )
             model = export_inference(
-                load_trained(network, Path(checkpoint_dir) / CHECKPOINT_NAME), Path(model_path or out_dir / MODEL_NAME),
+                load_trained(network, checkpoint_dir / CHECKPOINT_NAME), Path(run.model_path or out_dir / MODEL_NAME),
                 image_size=cfg.image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, classes=found["classes"],
                 dataset="ImageNet (tiny, made from CIFAR-10)" if recorded["tiny"] else "ImageNet",
                 genotype=str(genotype), params_m=metrics["params_m"], madds_m=metrics["madds_m"],
                 madds_input=metrics["madds_input"],
             )
             write_outputs(out_dir, metrics, history)
-            run.finish(out_dir / METRICS_NAME, {k: metrics[k] for k in FINAL_LOGGED}, step=metrics["epochs"],
-                       model=model)
+            tracked.finish(out_dir / METRICS_NAME, {k: metrics[k] for k in FINAL_LOGGED}, step=metrics["epochs"],
+                           model=model)
         return metrics
     finally:
         if joined:

@@ -7,6 +7,8 @@ same MLflow run) and writes metrics.json and history.json only once it finished.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,25 @@ RETRAIN_LOGGED = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "dro
 FINAL_LOGGED = ("final_test_acc", "final_test_error", "best_test_acc", "params_m")
 
 
+@dataclass(frozen=True)
+class RetrainRun:
+    """One retraining to run: the searched cell and the trainer's settings, the CIFAR-10 images it sees, its
+    seed and device, where it writes and checkpoints, and the run's description copied into its metrics."""
+
+    genotype_file: Path  # a search's genotype.json; its metrics.json beside it gives the search cost
+    cfg: RetrainConfig
+    image_size: int  # the images are downsampled to this side (32: as stored)
+    train_images: int | None  # None: every training image
+    test_images: int | None  # None: every test image
+    seed: int
+    device: str  # "auto", "cpu", "cuda", "cuda:N"
+    out_dir: Path  # history.json, metrics.json (and model.pt2 unless model_path says elsewhere)
+    checkpoint_dir: Path
+    run_info: Mapping[str, Any]  # method, profile, paper settings (isdarts.pipeline.runinfo.check_run_info)
+    model_path: Path | None = None  # default out_dir/model.pt2
+    checkpoint_every_s: float | None = None  # also checkpoint inside long epochs this often
+
+
 def retrain(
     params: Params,
     method: str,
@@ -61,48 +82,40 @@ def retrain(
                  "anchor": schedule.shrink.anchor}
     arrays, manifest = load_prepared(prepared_dir)
     mismatches = rp.mismatches() + ([] if manifest["kind"] == "full" else ["data: CIFAR-10 subset"])
-    return retrain_run(
-        genotype_file, rp.train, arrays, image_size=rp.image_size, train_images=rp.train_images,
+    run = RetrainRun(
+        genotype_file, rp.train, image_size=rp.image_size, train_images=rp.train_images,
         test_images=rp.test_images, seed=seed, device=params.device, out_dir=Path(out_dir or default_run),
         checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
+        run_info=run_info_for(params, method, mismatches, genotype_file, **extra),
         model_path=model_path_for(default_run) if out_dir is None else None,
-        run_info=run_info_for(params, method, mismatches, genotype_file, **extra), stage=stage, progress=progress,
         checkpoint_every_s=params.checkpoint_every_s,
     )
+    return retrain_run(run, arrays, stage=stage, progress=progress)
 
 
 def retrain_run(
-    genotype_file: Path,
-    cfg: RetrainConfig,
+    run: RetrainRun,
     arrays: CifarArrays,
     *,
-    image_size: int,
-    train_images: int | None,
-    test_images: int | None,
-    seed: int,
-    device: str,
-    out_dir: Path,
-    checkpoint_dir: Path,
-    run_info: dict[str, Any],
-    model_path: Path | None = None,
     stage: str | None = None,
     progress: bool = False,
     stop_after_epochs: int | None = None,
     tracking: bool = True,
-    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
-    """Retrain the genotype in `genotype_file` on CIFAR-10, resumably, tracked in MLflow.
+    """Retrain the genotype in `run.genotype_file` on CIFAR-10, resumably, tracked in MLflow (unless `tracking`
+    is off; `stage` tags the MLflow run).
 
-    Writes `model_path` (default out_dir/model.pt2: the trained network, see isdarts.train.export),
+    Writes `run.model_path` (default out_dir/model.pt2: the trained network, see isdarts.train.export),
     out_dir/history.json and out_dir/metrics.json once the last epoch is done, logs the network as the run's
     MLflow model "model", and returns the metrics; when `stop_after_epochs` cuts the run short it returns
     {"finished": False, ...} and writes nothing.
     """
-    genotype_file, out_dir = Path(genotype_file), Path(out_dir)
+    cfg, seed, device, run_info, image_size = run.cfg, run.seed, run.device, run.run_info, run.image_size
+    genotype_file, out_dir, checkpoint_dir = Path(run.genotype_file), Path(run.out_dir), Path(run.checkpoint_dir)
     genotype = read_genotype(genotype_file)
     check_run_info(run_info)
     cost = search_cost(genotype_file)
-    data = reduce_cifar(arrays, image_size=image_size, train_images=train_images, test_images=test_images)
+    data = reduce_cifar(arrays, image_size=image_size, train_images=run.train_images, test_images=run.test_images)
     tags = {
         **standard_tags(seed=seed, space="darts", method=run_info["method"], stage=stage, profile=run_info["profile"]),
         "genotype": str(genotype), "genotype_file": str(genotype_file),
@@ -111,15 +124,15 @@ def retrain_run(
         "retrain": dataclasses.asdict(cfg), "seed": seed, "device": device, "image_size": image_size,
         "train_images": len(data.train_y), "test_images": len(data.test_y), "run_info": dict(run_info),
     }
-    with tracked_run(RETRAIN_EXPERIMENT, tags, enabled=tracking) as run:
-        on_start, on_epoch = run.epoch_hooks(run_name("retrain", run_info, seed), logged_params, RETRAIN_LOGGED)
+    with tracked_run(RETRAIN_EXPERIMENT, tags, enabled=tracking) as tracked:
+        on_start, on_epoch = tracked.epoch_hooks(run_name("retrain", run_info, seed), logged_params, RETRAIN_LOGGED)
         result = retrain_cifar(
-            genotype, data, cfg, device=device, seed=seed, checkpoint_dir=Path(checkpoint_dir), progress=progress,
+            genotype, data, cfg, device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
             stop_after_epochs=stop_after_epochs, on_start=on_start, on_epoch=on_epoch,
-            checkpoint_every_s=checkpoint_every_s,
+            checkpoint_every_s=run.checkpoint_every_s,
         )
         if not result["finished"]:
-            run.stopped()  # as a kill would leave it; the next call reopens the same run
+            tracked.stopped()  # as a kill would leave it; the next call reopens the same run
             return result
         metrics = merge_run_info(
             {
@@ -130,15 +143,15 @@ def retrain_run(
         )
         # The checkpoint holds the last epoch's weights; the trainer's own modules stay as they are, so a change
         # here keeps every checkpoint resumable (their code fingerprint).
-        network = load_trained(build_network(genotype, cfg, len(data.classes)), Path(checkpoint_dir) / CHECKPOINT_NAME)
+        network = load_trained(build_network(genotype, cfg, len(data.classes)), checkpoint_dir / CHECKPOINT_NAME)
         size = data.train_x.shape[-1]
         model = export_inference(
-            network, Path(model_path or out_dir / MODEL_NAME), image_size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+            network, Path(run.model_path or out_dir / MODEL_NAME), image_size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD,
             classes=data.classes,
             dataset="CIFAR-10", genotype=str(genotype), params_m=metrics["params_m"],
             madds_m=count_flops_m(network, size),
         )
         write_outputs(out_dir, metrics, result["history"])
         final = {**{k: metrics[k] for k in FINAL_LOGGED}, "madds_m": model.card["madds_m"]}
-        run.finish(out_dir / METRICS_NAME, final, step=metrics["epochs"], model=model)
+        tracked.finish(out_dir / METRICS_NAME, final, step=metrics["epochs"], model=model)
     return metrics
