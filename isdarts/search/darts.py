@@ -99,6 +99,11 @@ class Darts:
         return dict(zip(self.kinds, self.alphas, strict=True))
 
     # ------------------------------------------------------------------ hooks
+    @classmethod
+    def supernet_options(cls, cfg: SearchConfig) -> dict[str, Any]:
+        """Extra keyword arguments of `Space.build_supernet` this method needs (PC-DARTS: partial_channels)."""
+        return {}
+
     def relax(self, kind: str, alpha: torch.Tensor) -> torch.Tensor:
         """The mixing weights of one kind's α: a softmax over all ops of each edge."""
         return torch.softmax(alpha, dim=-1)
@@ -107,6 +112,14 @@ class Darts:
         """What a forward mixes by: the relaxed α (default), or a strategy of isdarts.spaces.mixing (a
         sampled path, ...); `training` False for evaluation."""
         return self.arch_weights()
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The parameters the α step's Adam trains: α (methods add theirs, e.g. PC-DARTS's β)."""
+        return self.alphas
+
+    def arch_step_due(self) -> bool:
+        """Whether this training step takes an α step (PC-DARTS freezes α for its warm-up epochs)."""
+        return True
 
     def arch_penalty(self) -> torch.Tensor | None:
         """An extra term added to the α step's loss (regularised methods); None: plain DARTS."""
@@ -153,11 +166,12 @@ class Darts:
         Returns the weight step's detached loss and number of correct predictions (device tensors).
         """
         self.model.train()
-        if self.arch_first:
+        arch_step = self.arch_step_due()
+        if self.arch_first and arch_step:
             self._arch_step(x_train, y_train, x_valid, y_valid)
-            return self._weight_step(x_train, y_train)
         result = self._weight_step(x_train, y_train)
-        self._arch_step(x_train, y_train, x_valid, y_valid)
+        if not self.arch_first and arch_step:
+            self._arch_step(x_train, y_train, x_valid, y_valid)
         return result
 
     def add_running(self, name: str) -> None:
@@ -215,8 +229,8 @@ class Darts:
     # ------------------------------------------------------------------ weight step
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.w_optimizer.zero_grad(set_to_none=True)
-        for alpha in self.alphas:
-            alpha.grad = None
+        for param in self.arch_parameters():
+            param.grad = None
         loss, logits = self.weight_backward(x, y)
         if self.grad_clip > 0:
             clip_alpha = self.space.clip_alpha_with_weights if self.clip_alpha is None else self.clip_alpha
@@ -230,22 +244,24 @@ class Darts:
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
     ) -> None:
         grads = self.arch_grads(x_train, y_train, x_valid, y_valid)
+        params = self.arch_parameters()
         self.a_optimizer.zero_grad(set_to_none=True)
-        for alpha, grad in zip(self.alphas, grads, strict=True):
-            alpha.grad = grad
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
         self.a_optimizer.step()
-        for alpha in self.alphas:
-            alpha.grad = None
+        for param in params:
+            param.grad = None
 
     def arch_grads(
         self, x_train: torch.Tensor, y_train: torch.Tensor, x_valid: torch.Tensor, y_valid: torch.Tensor
     ) -> list[torch.Tensor]:
-        """The α gradients the Adam step uses, one per α tensor: plain (order 1) or through the unrolled weights."""
+        """The gradients the Adam step uses, one per `arch_parameters()` tensor: plain (order 1) or, for α alone,
+        through the unrolled weights (order 2)."""
         if self.order == 1:
             loss, _ = self.loss(x_valid, y_valid)
             self.accumulate("arch_loss", loss)
             penalty = self.arch_penalty()
-            return grads_or_zeros(loss if penalty is None else loss + penalty, self.alphas)
+            return grads_or_zeros(loss if penalty is None else loss + penalty, self.arch_parameters())
         return self._unrolled_arch_grads(x_train, y_train, x_valid, y_valid)
 
     def _unrolled_arch_grads(

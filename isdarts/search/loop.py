@@ -54,7 +54,8 @@ CHECKPOINT_NAME = "last.pt"
 COMMON_RESULT_MODULES = (
     "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
     "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.loop", "isdarts.search.speed",
-    "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.spaces.space",
+    "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.spaces.mixing",
+    "isdarts.spaces.partial", "isdarts.spaces.space",
     "isdarts.train.checkpoint", "isdarts.train.epochs", "isdarts.train.graphs", "isdarts.train.preempt",
     "isdarts.train.runtime",
 )
@@ -87,7 +88,10 @@ def build_method(
     """The search method `cfg` names, with its space's supernet on `device`; `generator` seeds α's init."""
     space = space_spec(cfg.space).load()
     method_class = cfg.spec.method_class(cfg.space)
-    model = space.build_supernet(cfg.C, cfg.N, num_classes, fused=cfg.fused_ops)
+    # A method may need a supernet built its way (PC-DARTS: ops at 1/K of the channels).
+    supernet_options = getattr(method_class, "supernet_options", None)
+    extra = {} if supernet_options is None else supernet_options(cfg)
+    model = space.build_supernet(cfg.C, cfg.N, num_classes, fused=cfg.fused_ops, **extra)
     # The speed settings (isdarts.search.speed): memory format, bf16 and compilation of the training forward.
     # The input batches follow the stem's weights into channels-last.
     plan = resolve_speed(cfg, device)

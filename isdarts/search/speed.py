@@ -45,6 +45,7 @@ from torch import nn
 
 from isdarts.config.search import SearchConfig
 from isdarts.errors import ConfigError
+from isdarts.registry import space_spec
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def _paper_size_iim(cfg: SearchConfig) -> bool:
 def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
     """Replace every `auto` of `cfg`'s speed settings by what it means on `cfg.space` and `device`."""
     cuda = device.type == "cuda"
+    space = space_spec(cfg.space).load()
 
     def pick(value: str | bool, auto: bool) -> bool:
         return auto if value == "auto" else bool(value)
@@ -109,7 +111,7 @@ def resolve_speed(cfg: SearchConfig, device: torch.device) -> SpeedPlan:
             "is replayed as a CUDA graph instead); set compile_iim to auto or false"
         )
     return SpeedPlan(
-        channels_last=pick(cfg.channels_last, cfg.fused_ops if cuda else cfg.space == "darts"),
+        channels_last=pick(cfg.channels_last, cfg.fused_ops if cuda else space.channels_last_on_cpu),
         amp=pick(cfg.amp, _bf16_ok(device)),
         compile=pick(cfg.compile, cuda),
         cudnn_benchmark=pick(cfg.cudnn_benchmark, cuda),

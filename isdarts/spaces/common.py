@@ -3,7 +3,9 @@ cell's live ops.
 
 Both supernets compute a cell through `mix_cell` (every op its own call: the reference) or
 `mix_cell_fused` (the ops of one kind on all edges that leave a state as one call, see spaces/fused.py),
-so how live ops are run is decided once for NB201 and the DARTS space alike.
+so how live ops are run is decided once for NB201 and the DARTS space alike. Partial channels (PC-DARTS,
+isdarts.spaces.partial) have their own pair, `mix_cell_partial` and `mix_cell_partial_fused`, which add each
+edge's ops into the edge's own sum before its bypass and shuffle.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from isdarts.spaces.mixing import SampledPath, node_scalars
+from isdarts.spaces.partial import PartialChannels
 
 # (input state j, edge index) per input of one node, in the order the node sums them.
 NodeInputs = tuple[tuple[int, int], ...]
@@ -144,23 +147,8 @@ def mix_cell_fused(
     for j in range(num_inputs + len(node_inputs) - 1):
         if j >= num_inputs:
             states.append(_finish_node(totals[j - num_inputs], weights, scale, empty, scalars(j - num_inputs)))
-        leaving = [(node, edge) for node, (_, inputs) in enumerate(node_inputs) for jj, edge in inputs if jj == j]
-        by_op: dict[int, list[int]] = {}
-        for _, edge in leaving:
-            for op in alive[edge]:
-                by_op.setdefault(op, []).append(edge)
-        outputs: dict[tuple[int, int], torch.Tensor] = {}  # (edge, op) -> its output
-        for op, op_edges in sorted(by_op.items()):
-            if op == none_op:
-                if probe is not None:
-                    probe.zeros(cell, [(e, op) for e in op_edges], states[j].shape[0])
-                continue
-            stacked = run_group(j, op, op_edges)
-            if probe is not None:
-                probe.outputs(cell, [(e, op) for e in op_edges], stacked)
-            # One unbind, not k slices: its backward stacks the k gradients in one allocation.
-            pieces = stacked.unbind(1)
-            outputs.update(((e, op), pieces[0 if len(pieces) == 1 else i]) for i, e in enumerate(op_edges))
+        leaving = _leaving(node_inputs, j)
+        outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0])
         for node, edge in leaving:
             for op in alive[edge]:
                 if op == none_op:
@@ -182,3 +170,138 @@ def _finish_node(
         node = total * scale if weights is None else total
     # A sampled path's zero-valued scalars, which carry the gradient of its unselected entries.
     return node if scalars is None else node + scalars
+
+
+def _leaving(node_inputs: Sequence[tuple[int, NodeInputs]], j: int) -> list[tuple[int, int]]:
+    """(node, edge) of every edge that reads state j, in node order."""
+    return [(node, edge) for node, (_, inputs) in enumerate(node_inputs) for jj, edge in inputs if jj == j]
+
+
+def _group_outputs(
+    run_group: GroupRunner, j: int, leaving: Sequence[tuple[int, int]], alive: Alive, probe: OpProbe | None,
+    cell: Hashable, none_op: int, batch: int,
+) -> dict[tuple[int, int], torch.Tensor]:
+    """Run each live op kind once for all the `leaving` edges of state j; {(edge, op): its output}."""
+    by_op: dict[int, list[int]] = {}
+    for _, edge in leaving:
+        for op in alive[edge]:
+            by_op.setdefault(op, []).append(edge)
+    outputs: dict[tuple[int, int], torch.Tensor] = {}  # (edge, op) -> its output
+    for op, op_edges in sorted(by_op.items()):
+        if op == none_op:
+            if probe is not None:
+                probe.zeros(cell, [(e, op) for e in op_edges], batch)
+            continue
+        stacked = run_group(j, op, op_edges)
+        if probe is not None:
+            probe.outputs(cell, [(e, op) for e in op_edges], stacked)
+        # One unbind, not k slices: its backward stacks the k gradients in one allocation.
+        pieces = stacked.unbind(1)
+        outputs.update(((e, op), pieces[0 if len(pieces) == 1 else i]) for i, e in enumerate(op_edges))
+    return outputs
+
+
+# ---------------------------------------------------------------- partial channels (isdarts.spaces.partial)
+def resolve_partial(weights: object, built_k: int) -> tuple[object, PartialChannels | None]:
+    """(weights for `mix_cell`/`mix_cell_fused`, None) or (None, the strategy for the partial loops).
+
+    A `PartialChannels` that is plain DARTS mixing (K=1, no edge weights) runs as its (edges, ops) table, so
+    it is DARTS's mixed op bit for bit. A supernet built with its ops at C/K channels takes nothing but
+    `PartialChannels` of that K.
+    """
+    k = weights.k if isinstance(weights, PartialChannels) else 1
+    if k != built_k:
+        raise ValueError(
+            f"this supernet's ops are built for partial channels K={built_k}; its weights must be PartialChannels "
+            f"with k={built_k}, got {type(weights).__name__}" + (f" with k={k}" if k != 1 else "")
+        )
+    if not isinstance(weights, PartialChannels):
+        return weights, None
+    return (weights.weights, None) if weights.plain else (None, weights)
+
+
+def check_partial_channels(stage_channels: Sequence[int], k: int) -> None:
+    """Refuse a K < 1 or one that does not divide the channels of every stage."""
+    if k < 1 or any(c % k for c in stage_channels):
+        raise ValueError(
+            f"partial channels K={k} must be a positive divisor of every stage's channels {list(stage_channels)}"
+        )
+
+
+def mix_cell_partial(
+    edges: nn.ModuleList,
+    node_inputs: Sequence[tuple[int, NodeInputs]],
+    states: list[torch.Tensor],
+    alive: Alive,
+    pc: PartialChannels,
+    probe: OpProbe | None,
+    cell: Hashable,
+    none_op: int,
+    strides: Sequence[int],
+) -> list[torch.Tensor]:
+    """`mix_cell` for partial channels: per edge, its live ops (built at C/K) on the first C/K channels of
+    the input, weighted and summed in op order; then `pc.combine` (bypass, shuffle) and `pc.edge_term`
+    (edge normalisation); the node sums its edges in input order. An edge with no computed op has a zero
+    op part. `strides[e]` is edge e's stride (its bypass is max-pooled when 2)."""
+    for _, inputs in node_inputs:
+        terms = []
+        for j, edge in inputs:
+            h = states[j]
+            h_ops = pc.op_part(h)
+            mixed: torch.Tensor | None = None
+            for op in alive[edge]:
+                if op == none_op:
+                    if probe is not None:
+                        probe.zeros(cell, [(edge, op)], h.shape[0])
+                    continue
+                out = edges[edge][op](h_ops)
+                if probe is not None:
+                    probe.outputs(cell, [(edge, op)], out.unsqueeze(1))
+                out = out * pc.weights[edge, op]
+                mixed = out if mixed is None else mixed + out
+            terms.append(pc.edge_term(pc.combine(mixed, h, strides[edge]), edge))
+        states.append(_sum_in_order(terms))
+    return states
+
+
+def mix_cell_partial_fused(
+    run_group: GroupRunner,
+    sources: list[torch.Tensor],
+    node_inputs: Sequence[tuple[int, NodeInputs]],
+    states: list[torch.Tensor],
+    alive: Alive,
+    pc: PartialChannels,
+    probe: OpProbe | None,
+    cell: Hashable,
+    none_op: int,
+    strides: Sequence[int],
+) -> list[torch.Tensor]:
+    """`mix_cell_partial` with the ops fused as in `mix_cell_fused`. `run_group` reads its inputs from
+    `sources` (empty on entry), which this fills with each complete state's first C/K channels; the terms
+    are added in `mix_cell_partial`'s order."""
+    num_inputs = len(states)
+    terms: list[list[torch.Tensor]] = [[] for _ in node_inputs]  # per node, its edges' terms in input order
+    for j in range(num_inputs + len(node_inputs) - 1):
+        if j >= num_inputs:
+            states.append(_sum_in_order(terms[j - num_inputs]))
+        sources.append(pc.op_part(states[j]))
+        leaving = _leaving(node_inputs, j)
+        outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0])
+        for node, edge in leaving:
+            mixed: torch.Tensor | None = None
+            for op in alive[edge]:
+                if op == none_op:
+                    continue
+                out = outputs[edge, op] * pc.weights[edge, op]
+                mixed = out if mixed is None else mixed + out
+            terms[node].append(pc.edge_term(pc.combine(mixed, states[j], strides[edge]), edge))
+    states.append(_sum_in_order(terms[-1]))
+    return states
+
+
+def _sum_in_order(terms: Sequence[torch.Tensor]) -> torch.Tensor:
+    """((t0 + t1) + t2) + ...: a node's edge terms, added as the loops add them."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total

@@ -9,7 +9,8 @@ runs on every space.
 The supernet interface (both supernets implement it): `KINDS`; `num_cells(kind)`; `get_mask(kind)` (the live
 (edges, ops) 0/1 buffer) and `set_mask(kind, mask)`; `forward(x, weights=None, probe=None)` returning
 (features, logits), where `weights` maps each kind to one (edges, ops) table shared by its cells or a list of
-one table per cell, and None mixes every alive op with weight mask/|O| (IS-DARTS).
+one table per cell, or a strategy object (isdarts.spaces.mixing, isdarts.spaces.partial), and None mixes every
+alive op with weight mask/|O| (IS-DARTS).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ class Space:
     # DARTS space), and how many of each group the final cell keeps.
     subsets: tuple[tuple[Candidate, ...], ...]
     keep: int
-    # (C, N, num_classes, *, fused) -> the supernet, its search cells built without affine or running stats.
+    # (C, N, num_classes, *, fused, partial_channels=1) -> the supernet, its search cells built without affine
+    # or running stats; partial_channels K > 1 builds the cells' ops at 1/K of the channels, for
+    # `isdarts.spaces.partial.PartialChannels` weights (a ValueError unless K divides every stage's channels).
     build_supernet: Callable[..., nn.Module]
     # {kind: (edges, ops) op weights} -> the cell a DARTS-style argmax derivation picks.
     genotype_from_weights: Callable[[Mapping[str, torch.Tensor]], Genotype]
@@ -48,6 +51,8 @@ class Space:
     describe: Callable[[Genotype], dict[str, Any]]
     # The modules whose source decides a search's numbers on this space (its checkpoints' code fingerprint).
     result_modules: tuple[str, ...]
+    # What `channels_last: auto` picks on CPU (on CUDA it follows fused_ops): measured per space (BENCHMARKS.md).
+    channels_last_on_cpu: bool = False
     # Ops a cell derived from op weights never uses (the DARTS space's `none`: a node always keeps 2 inputs).
     derive_excludes: tuple[str, ...] = ()
     # "module:function" giving the space's benchmark table (lookup(genotype).accuracies()), if it has one.

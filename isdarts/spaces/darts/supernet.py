@@ -28,8 +28,12 @@ from isdarts.spaces.common import (
     OpProbe,
     ReLUConvBN,
     alive_ops,
+    check_partial_channels,
     mix_cell,
     mix_cell_fused,
+    mix_cell_partial,
+    mix_cell_partial_fused,
+    resolve_partial,
 )
 from isdarts.spaces.darts.genotype import DARTS_DEFAULT_CONCAT, DARTS_NUM_NODES, INPUTS_PER_NODE, Cell, DartsGenotype
 from isdarts.spaces.darts.ops import DARTS_SEARCH_OPS, SEARCH_TO_EVAL, DilConv, FactorizedReduce, make_search_op
@@ -142,25 +146,30 @@ class DartsSearchCell(nn.Module):
         affine: bool,
         track: bool,
         fused: bool = True,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         if fused and track:
             raise ValueError("fused cells need BNs without running statistics (track=False); pass fused=False")
+        check_partial_channels([c], partial_channels)
         self.fused = fused
+        self.partial_channels = partial_channels
         self.reduction = reduction
         self.kind = "reduce" if reduction else "normal"
+        # In reduction cells only the edges from the cell inputs s0, s1 downsample.
+        self.strides = tuple(2 if reduction and j < 2 else 1 for j in _EDGE_INPUT)
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, c, affine=affine, track=track)
         else:
             self.preprocess0 = ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine=affine, track=track)
         self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0, affine=affine, track=track)
+        # With partial channels K the ops see c/K channels (isdarts.spaces.partial).
+        op_channels = c // partial_channels
         self.edges = nn.ModuleList(
             nn.ModuleList(
-                # In reduction cells only the edges from the cell inputs s0, s1 downsample.
-                make_search_op(op, c, 2 if reduction and j < 2 else 1, affine=affine, track=track)
-                for op in DARTS_SEARCH_OPS
+                make_search_op(op, op_channels, stride, affine=affine, track=track) for op in DARTS_SEARCH_OPS
             )
-            for j in _EDGE_INPUT
+            for stride in self.strides
         )
 
     def forward(
@@ -180,7 +189,17 @@ class DartsSearchCell(nn.Module):
             return torch.zeros_like(states[0][:, :, ::stride, ::stride])
 
         cell = (self.kind, cell_index)
-        if self.fused:
+        weights, partial = resolve_partial(weights, self.partial_channels)
+        if partial is not None:  # partial channels (isdarts.spaces.partial): its own per-edge loops
+            if self.fused:
+                sources: list[torch.Tensor] = []  # the ops' inputs: each state's first C/K channels
+                mix_cell_partial_fused(
+                    self._group_runner(sources), sources, _NODE_INPUTS, states, alive, partial, probe, cell, NONE_OP,
+                    self.strides,
+                )
+            else:
+                mix_cell_partial(self.edges, _NODE_INPUTS, states, alive, partial, probe, cell, NONE_OP, self.strides)
+        elif self.fused:
             mix_cell_fused(
                 self._group_runner(states), _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, NUM_OPS, empty
             )
@@ -237,7 +256,9 @@ class DartsSupernet(nn.Module):
     """DARTS-space search network with `normal_mask` and `reduce_mask` buffers, (14, 8) float 0/1 each.
 
     The supernet interface of isdarts.spaces.space: forward(x, weights, probe) returns (pooled features,
-    logits). `fused` picks the fused cells (see above).
+    logits). `fused` picks the fused cells (see above). `partial_channels` K > 1 builds the cells' ops at 1/K
+    of each stage's channels, for `PartialChannels` weights of that K (isdarts.spaces.partial); K=1 is the
+    full network.
     """
 
     KINDS = CELL_KINDS
@@ -252,9 +273,18 @@ class DartsSupernet(nn.Module):
         affine: bool = False,
         track: bool = False,
         fused: bool = True,
+        partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
+        self.partial_channels = partial_channels
+        stages = [channels, 2 * channels, 4 * channels]
+        check_partial_channels(stages, partial_channels)
+        if partial_channels > 1 and any(c // partial_channels % 2 for c in stages):
+            raise ValueError(
+                f"partial channels K={partial_channels}: the stride-2 skip (FactorizedReduce) needs an even C/K at "
+                f"every stage, got {[c // partial_channels for c in stages]} of the stage channels {stages}"
+            )
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(3, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
         n = cells_per_stage
@@ -274,6 +304,7 @@ class DartsSupernet(nn.Module):
                     affine=affine,
                     track=track,
                     fused=fused,
+                    partial_channels=partial_channels,
                 )
             )
             c_prev_prev, c_prev, reduction_prev = c_prev, DARTS_NUM_NODES * c, reduction

@@ -38,8 +38,8 @@ SPACE = Space(
     ops=NB201_OPS,
     subsets=tuple(tuple(subset) for subset in per_edge_subsets()),
     keep=1,
-    build_supernet=lambda C, N, num_classes, *, fused: Nb201Supernet(
-        C, N, num_classes, affine=False, track=False, fused=fused
+    build_supernet=lambda C, N, num_classes, *, fused, partial_channels=1: Nb201Supernet(
+        C, N, num_classes, affine=False, track=False, fused=fused, partial_channels=partial_channels
     ),
     genotype_from_weights=_from_weights,
     genotype_from_masks=_from_masks,

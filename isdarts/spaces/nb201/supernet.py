@@ -17,7 +17,19 @@ import torch
 from torch import nn
 
 from isdarts.errors import GenotypeError
-from isdarts.spaces.common import Alive, Candidate, OpProbe, alive_ops, mix_cell, mix_cell_fused
+from isdarts.spaces.common import (
+    Alive,
+    Candidate,
+    GroupRunner,
+    OpProbe,
+    alive_ops,
+    check_partial_channels,
+    mix_cell,
+    mix_cell_fused,
+    mix_cell_partial,
+    mix_cell_partial_fused,
+    resolve_partial,
+)
 from isdarts.spaces.fused import avg_pool_3x3, batch_norm_stacked, conv_shared, split_blocks
 from isdarts.spaces.nb201.genotype import NB201_EDGES, NB201_OPS, Nb201Genotype
 from isdarts.spaces.nb201.ops import ResNetBasicBlock, make_nb201_op
@@ -31,6 +43,8 @@ _POOL_OP = NB201_OPS.index("avg_pool_3x3")
 _NODE_INPUTS = tuple(
     (i, tuple((j, NB201_EDGES.index(f"{i}<-{j}")) for j in range(i))) for i in range(1, 4)
 )
+
+_STRIDES = (1,) * NUM_EDGES  # no edge inside an NB201 cell downsamples
 
 KIND = "cell"  # NB201's one cell kind: every search cell shares one mask and one op-weight table
 CellWeights = torch.Tensor | Sequence[torch.Tensor] | None
@@ -62,15 +76,24 @@ def nb201_genotype_from_mask(mask: torch.Tensor) -> Nb201Genotype:
 
 
 class Nb201SearchCell(nn.Module):
-    """A 4-node DAG whose 6 edges each hold all 5 candidate ops; `probe` sees ops as cell `cell_index`."""
+    """A 4-node DAG whose 6 edges each hold all 5 candidate ops; `probe` sees ops as cell `cell_index`.
 
-    def __init__(self, channels: int, *, affine: bool, track: bool, fused: bool = True) -> None:
+    With `partial_channels` K > 1 the ops are built for channels/K channels and the cell takes
+    `PartialChannels` weights of that K (isdarts.spaces.partial).
+    """
+
+    def __init__(
+        self, channels: int, *, affine: bool, track: bool, fused: bool = True, partial_channels: int = 1
+    ) -> None:
         super().__init__()
         if fused and track:
             raise ValueError("fused cells need BNs without running statistics (track=False); pass fused=False")
+        check_partial_channels([channels], partial_channels)
         self.fused = fused
+        self.partial_channels = partial_channels
+        op_channels = channels // partial_channels
         self.edges = nn.ModuleList(
-            nn.ModuleList(make_nb201_op(op, channels, affine=affine, track=track) for op in NB201_OPS)
+            nn.ModuleList(make_nb201_op(op, op_channels, affine=affine, track=track) for op in NB201_OPS)
             for _ in NB201_EDGES
         )
 
@@ -85,9 +108,29 @@ class Nb201SearchCell(nn.Module):
         def empty() -> torch.Tensor:
             return torch.zeros_like(x)
 
-        if not self.fused:
-            return mix_cell(self.edges, _NODE_INPUTS, [x], alive, weights, probe, cell_index, NONE_OP, empty)[-1]
+        weights, partial = resolve_partial(weights, self.partial_channels)
         states = [x]
+        if partial is not None:  # partial channels (isdarts.spaces.partial): its own per-edge loops
+            if not self.fused:
+                return mix_cell_partial(
+                    self.edges, _NODE_INPUTS, states, alive, partial, probe, cell_index, NONE_OP, _STRIDES
+                )[-1]
+            sources: list[torch.Tensor] = []  # the ops' inputs: each state's first C/K channels
+            mix_cell_partial_fused(
+                self._group_runner(sources), sources, _NODE_INPUTS, states, alive, partial, probe, cell_index,
+                NONE_OP, _STRIDES,
+            )
+            return states[-1]
+        if not self.fused:
+            return mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, empty)[-1]
+        mix_cell_fused(
+            self._group_runner(states), _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, NUM_OPS,
+            empty,
+        )
+        return states[-1]
+
+    def _group_runner(self, states: list[torch.Tensor]) -> GroupRunner:
+        """Runs one op kind for the edges leaving state j, reading state j from `states`."""
         relu: dict[int, torch.Tensor] = {}  # one ReLU per input node, shared by its 1x1 and 3x3 convs
 
         def run_group(j: int, op: int, edges: Sequence[int]) -> torch.Tensor:
@@ -102,25 +145,27 @@ class Nb201SearchCell(nn.Module):
             y = conv_shared(relu[j], [unit[1] for unit in units])
             return split_blocks(batch_norm_stacked(y, [unit[2] for unit in units]), len(edges))
 
-        mix_cell_fused(run_group, _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, NUM_OPS, empty)
-        return states[-1]
+        return run_group
 
 
 class Nb201Supernet(nn.Module):
     """NB201 macro network: one cell kind, "cell", whose (6, 5) binary op mask is a buffer (`mask`).
 
     The supernet interface of isdarts.spaces.space: forward(x, weights, probe) returns (pooled features, logits).
-    `fused` picks the fused cells (see above).
+    `fused` picks the fused cells (see above). `partial_channels` K > 1 builds the cells' ops at 1/K of each
+    stage's channels, for `PartialChannels` weights of that K (isdarts.spaces.partial); K=1 is the full network.
     """
 
     KINDS = ("cell",)
 
     def __init__(
         self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, *, affine: bool = False,
-        track: bool = False, fused: bool = True,
+        track: bool = False, fused: bool = True, partial_channels: int = 1,
     ) -> None:
         super().__init__()
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
+        self.partial_channels = partial_channels
+        check_partial_channels([channels, 2 * channels, 4 * channels], partial_channels)
         self.stem = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
         )
@@ -131,7 +176,8 @@ class Nb201Supernet(nn.Module):
                 layers.append(ResNetBasicBlock(c, 2 * c, stride=2))
                 c *= 2
             layers.extend(
-                Nb201SearchCell(c, affine=affine, track=track, fused=fused) for _ in range(cells_per_stage)
+                Nb201SearchCell(c, affine=affine, track=track, fused=fused, partial_channels=partial_channels)
+                for _ in range(cells_per_stage)
             )
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True))
