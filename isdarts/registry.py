@@ -194,6 +194,29 @@ METHODS: dict[str, MethodSpec] = {
             "nb201": {**_PAPER_NB201_DARTS, "epochs": 250, "tau_max": 10.0, "tau_min": 0.1,
                       "unselected_grad": "scalar_sum"},
         }),
+        MethodSpec("pcdarts", "PC-DARTS", "isdarts.search.pcdarts:PcDarts", True, (
+            *BILEVEL,
+            # Both spaces: [PC]'s DARTS-space values; on NB201 they are FAMILY.md's assumptions ([DR]: K 1 or 4,
+            # no edge normalisation, no warm-up).
+            Option("k", "int", 4, help="partial channels: edge ops run on 1/k of the channels (k >= 1 divides C)"),
+            Option("edge_norm", "bool", True, help="edge normalisation: a node's edges weighted by softmax(β)"),
+            Option("arch_warmup_epochs", "int", 15, help="first epochs that train the weights only (α, β frozen)"),
+            Option("shuffle_mode", "choice", "shuffle", ("shuffle", "shift"),
+                   help="how the op and bypass channels recombine: channel shuffle, or [PC]'s rotation by C/k"),
+            Option("step_order", "choice", "alpha_first", ("alpha_first", "weight_first"),
+                   help="which step of a bi-level pair comes first ([PC]: α first)"),
+            Option("lr_epoch_offset", "int", 0,
+                   help="1: epoch e trains at the cosine's lr of e+1, as [PC]'s scheduler.step() at the epoch start"),
+        ), paper={
+            # FAMILY.md's assumption for NB201: the DARTS recipe of §4 (AutoDL) with PC-DARTS's own settings.
+            "nb201": {**_PAPER_NB201_DARTS, "k": 4, "edge_norm": True, "arch_warmup_epochs": 15},
+            # [PC] train_search.py on CIFAR-10: batch 256, lr 0.1 without nesterov, α/β Adam lr 6e-4, K 4, 15
+            # frozen epochs. lr_min: the py2 train_search.py anneals to 0, its V100_python1.0 copy to 0.001
+            # [C≠C]; the py2 script is the one the paper's numbers come from, so 0.
+            "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "batch_size": 256, "lr": 0.1,
+                      "lr_min": 0.0, "nesterov": False, "weight_decay": 3e-4, "arch.lr": 6e-4, "shuffle": True,
+                      "k": 4, "edge_norm": True, "arch_warmup_epochs": 15, "step_order": "alpha_first"},
+        }),
     )
 }
 

@@ -138,8 +138,9 @@ def test_paper_cells_and_accuracy_columns_load_as_typed_rows():
 def test_paper_data_names_our_methods_and_the_runs_figures_draw():
     # Which of our methods each table reproduces, and against which paper row, is data: the report names no method.
     assert dict(paper.TABLE1_OURS) == {"darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "gdas": "GDAS",
-                                       "isdarts": "IS-DARTS", "lambda_darts": None}
-    assert dict(paper.TABLE3_OURS) == {"isdarts": "IS-DARTS (C)", "darts2": "DARTS (C)", "gdas": "GDAS (C)"}
+                                       "isdarts": "IS-DARTS", "lambda_darts": None, "pcdarts": "PC-DARTS"}
+    assert dict(paper.TABLE3_OURS) == {"isdarts": "IS-DARTS (C)", "darts2": "DARTS (C)", "gdas": "GDAS (C)",
+                                       "pcdarts": None}
     assert paper.FIGURES.nb201_alpha_vs_iim == ("nb201/darts1", "nb201/isdarts")
     data = {"table1": {"ours": {"isdarts": "IS-DARTS", "lambda_darts": None}}}
     assert dict(paper._ours(data, "table1", paper.TABLE1, "method")) == data["table1"]["ours"]
