@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from isdarts.errors import ReportError
+from isdarts.report import paper_subset
 from isdarts.report.paper import FIGURES
 from isdarts.report.render import write_table
 from isdarts.report.runs import seed_histories
@@ -55,17 +56,23 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
               reports_dir: Path = Path("reports")) -> tuple[Path, ...]:
     """Write every table (.md and .csv), figure, the study page and the DVC plot data into reports_dir; returns
     the files written. Table 1 needs at least one NB201 result file; the other tables print the paper's rows and
-    a "run `dvc repro`" line when their runs are absent, and figures whose histories are absent are skipped."""
+    a "run `dvc repro`" line when their runs are absent, and figures whose histories are absent are skipped. The
+    searches of profiles/paper_subset.yaml under ``<runs_dir>/paper_subset/`` add rows of their own to Tables 1
+    and A.1 and their collapse figure, only when there are any."""
     results_dir, runs_dir, reports_dir = Path(results_dir), Path(runs_dir), Path(reports_dir)
     table1_files = [path for m in TABLE1_METHODS if (path := results_dir / f"nb201_{m}.json").is_file()]
     if not table1_files:
         names = ", ".join(f"nb201_{m}.json" for m in TABLE1_METHODS)
         raise ReportError(f"{results_dir}: no NB201 results ({names}); run `dvc repro` (the lookup stage) first")
-    tables = [build_table1(table1_files), build_table2(runs_dir / "darts" / "retrain"),
-              build_table3(runs_dir / "darts" / "imagenet"), build_table_a1(results_dir),
+    # The paper's search on the CIFAR-10 subset (run outside DVC): rows of their own in Tables 1 and A.1.
+    subset = paper_subset.read_rows(runs_dir / paper_subset.FOLDER)
+    tables = [build_table1(table1_files, subset_rows=subset), build_table2(runs_dir / "darts" / "retrain"),
+              build_table3(runs_dir / "darts" / "imagenet"), build_table_a1(results_dir, subset),
               build_table_a2(runs_dir / "darts" / "sweep")]
     written = [path for table in tables for path in write_table(table, reports_dir)]
     written += build_figures(runs_dir, reports_dir / "figures")
+    subset_figure = paper_subset.build_figure(subset, runs_dir / paper_subset.FOLDER, reports_dir / "figures")
+    written += [subset_figure] if subset_figure is not None else []
     # The study page draws a figure: like build_figures, it imports matplotlib only once the tables are written.
     from isdarts.report.study import build_study
 

@@ -242,7 +242,10 @@ def plot_alpha_vs_iim(darts_history_path: Path, isdarts_history_path: Path, out_
                  f"{isdarts_history_path} has no epoch with an IIM record")
 
 
-def plot_collapse(runs_dir: Path, out_path: Path) -> Path | None:
+COLLAPSE_TITLE = "NB201: the cell each search would return if it stopped there (200-epoch benchmark accuracy)"
+
+
+def plot_collapse(runs_dir: Path, out_path: Path, title: str = COLLAPSE_TITLE) -> Path | None:
     """nb201_collapse.png: the argmax cell's CIFAR-10 test accuracy and share of parameter-free edges against
     weight steps, a line per NB201 search under runs_dir that records the cell (None, skipped, when none does),
     with the all-skip collapse level and the benchmark optimum."""
@@ -251,8 +254,7 @@ def plot_collapse(runs_dir: Path, out_path: Path) -> Path | None:
     if not histories:
         skip_figure(out_path, "no NB201 history records the argmax cell")
         return None
-    fig = new_figure(9.0, 7.0, "NB201: the cell each search would return if it stopped there "
-                     "(200-epoch benchmark accuracy)")
+    fig = new_figure(9.0, 7.0, title)
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     methods = list(dict.fromkeys(h.method for h in histories))
     for h in histories:

@@ -233,17 +233,20 @@ class Report:
     reproduced: tuple[Any, ...]
     markdown: str
     csv: str
+    compared: tuple[Any, ...] = ()  # rows shown beside the paper's but never judged (isdarts.report.paper_subset)
 
 
 def report(stem: str, columns: Sequence[Column], rows: Sequence[Row], reproduced: Sequence[Any], title: str,
            intro: str, *, notes: Sequence[str], empty: str, tolerance: float, what: str,
            difference: str = "our mean − paper mean", judged: str = "paper-profile runs with the paper's settings",
            warnings: Sequence[str] = (), tail: Sequence[str] = (), unjudged: Sequence[Any] | None = None,
-           table: str | None = None) -> Report:
+           table: str | None = None, compared: Sequence[str] = (), compared_rows: Sequence[Any] = ()) -> Report:
     """``rows`` under ``columns`` as CSV and, on the page every table shares, as markdown (``table``: another
     layout): title, the paper's setting, our runs' notes (or ``empty``), warnings, which ``reproduced`` rows
     (runs.Reproduced) are not paper-scale (default: those not judged), the verdict rule (when a reproduced
-    ``what`` passes, which runs are ``judged`` at all) and legend, the table, the cells outside the tolerance."""
+    ``what`` passes, which runs are ``judged`` at all) and legend, the ``compared`` lines (rows shown beside the
+    paper's under a rule of their own, ``compared_rows``, never judged), the table, the cells outside the
+    tolerance."""
     out = [f"# {title}", "", intro, "", *(["Reproduced:", "", *notes] if notes else [empty]), "", *warnings]
     unjudged = [row for row in reproduced if not row.judged] if unjudged is None else unjudged
     if unjudged:
@@ -255,12 +258,12 @@ def report(stem: str, columns: Sequence[Column], rows: Sequence[Row], reproduced
               f"{m['not_comparable']} not comparable (not the paper profile) · {m['no_paper']} no paper number")
     verdict = (f"a reproduced {what} passes when |{difference}| ≤ {tolerance:.1f} percentage point, and is judged "
                f"only for {judged}.")
-    out += [f"Verdict: {verdict}", "", f"Legend: {legend}", "", table or table_md(columns, rows)]
+    out += [f"Verdict: {verdict}", "", f"Legend: {legend}", "", *compared, table or table_md(columns, rows)]
     misses = [f"- {name}: {c.verdict.text}" for row in reproduced for name, c in row.misses()
               if c.verdict.status == "fail"]
     out += ["Cells outside the tolerance:", "", *misses, ""] if misses else []
     markdown = "\n".join([*out, *tail]).rstrip("\n") + "\n"
-    return Report(stem, tuple(reproduced), markdown, table_csv(columns, rows))
+    return Report(stem, tuple(reproduced), markdown, table_csv(columns, rows), tuple(compared_rows))
 
 
 def write_table(table: Report, out_dir: Path) -> tuple[Path, Path]:

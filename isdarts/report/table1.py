@@ -14,7 +14,7 @@ from types import MappingProxyType
 from isdarts.benchmark.nb201 import ACCURACY_KEYS, ACCURACY_LABELS, Nb201Table, default_table
 from isdarts.errors import ReportError
 from isdarts.records import Nb201Result
-from isdarts.report import render
+from isdarts.report import paper_subset, render
 from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_OURS, TABLE1_SEEDS, PaperCell
 from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, Cell, JudgedCell, Row, col
 from isdarts.report.runs import Reproduced
@@ -99,8 +99,11 @@ def references(benchmark: Nb201Table) -> dict[str, Mapping[str, float]]:
                 {key: benchmark.optimum(key).accuracies()[key] for key in ACCURACY_KEYS})}
 
 
-def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = None) -> render.Report:
-    """Table 1 from the lookup stage's result files (one per method, any order); ``benchmark`` for the references."""
+def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = None,
+                 subset_rows: Sequence[paper_subset.SubsetRow] = ()) -> render.Report:
+    """Table 1 from the lookup stage's result files (one per method, any order); ``benchmark`` for the references.
+    ``subset_rows`` (paper_subset.read_rows) of the methods with a paper row print beside them, compared with it
+    but not judged."""
     rows: dict[str, AccuracyRow] = {}
     sources: dict[str, Path] = {}
     for path in map(Path, result_files):
@@ -110,10 +113,12 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
         rows[row.method], sources[row.method] = row, path
     ours = [rows[m] for m in METHOD_LABELS if m in rows]
     refs = references(benchmark if benchmark is not None else default_table())
+    subset = [row for row in subset_rows if row.method in PAPER_BY_METHOD]
     return render.report(
         "table1", COLUMNS,
         [*(given_row("paper", p.method, "paper", p.cells, cost=render.cost(p.cost_hours, TABLE1_COST_UNIT, "hours"))
            for p in TABLE1), *(row.row() for row in ours),
+         *(row.row(PAPER_BY_METHOD[row.method]) for row in subset),
          *(given_row("reference", label, Cell("NB201 table"), accuracies) for label, accuracies in refs.items())],
         ours, "Table 1 — NAS-Bench-201, searched on CIFAR-10",
         f"Paper: IS-DARTS (AAAI 2024), Table 1 — accuracy (%) of the searched cell, mean±std over {TABLE1_SEEDS} "
@@ -124,6 +129,7 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
         # Table 1 states that it judges "runs with the paper's settings", so only those are flagged here.
         unjudged=[row for row in ours if not row.paper_settings],
         what="cell", judged="runs with the paper's settings", tolerance=TOLERANCE,
+        compared=paper_subset.compared_lines(subset), compared_rows=subset,
         tail=[f"Reference rows are read from the NB201 benchmark table: the all-skip cell is `{ALL_SKIP_ARCH}`; "
               "the optimum row takes each column's maximum over all cells (the best cell differs between columns).",
               "How each search got there: `figures/nb201_collapse.png` draws, for every method and seed, the "

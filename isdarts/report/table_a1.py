@@ -6,12 +6,12 @@ the seeds in CSV), beside the paper's single numbers (no std); only paper-profil
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 from isdarts.errors import ReportError
-from isdarts.report import render, table1
+from isdarts.report import paper_subset, render, table1
 from isdarts.report.paper import TABLE_A1, TABLE_A1_OURS
 from isdarts.report.render import COST, DISPLAY_LABELS, col
 
@@ -28,8 +28,11 @@ TOLERANCE: float = table1.TOLERANCE
 COLUMNS = (*table1.HEAD, col("seeds"), COST, *table1.ACCURACIES)
 
 
-def build_table_a1(results_dir: Path = Path("results")) -> render.Report:
-    """Table A.1 from ``results/nb201_<method>.json`` of the ablation's methods (those that exist)."""
+def build_table_a1(results_dir: Path = Path("results"),
+                   subset_rows: Sequence[paper_subset.SubsetRow] = ()) -> render.Report:
+    """Table A.1 from ``results/nb201_<method>.json`` of the ablation's methods (those that exist); the
+    ``subset_rows`` (paper_subset.read_rows) of the ablation's methods print beside them, compared with the
+    paper's numbers but not judged."""
     results_dir = Path(results_dir)
     ours, absent = [], []
     for method, label in LABELS.items():
@@ -45,14 +48,20 @@ def build_table_a1(results_dir: Path = Path("results")) -> render.Report:
     if notes and absent:
         notes.append(f"- not run: {', '.join(absent)}; run `dvc repro`")
     looked_for = ", ".join(f"nb201_{m}.json" for m in LABELS)
+    subset = [row for row in subset_rows if row.method in LABELS]
+    empty = render.no_runs_line(results_dir) + f" (looked for {looked_for})"
+    if subset:  # the paper's rows are then not the only ones shown
+        empty = empty.replace(" Only the paper's rows are shown.", "")
     return render.report(
         "table_a1", COLUMNS,
-        [*(table1.given_row("paper", p.method, "paper", p.accuracies) for p in TABLE_A1), *(row.row() for row in ours)],
+        [*(table1.given_row("paper", p.method, "paper", p.accuracies) for p in TABLE_A1), *(row.row() for row in ours),
+         *(row.row(PAPER_BY_METHOD.get(row.method)) for row in subset)],
         ours, "Table A.1 — ablation on NAS-Bench-201: IS-DARTS vs I-DARTS vs S-DARTS",
         "Paper: IS-DARTS (AAAI 2024), Table A.1 — accuracy (%) of the cell searched on CIFAR-10, single numbers "
         "(no std). I-DARTS is IIM without shrinking, S-DARTS shrinking without IIM (§3.5; the appendix swaps the "
         "two names). Reproduced rows: the NB201 benchmark's 200-epoch accuracies of each searched cell, mean±std "
         "(sample std) over our seeds; search cost is the mean per run, in the unit it was measured in.",
-        notes=notes, empty=render.no_runs_line(results_dir) + f" (looked for {looked_for})",
+        notes=notes, empty=empty,
         what="cell", difference="our mean − paper number", tolerance=TOLERANCE,
+        compared=paper_subset.compared_lines(subset), compared_rows=subset,
     )
