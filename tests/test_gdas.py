@@ -44,7 +44,7 @@ def test_a_sample_is_one_hot_in_value_with_the_softmax_gradient():
     (grad_h,) = torch.autograd.grad((path.hard * weights).sum(), alpha)
     (grad_p,) = torch.autograd.grad((probs * weights).sum(), alpha)
     torch.testing.assert_close(grad_h, grad_p)
-    assert path.unselected().abs().max().item() == 0.0
+    assert path.unselected.abs().max().item() == 0.0
 
 
 @pytest.mark.parametrize("tau", [10.0, 0.1])

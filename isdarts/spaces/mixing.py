@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -38,8 +39,10 @@ class SampledPath:
         """The mask's alive lists narrowed to the sampled op of each edge."""
         return tuple((k,) if k in ops else () for k, ops in zip(self.index, alive, strict=True))
 
+    @cached_property
     def unselected(self) -> torch.Tensor | None:
-        """Per edge Σ_{o ≠ index[e]} hard[e, o] (exact zeros carrying gradient), or None without scalar_sum."""
+        """Per edge Σ_{o ≠ index[e]} hard[e, o] (exact zeros carrying gradient), or None without scalar_sum;
+        computed once per sample, not once per node of every cell that mixes by it."""
         if not self.scalar_sum:
             return None
         chosen = torch.zeros_like(self.hard, dtype=torch.bool)
@@ -51,7 +54,7 @@ def node_scalars(path: SampledPath | None, edges: Sequence[int]) -> torch.Tensor
     """The unselected scalars of a node's input edges, summed; None when there are none to add."""
     if path is None:
         return None
-    unselected = path.unselected()
+    unselected = path.unselected
     if unselected is None:
         return None
     return unselected[list(edges)].sum()
