@@ -217,6 +217,7 @@ METHODS: dict[str, MethodSpec] = {
                       "lr_min": 0.0, "nesterov": False, "weight_decay": 3e-4, "arch.lr": 6e-4, "shuffle": True,
                       "k": 4, "edge_norm": True, "arch_warmup_epochs": 15, "step_order": "alpha_first"},
         }),
+        # (rows of the DARTS family: FAMILY.md)
     )
 }
 

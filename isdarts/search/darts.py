@@ -39,6 +39,32 @@ def grads_or_zeros(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[t
     return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads, strict=True)]
 
 
+def masked_softmax(alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax of each row over its alive (mask 1) entries; masked entries get exactly zero weight.
+
+    A row with nothing alive (node-wise shrinking can mask a whole edge) would give NaN weights and, through the
+    softmax backward, NaN gradients: it takes its plain softmax times the all-zero mask row instead.
+    """
+    masked = mask == 0
+    dead = masked.all(dim=-1, keepdim=True)
+    weights = torch.softmax(alpha.masked_fill(masked & ~dead, float("-inf")), dim=-1)
+    return weights * mask.to(weights.dtype)
+
+
+def exclude_ops(model: nn.Module, space: Space, names: Sequence[str]) -> None:
+    """Mask ops `names` out of every kind's supernet for the whole search (never run, never derived): how a
+    method whose reference code has no such op (FairDARTS and SDARTS on the DARTS space: no `none`) runs on a
+    space that has it."""
+    unknown = sorted(set(names) - set(space.ops))
+    if unknown:
+        raise ValueError(f"the {space.name} space has no op {', '.join(unknown)}; its ops are {', '.join(space.ops)}")
+    for kind in space.kinds:
+        mask = model.get_mask(kind).clone()
+        for name in names:
+            mask[:, space.ops.index(name)] = 0
+        model.set_mask(kind, mask)
+
+
 def flat_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all tensors concatenated, as a device scalar (no host sync)."""
     return torch.cat([t.reshape(-1) for t in tensors]).norm()

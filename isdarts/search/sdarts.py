@@ -16,7 +16,7 @@ from torch import nn
 
 from isdarts.config.search import SearchConfig, shrink_epochs
 from isdarts.search.base import Batches
-from isdarts.search.darts import Darts
+from isdarts.search.darts import Darts, masked_softmax
 from isdarts.search.shrink import shrink_step, step_at
 from isdarts.spaces.space import Genotype, Space
 
@@ -32,13 +32,7 @@ class SDarts(Darts):
 
     def relax(self, kind: str, alpha: torch.Tensor) -> torch.Tensor:
         """Softmax over the alive ops only: masked logits are -inf, so they get exactly zero weight."""
-        mask = self.model.get_mask(kind)
-        masked = mask == 0
-        # Node-wise shrinking can mask a whole edge; an all -inf row would give NaN weights and, through the
-        # softmax backward, NaN α gradients. Such a row takes its plain softmax times the all-zero mask row.
-        dead = masked.all(dim=-1, keepdim=True)
-        weights = torch.softmax(alpha.masked_fill(masked & ~dead, float("-inf")), dim=-1)
-        return weights * mask.to(weights.dtype)
+        return masked_softmax(alpha, self.model.get_mask(kind))
 
     def end_epoch(self, epochs_done: int, iim_batches: Callable[[], Batches] | None) -> dict[str, Any]:
         record = super().end_epoch(epochs_done, iim_batches)
