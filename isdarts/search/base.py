@@ -53,6 +53,12 @@ class SearchMethod(Protocol):
 
     def state_dict(self) -> dict[str, Any]: ...
 
+    # Optional surface (the loop looks for them):
+    # `train_batch_size` (int attribute): the weight-step batch size of the next epoch, if the method changes it;
+    # `attach_data(images, generator)`: called once before the first epoch with the valid half (bi-level methods;
+    # the training images otherwise) as `isdarts.data.device_loader.DeviceImages`, and a generator the loop
+    # checkpoints, for methods that measure the supernet on a whole data set.
+
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 

@@ -199,12 +199,14 @@ def _train_epoch(
     """One pass over the weight data (from `steps.start` on, when resumed inside the epoch); returns
     (per-step losses, correct count) as device tensors."""
     device = data.train.device
-    n_batches = data.train.num_batches(cfg.batch_size, drop_last=False)
+    # A method may change its batch size during the search (SGAS grows it with each decision).
+    batch_size = getattr(method, "train_batch_size", None) or cfg.batch_size
+    n_batches = data.train.num_batches(batch_size, drop_last=False)
     step_losses, correct = steps.state(
         lambda: (torch.zeros(n_batches, device=device), torch.zeros((), dtype=torch.int64, device=device))
     )
     batches = steps.batches(
-        lambda: data.train.batches(cfg.batch_size, augment=True, shuffle=cfg.shuffle, generator=gens["data"]),
+        lambda: data.train.batches(batch_size, augment=True, shuffle=cfg.shuffle, generator=gens["data"]),
         gens["data"],
     )
     bar = tqdm(
@@ -306,6 +308,10 @@ def run_search(
     graphs = resolve_speed(cfg, dev).cuda_graphs  # each pass over the data replayed as a CUDA graph
     gens = {"data": make_generator(dev, seed), "iim": make_generator(dev, seed + 1),
             "valid": make_generator(dev, seed + 3)}
+    if hasattr(method, "attach_data"):
+        # Methods that measure the supernet on whole data sets (DARTS-PT's projections: the valid half)
+        # get the search's images and a generator saved with the loop's checkpoints.
+        method.attach_data(data.valid if method.bilevel else data.train, gens["valid"])
     settings = {
         "search": dataclasses.asdict(cfg), "seed": seed, "data": run.data_fingerprint, "device": dev.type,
         "code": code_fingerprint(result_modules(cfg.space)),
