@@ -176,10 +176,14 @@ METHODS: dict[str, MethodSpec] = {
             # Λ-DARTS's official scripts: weight step first on NB201, α step first on the DARTS space.
             Option("step_order", "choice", {"nb201": "weight_first", "darts": "alpha_first"},
                    ("weight_first", "alpha_first"), help="which step of a bi-level pair comes first"),
+            Option("regulariser_gradient", "choice", "finite_difference", ("finite_difference", "exact"),
+                   help="the alignment term's weight gradient: the official central difference, or autograd's "
+                        "double backward"),
         ), {"order": 1}, paper={
             # Λ-DARTS's NB201 script: wd 3e-4, no nesterov, α lr 1e-4, corr, λ 0.25, ε0 1e-4; 50 epochs (spec §5).
             "nb201": {**_PAPER_NB201_DARTS, "weight_decay": 3e-4, "nesterov": False, "arch.lr": 1e-4,
-                      "regulariser": "corr", "lam": 0.25, "epsilon": 1e-4},
+                      "regulariser": "corr", "lam": 0.25, "epsilon": 1e-4,
+                      "regulariser_gradient": "finite_difference"},
         }),
         MethodSpec("gdas", "GDAS", "isdarts.search.gdas:Gdas", True, (
             *BILEVEL,

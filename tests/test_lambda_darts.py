@@ -70,7 +70,8 @@ def test_alignment_of_identical_and_opposite_gradients():
 
 def lambda_cfg(method: str = "lambda_darts", **overrides) -> SearchConfig:
     """Λ-DARTS (or plain DARTS) as the NB201 script runs it: λ 0.25, ε0 1e-4, weight decay 5e-4, 3 epochs."""
-    options = {"regulariser": overrides.pop("regulariser", "corr"), "lam": 0.25, "epsilon": 1e-4}
+    options = {"regulariser": overrides.pop("regulariser", "corr"), "lam": 0.25, "epsilon": 1e-4,
+               **overrides.pop("options", {})}
     return SearchConfig(method=method, arch=ArchConfig(), **{"epochs": 3, "weight_decay": 5e-4, **overrides},
                         options=options if method == "lambda_darts" else {})
 
@@ -148,3 +149,78 @@ def test_weight_step_adds_lambda_times_the_correction_and_is_plain_darts_at_lamb
         method._weight_step(x, y)
     for a, b in zip(lam.weights, darts.weights, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def smooth_method(gradient: str, kind: str = "corr") -> LambdaDarts:
+    """Λ-DARTS on a float64 NB201 supernet whose ReLUs are Softplus: R(w) is smooth, so finite differences of
+    it are trustworthy to many digits."""
+    torch.manual_seed(0)
+    model = Nb201Supernet(channels=4, cells_per_stage=1, fused=False).double()
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, torch.nn.ReLU):
+                setattr(module, name, torch.nn.Softplus())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in model.modules())
+    method = LambdaDarts(model, NB201, lambda_cfg(regulariser=kind, grad_clip=0.0, momentum=0.0, nesterov=False,
+                                                  options={"regulariser_gradient": gradient}))
+    with torch.no_grad():
+        method.alphas[0].normal_()
+    method.set_epoch(2)  # λ_t = 0.25
+    return method
+
+
+def regulariser_of_weights(method: LambdaDarts, weights, x, y, kind: str) -> torch.Tensor:
+    """R(w): the alignment of the per-cell α-gradients at weights `weights` (a list like model.parameters())."""
+    model = method.model
+    names = [name for name, _ in model.named_parameters()]
+    p = method.arch_weights()["cell"].detach()
+    clones = [p.clone().requires_grad_() for _ in range(model.num_search_cells)]
+    _, logits = functional_call(model, dict(zip(names, weights, strict=True)), (x,), {"weights": {"cell": clones}})
+    grads = torch.autograd.grad(cross_entropy(logits, y), clones)
+    return reference_value(grads, kind)
+
+
+def step_gradient(method: LambdaDarts, x, y) -> list[torch.Tensor]:
+    method.w_optimizer.zero_grad(set_to_none=True)
+    method.weight_backward(x, y)
+    return [torch.zeros_like(w) if w.grad is None else w.grad.clone() for w in method.weights]
+
+
+@pytest.mark.parametrize("kind", ["corr", "signcorr"])
+def test_exact_regulariser_gradient_matches_a_float64_finite_difference_of_r(kind):
+    method = smooth_method("exact", kind)
+    x, y = batch()
+    exact = step_gradient(method, x, y)
+    lam_t, method.lam_t = method.lam_t, 0.0  # λ_t = 0: ∇_w L alone, no correction
+    plain = step_gradient(method, x, y)
+    method.lam_t = lam_t
+    grad_r = [(p - e) / lam_t for p, e in zip(plain, exact, strict=True)]  # exact = ∇L - λ ∇R
+    assert sum(g.abs().sum() for g in grad_r) > 0
+    gen = torch.Generator().manual_seed(1)
+    direction = [torch.randn(w.shape, generator=gen, dtype=w.dtype) for w in method.weights]
+    h = 1e-5
+    w0 = [w.detach() for w in method.weights]
+    r_plus = regulariser_of_weights(method, [w + h * d for w, d in zip(w0, direction, strict=True)], x, y, kind)
+    r_minus = regulariser_of_weights(method, [w - h * d for w, d in zip(w0, direction, strict=True)], x, y, kind)
+    numeric = ((r_plus - r_minus) / (2 * h)).item()
+    analytic = sum((g * d).sum() for g, d in zip(grad_r, direction, strict=True)).item()
+    assert abs(analytic - numeric) <= 1e-6 * max(1.0, abs(numeric)), (analytic, numeric)
+
+
+def test_on_a_smooth_network_the_official_finite_difference_matches_the_exact_gradient():
+    x, y = batch()
+    official = torch.cat([g.reshape(-1) for g in step_gradient(smooth_method("finite_difference"), x, y)])
+    exact = torch.cat([g.reshape(-1) for g in step_gradient(smooth_method("exact"), x, y)])
+    assert not torch.equal(official, exact)  # two different computations
+    assert ((official - exact).norm() / exact.norm()).item() < 1e-5
+
+
+def test_exact_gradient_is_an_option_with_the_official_default():
+    from isdarts.registry import method_spec
+
+    option = {o.name: o for o in method_spec("lambda_darts").options}["regulariser_gradient"]
+    assert option.default == "finite_difference" and option.choices == ("finite_difference", "exact")
+    with pytest.raises(ValueError, match="regulariser_gradient"):
+        LambdaDarts(Nb201Supernet(channels=4, cells_per_stage=1), NB201,
+                    SearchConfig(method="lambda_darts", arch=ArchConfig(), epochs=3, options={
+                        "regulariser": "corr", "lam": 0.25, "epsilon": 1e-4, "regulariser_gradient": "autograd"}))
