@@ -124,7 +124,7 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
     is a PNG drawn from every run and rebuilds byte-identically; without runs the page says how to make them."""
     import json
 
-    from isdarts.report.figures import plot_collapse
+    from isdarts.report.figures import plot_collapse_grid
     from isdarts.report.study import STUDY_FIGURE, build_study
 
     empty, figures = build_study(tmp_path / "none", tmp_path / "figures")
@@ -152,12 +152,52 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
         peak = max(r["cell"]["param_free"] for r in histories[method]["epochs"] if r["cell"])
         assert row["peak_free"].startswith(f"{peak}/6 (")
     assert "DARTS (1st) seed 0: after" in page.markdown and "study-profile numbers" in page.markdown
+    # The summary: when each run's argmax cell first was the all-skip or a none-cut cell (from its history).
+    for row, method in zip(rows, ("darts1", "isdarts"), strict=True):
+        for column, test in (("first_all_skip", "all_skip"), ("first_none_cut", "none_cut")):
+            hits = [r for r in histories[method]["epochs"]
+                    if getattr(Nb201Genotype.from_arch_str(r["genotype"]), test)()]
+            want = str(hits[0]["alpha_steps"] or hits[0]["weight_steps"]) if hits else ""
+            assert row[column] == want, (method, column)
+    assert "## Summary" in page.markdown and "seeds reached the all-skip cell" in page.markdown
     first = figure.read_bytes()
-    assert plot_collapse(study, tmp_path / "again.png").read_bytes() == first
+    assert plot_collapse_grid(study, tmp_path / "again.png").read_bytes() == first
 
 
-def test_study_page_prints_step_counts_with_thousands_separators_and_plain_csv():
-    from isdarts.report.render import Cell
-    from isdarts.report.study import _count
+def test_none_cut_cells_are_exactly_the_benchmarks_constant_networks():
+    """A none-cut cell (no path from input to output avoiding `none`) outputs zeros: over all 15,625 cells, the
+    benchmark scores exactly those at 10.00 CIFAR-10 test (341 cells)."""
+    from isdarts.benchmark.nb201 import lookup
+    from isdarts.spaces.nb201.genotype import all_nb201_genotypes
 
-    assert _count(19492) == Cell("19,492", ("19492",)) and _count(0) == Cell("0", ("0",))
+    cut = {g.to_arch_str() for g in all_nb201_genotypes() if g.none_cut()}
+    ten = {g.to_arch_str() for g in all_nb201_genotypes() if lookup(g).cifar10_test == 10.0}
+    assert cut == ten and len(cut) == 341
+    skip = [g for g in all_nb201_genotypes() if g.all_skip()]
+    assert len(skip) == 1 and lookup(skip[0]).cifar10_test == pytest.approx(54.30, abs=0.005)
+
+
+def test_the_study_figure_has_one_panel_per_method_and_one_shared_legend(tmp_path):
+    """15 methods stay readable: a panel per method with a line per seed, one legend for the whole figure, and a
+    marker where a run first had the all-skip cell (a committed DARTS study run, relabelled as 15 methods)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from isdarts.report.figures import draw_collapse_grid
+
+    raw = json.loads((Path(__file__).resolve().parents[1] / "runs/study/nb201/darts1/seed_0/history.json").read_text())
+    darts = SearchHistory.from_json(raw)
+    methods = [f"method_{i}" for i in range(15)]
+    histories = [dataclasses.replace(darts, method=m, seed=seed) for m in methods for seed in (0, 1)]
+    fig = draw_collapse_grid(histories)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 15 and [ax.get_title() for ax in panels] == methods
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in panels)
+    for ax in panels:
+        seeds = [line for line in ax.get_lines() if line.get_label().startswith("seed")]
+        assert [line.get_label() for line in seeds] == ["seed 0", "seed 1"]
+        # The all-skip marker sits at the first epoch whose argmax cell is all skip_connect.
+        first = next(r for r in darts.epochs if Nb201Genotype.from_arch_str(r.genotype).all_skip())
+        markers = [line for line in ax.get_lines() if line.get_marker() == "x"]
+        assert markers and all(list(m.get_xdata()) == [first.weight_steps] for m in markers)

@@ -17,6 +17,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from isdarts.errors import ReportError
@@ -24,6 +25,7 @@ from isdarts.io import atomic_write_bytes
 from isdarts.records import SearchHistory
 from isdarts.report.render import DISPLAY_LABELS
 from isdarts.report.trajectory import importance, run_name, search_histories, softmax
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 log = logging.getLogger(__name__)
 
@@ -278,3 +280,64 @@ def plot_collapse(runs_dir: Path, out_path: Path, title: str = COLLAPSE_TITLE) -
         ax.grid(alpha=0.3)
     fig.subplots_adjust(left=0.09, right=0.98, top=0.94, bottom=0.08, hspace=0.08)
     return save_figure(fig, Path(out_path))
+
+
+GRID_TITLE = "NB201 collapse study: the argmax cell of each search, per method (200-epoch benchmark accuracy)"
+
+
+def plot_collapse_grid(runs_dir: Path, out_path: Path, title: str = GRID_TITLE) -> Path | None:
+    """The study figure: one small panel per method (a line per seed, shared axes), so 15+ methods stay
+    readable, with the all-skip collapse level and the benchmark optimum in every panel and one shared legend.
+    A marker shows where a run's argmax cell first was the all-skip cell (x) or a `none`-cut cell (v)."""
+    histories = [h for h in search_histories(Path(runs_dir) / "nb201")
+                 if any(r.cell is not None and r.weight_steps is not None for r in h.epochs)]
+    if not histories:
+        skip_figure(out_path, "no NB201 history records the argmax cell")
+        return None
+    return save_figure(draw_collapse_grid(histories, title), Path(out_path))
+
+
+def draw_collapse_grid(histories: Sequence[SearchHistory], title: str = GRID_TITLE) -> Figure:
+    """plot_collapse_grid's figure: a panel per method (in first-seen order), a line per seed."""
+    methods = list(dict.fromkeys(h.method for h in histories))
+    cols = min(4, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    width, height = 3.6 * cols, 2.4 * rows + 1.2
+    fig = new_figure(width, height, title)
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - 0.55 / height,
+                        wspace=0.12, hspace=0.4)
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
+    for ax in axes[len(methods):]:
+        ax.set_visible(False)
+    for ax, method in zip(axes, methods, strict=False):
+        for h in (h for h in histories if h.method == method):
+            points = [(r.weight_steps, r.cell, r.genotype) for r in h.epochs
+                      if r.cell is not None and r.weight_steps is not None]
+            steps = [s for s, _, _ in points]
+            style = {"color": f"C{h.seed % 10}", "linestyle": LINESTYLES[h.seed % 4], "linewidth": 1.0}
+            ax.plot(steps, [c.benchmark.cifar10_test if c.benchmark else None for _, c, _ in points],
+                    label=f"seed {h.seed}", **style)
+            for test, marker in ((Nb201Genotype.all_skip, "x"), (Nb201Genotype.none_cut, "v")):
+                first = next(((s, c) for s, c, g in points if g and test(Nb201Genotype.from_arch_str(g))), None)
+                if first is not None and first[1].benchmark is not None:
+                    ax.plot([first[0]], [first[1].benchmark.cifar10_test], marker=marker, color=style["color"],
+                            markersize=6, linestyle="none", label="_first")
+        for level in (NB201_OPTIMUM_C10_TEST, NB201_COLLAPSE_C10_TEST):
+            ax.axhline(level, color="0.45", linestyle=":", linewidth=0.9)
+        style_axes(ax, title=DISPLAY_LABELS.get(method, method))
+        ax.grid(alpha=0.3)
+    for ax in axes[:len(methods)]:
+        ax.set_ylim(0.0, 100.0)
+    for ax in axes[(rows - 1) * cols:len(methods)]:
+        ax.set_xlabel("weight steps (= α steps, bi-level)", fontsize=8)
+    for ax in axes[::cols]:
+        ax.set_ylabel("C10 test (%)", fontsize=8)
+    seeds = sorted({h.seed for h in histories})
+    # Legend entries drawn on no panel, so the panels hold only data.
+    handles = [Line2D([], [], color=f"C{s % 10}", linestyle=LINESTYLES[s % 4], label=f"seed {s}") for s in seeds]
+    handles += [Line2D([], [], color="0.45", linestyle=":",
+                       label=f"optimum {NB201_OPTIMUM_C10_TEST:.2f} / all-skip {NB201_COLLAPSE_C10_TEST:.2f}"),
+                Line2D([], [], marker="x", color="0.2", linestyle="none", label="first all-skip cell"),
+                Line2D([], [], marker="v", color="0.2", linestyle="none", label="first none-cut cell (10.00)")]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+    return fig

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from isdarts.records import SearchHistory, SearchMetrics
 from isdarts.report import render
-from isdarts.report.figures import NB201_COLLAPSE_C10_TEST, NB201_OPTIMUM_C10_TEST, plot_collapse
+from isdarts.report.figures import NB201_COLLAPSE_C10_TEST, NB201_OPTIMUM_C10_TEST, plot_collapse, plot_collapse_grid
 from isdarts.report.render import DISPLAY_LABELS, Cell, col, fmt_num
 from isdarts.report.trajectory import search_histories
+from isdarts.spaces.nb201.genotype import Nb201Genotype
 
 STUDY_FIGURE = "study_nb201_collapse.png"
 GPU_FIGURE = "study_gpu_nb201_collapse.png"  # scripts/gpu_study.py's runs, copied to runs/study_gpu/
@@ -21,7 +22,16 @@ COLUMNS = (col("method", "Method"), col("seed", "Seed", "r"), col("profile", "Pr
            col("data", "Data"), col("epochs", "Epochs", "r"), col("alpha_steps", "α steps", "r"),
            col("weight_steps", "Weight steps", "r"),
            col("final_c10", "Final cell C10 test", "r"), col("final_free", "Final param-free edges", "r"),
-           col("peak_free", "Most param-free edges (epoch)", "r"), col("genotype", "Final cell"))
+           col("peak_free", "Most param-free edges (epoch)", "r"), col("genotype", "Final cell"),
+           col("first_all_skip", "First all-skip cell (steps)", "r"),
+           col("first_none_cut", "First none-cut cell (steps)", "r"))
+# The page's summary: per run, whether and when its argmax cell was DARTS's all-skip cell or a cell whose `none`
+# edges cut the input from the output (a constant network, 10.00), and where it ended.
+SUMMARY = (col("method", "Method"), col("seed", "Seed", "r"),
+           col("first_all_skip", "All-skip cell: first at step", "r"),
+           col("first_none_cut", "none-cut cell: first at step", "r"),
+           col("final_c10", "Final cell C10 test", "r"), col("final_c100", "C100 test", "r"),
+           col("final_in16", "IN16 test", "r"), col("genotype", "Final cell"))
 
 
 def _count(steps: int) -> Cell:
@@ -38,6 +48,18 @@ class StudyRun:
 
     label = property(lambda self: DISPLAY_LABELS[self.history.method])
 
+    def first(self, test: str) -> int | None:
+        """The step count (α steps for bi-level methods, else weight steps) at the first epoch whose argmax cell
+        passes `test` ("all_skip" or "none_cut"); None if none does."""
+        for r in self.history.epochs:
+            if r.genotype and getattr(Nb201Genotype.from_arch_str(r.genotype), test)():
+                return r.alpha_steps or r.weight_steps
+        return None
+
+    def reached(self, test: str) -> Cell:
+        step = self.first(test)
+        return Cell("no", ("",)) if step is None else _count(step)
+
     def row(self) -> dict[str, Cell | str]:
         last, edges = self.history.epochs[-1], len(self.history.edges)
         cells = [(r.epoch, r.cell) for r in self.history.epochs if r.cell is not None]
@@ -51,7 +73,16 @@ class StudyRun:
             "final_free": f"{last.cell.param_free}/{edges}" if last.cell else render.MISSING,
             "peak_free": f"{peak.param_free}/{edges} ({peak_epoch})" if peak else render.MISSING,
             "genotype": f"`{self.metrics.genotype}`",
+            "first_all_skip": self.reached("all_skip"), "first_none_cut": self.reached("none_cut"),
         }
+
+    def summary_row(self) -> dict[str, Cell | str]:
+        row, last = self.row(), self.history.epochs[-1]
+        bench = last.cell.benchmark if last.cell else None
+        return {**{k: row[k] for k in ("method", "seed", "first_all_skip", "first_none_cut", "final_c10",
+                                       "genotype")},
+                "final_c100": render.number(bench.cifar100_test if bench else None),
+                "final_in16": render.number(bench.imagenet16_test if bench else None)}
 
     def summary(self) -> str:
         row = self.row()
@@ -68,14 +99,29 @@ def study_runs(study_dir: Path) -> list[StudyRun]:
             for history in search_histories(folder)]
 
 
+def _findings(runs: list[StudyRun]) -> str:
+    """What the runs show, counted per method: how many seeds reached each failure cell and where they ended."""
+    parts = []
+    for method in dict.fromkeys(run.history.method for run in runs):
+        mine = [run for run in runs if run.history.method == method]
+        finals = [run.history.epochs[-1].cell for run in mine]
+        accs = ", ".join(render.number(c.benchmark.cifar10_test if c and c.benchmark else None).md for c in finals)
+        skip = sum(run.first("all_skip") is not None for run in mine)
+        cut = sum(run.first("none_cut") is not None for run in mine)
+        parts.append(f"{mine[0].label}: {skip}/{len(mine)} seeds reached the all-skip cell, {cut}/{len(mine)} a "
+                     f"`none`-cut cell; final cells {accs}")
+    return "Per method (all seeds run): " + "; ".join(parts) + "."
+
+
 def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
                 ) -> tuple[render.Report, tuple[Path, ...]]:
     """The study page (always written: without runs it says how to make them) and its figures: the CPU
     study's runs under `study_dir`, and the paper-size GPU runs of scripts/gpu_study.py under `gpu_dir`."""
     runs = study_runs(study_dir)
     gpu_runs = study_runs(gpu_dir) if gpu_dir is not None else []
-    drawn = [plot_collapse(folder, Path(figures_dir) / name)
-             for group, folder, name in ((runs, study_dir, STUDY_FIGURE), (gpu_runs, gpu_dir, GPU_FIGURE)) if group]
+    drawn = [draw(folder, Path(figures_dir) / name)
+             for group, folder, name, draw in ((runs, study_dir, STUDY_FIGURE, plot_collapse_grid),
+                                               (gpu_runs, gpu_dir, GPU_FIGURE, plot_collapse)) if group]
     intro = ("Does DARTS drift to parameter-free cells at the paper's number of α steps, and does IS-DARTS? "
              "Each row is one NB201 search of `profiles/study.yaml` (run by `scripts/run_study.py`): the DARTS "
              "family gets the paper's number of α steps (50 epochs × 390 ≈ 19,500) on a supernet and data a CPU "
@@ -85,7 +131,12 @@ def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
              "paper-scale and are compared with nothing but the benchmark's reference levels.")
     lines = ["# The collapse study (NAS-Bench-201, study profile)", "", intro, ""]
     if runs:
-        lines += ["What happened:", "", *(run.summary() for run in runs), "",
+        lines += ["## Summary", "", _findings(runs), "",
+                  "Steps are α steps for the bi-level methods, weight steps for the others; \"no\": never, at any "
+                  "epoch's end. A `none`-cut cell has `none` on every path from the cell's input to its output: the "
+                  "network is a constant (10.00 in the benchmark).", "",
+                  render.table_md(SUMMARY, [run.summary_row() for run in runs]), "",
+                  "## Every run", "", *(run.summary() for run in runs), "",
                   render.table_md(COLUMNS, [run.row() for run in runs])]
     else:
         # The folder as the project names it, so the page is the same wherever the report is built.

@@ -162,6 +162,19 @@ class Nb201Genotype:
         """Number of edges with a parameter-free op (none, skip_connect, avg_pool_3x3)."""
         return sum(op in _PARAM_FREE_OPS for op in self.ops)
 
+    def all_skip(self) -> bool:
+        """Every edge is skip_connect: DARTS's collapse cell (54.30 CIFAR-10 test in the benchmark)."""
+        return self.skip_count() == len(self.ops)
+
+    def none_cut(self) -> bool:
+        """`none` edges cut every path from the cell's input to its output: the cell outputs zeros whatever its
+        input, and the network is a constant (10.00 in the benchmark)."""
+        reached = {0}
+        for node, (start, stop) in enumerate(_NODE_SLICES, start=1):
+            if any(op != "none" and inp in reached for inp, op in enumerate(self.ops[start:stop])):
+                reached.add(node)
+        return NB201_NUM_NODES - 1 not in reached
+
 
 def _parse_node(node: int, node_str: str, arch_str: str) -> list[tuple[int, str]]:
     """Parse one ``|op~0|op~1|`` node; its inputs must be exactly 0..node-1, in order."""
