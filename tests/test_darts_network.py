@@ -37,7 +37,9 @@ def test_darts_v2_imagenet_mobile_setting_params_and_madds():
         model = NetworkImageNet(load_named_genotype("DARTS_V2"), C=48, layers=14)
     assert count_parameters_m(model) == pytest.approx(4.7, abs=0.05)  # paper: 4.7M
     madds = count_flops_m(model, 224)  # one batch-1 forward (shapes only on meta)
-    assert 450 < madds < 600  # paper: 574M; the mobile setting's cap is 600M
+    # Convolutions and the classifier at 224x224, as IS-DARTS's counter and fvcore count: 529.9M on the official
+    # code too; the papers' 574M is reproduced by no counter (Table 3's notes say so).
+    assert madds == pytest.approx(529.91, abs=0.01) and madds < 600  # the mobile setting's cap is 600M
 
 
 def test_cifar_forward_shapes_and_auxiliary_head_only_in_training():

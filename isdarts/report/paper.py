@@ -175,11 +175,18 @@ TABLE2 = _table(_DATA, "table2", Table2Row)
 TABLE2_COST_UNIT: str = _typed(_DATA["table2"]["cost_unit"], str, At(SOURCE, "table2"), "cost_unit")
 TABLE3 = _table(_DATA, "table3", Table3Row)
 TABLE3_COST_UNIT: str = _typed(_DATA["table3"]["cost_unit"], str, At(SOURCE, "table3"), "cost_unit")
+TABLE3_MADDS_CONVENTION: str = _typed(_DATA["table3"]["madds_convention"], str, At(SOURCE, "table3"),
+                                      "madds_convention")
 TABLE_A1 = _table(_DATA, "table_a1", AblationRow)
 TABLE_A2 = _table(_DATA, "table_a2", ShrinkRateRow)
 CLAIMS = _build(PaperClaims, _DATA["claims"], "claims")
 # Our method -> the label of the paper row it is judged against (None: none); Tables 1 and A.1 print them in order.
 TABLE1_OURS = _ours(_DATA, "table1", TABLE1, "method")
+# Table 1 rows copied from the NAS-Bench-201 paper (their cost is not the paper's RTX 3090 timing).
+TABLE1_COPIED: tuple[str, ...] = _typed(_DATA["table1"]["copied_from_nb201_paper"], tuple[str, ...],
+                                        At(SOURCE, "table1"), "copied_from_nb201_paper")
+if not set(TABLE1_COPIED) <= {row.method for row in TABLE1}:
+    raise ReportError(f"{SOURCE}: table1.copied_from_nb201_paper names rows Table 1 lacks: {TABLE1_COPIED}")
 TABLE2_OURS = _ours(_DATA, "table2", TABLE2, "architecture")
 TABLE3_OURS = _ours(_DATA, "table3", TABLE3, "architecture")
 TABLE_A1_OURS = _ours(_DATA, "table_a1", TABLE_A1, "method")

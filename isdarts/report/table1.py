@@ -15,7 +15,15 @@ from isdarts.benchmark.nb201 import ACCURACY_KEYS, ACCURACY_LABELS, Nb201Table, 
 from isdarts.errors import ReportError
 from isdarts.records import Nb201Result
 from isdarts.report import paper_subset, render
-from isdarts.report.paper import TABLE1, TABLE1_COST_UNIT, TABLE1_OURS, TABLE1_SEEDS, PaperCell
+from isdarts.report.paper import (
+    TABLE1,
+    TABLE1_COPIED,
+    TABLE1_COST_UNIT,
+    TABLE1_OURS,
+    TABLE1_SEEDS,
+    PaperCell,
+    Table1Row,
+)
 from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, Cell, JudgedCell, Row, col
 from isdarts.report.runs import Reproduced
 
@@ -99,6 +107,15 @@ def references(benchmark: Nb201Table) -> dict[str, Mapping[str, float]]:
                 {key: benchmark.optimum(key).accuracies()[key] for key in ACCURACY_KEYS})}
 
 
+COPIED_MARK = "†"
+
+
+def _paper_cost(p: Table1Row) -> Cell:
+    """A paper row's cost, marked where the row was copied from the NAS-Bench-201 paper."""
+    cost = render.cost(p.cost_hours, TABLE1_COST_UNIT, "hours")
+    return Cell(f"{cost.md} {COPIED_MARK}", cost.csv) if p.method in TABLE1_COPIED else cost
+
+
 def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = None,
                  subset_rows: Sequence[paper_subset.SubsetRow] = ()) -> render.Report:
     """Table 1 from the lookup stage's result files (one per method, any order); ``benchmark`` for the references.
@@ -116,8 +133,8 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
     subset = [row for row in subset_rows if row.method in PAPER_BY_METHOD]
     return render.report(
         "table1", COLUMNS,
-        [*(given_row("paper", p.method, "paper", p.cells, cost=render.cost(p.cost_hours, TABLE1_COST_UNIT, "hours"))
-           for p in TABLE1), *(row.row() for row in ours),
+        [*(given_row("paper", p.method, "paper", p.cells, cost=_paper_cost(p)) for p in TABLE1),
+         *(row.row() for row in ours),
          *(row.row(PAPER_BY_METHOD[row.method]) for row in subset),
          *(given_row("reference", label, Cell("NB201 table"), accuracies) for label, accuracies in refs.items())],
         ours, "Table 1 — NAS-Bench-201, searched on CIFAR-10",
@@ -130,7 +147,9 @@ def build_table1(result_files: Sequence[Path], benchmark: Nb201Table | None = No
         unjudged=[row for row in ours if not row.paper_settings],
         what="cell", judged="runs with the paper's settings", tolerance=TOLERANCE,
         compared=paper_subset.compared_lines(subset), compared_rows=subset,
-        tail=[f"Reference rows are read from the NB201 benchmark table: the all-skip cell is `{ALL_SKIP_ARCH}`; "
+        tail=[f"{COPIED_MARK} The paper's {', '.join(TABLE1_COPIED)} rows, values and costs, match the NAS-Bench-201 "
+              "paper's benchmark table: they were copied from it, so their cost is not an RTX 3090 timing.",
+              f"Reference rows are read from the NB201 benchmark table: the all-skip cell is `{ALL_SKIP_ARCH}`; "
               "the optimum row takes each column's maximum over all cells (the best cell differs between columns).",
               "How each search got there: `figures/nb201_collapse.png` draws, for every method and seed, the "
               "benchmark CIFAR-10 test accuracy of the cell the search would have returned had it stopped after "

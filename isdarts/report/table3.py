@@ -16,7 +16,7 @@ from types import MappingProxyType
 from isdarts.errors import ReportError
 from isdarts.records import ImagenetMetrics
 from isdarts.report import render, runs
-from isdarts.report.paper import CLAIMS, TABLE3, TABLE3_COST_UNIT, TABLE3_OURS, Table3Row
+from isdarts.report.paper import CLAIMS, TABLE3, TABLE3_COST_UNIT, TABLE3_MADDS_CONVENTION, TABLE3_OURS, Table3Row
 from isdarts.report.render import COST, DISPLAY_LABELS, JUDGED, SPREAD, Cell, Column, JudgedCell, Row, col, fmt_num
 
 # |our mean − paper mean| allowed for top-1 and top-5, in percentage points of error: the paper's
@@ -113,7 +113,7 @@ def build_table3(imagenet_dir: Path = Path("runs/darts/imagenet")) -> render.Rep
         "(sample std) over our seeds; params and MAdds of the ImageNet network, MAdds counted at the input size "
         "in the row's note (the paper's mobile setting is 224×224), not at the training resolution; search cost "
         "of the genotype = mean search hours / 24, in the unit it was measured in. The paper's table has no "
-        "MAdds column.",
+        f"MAdds column. {TABLE3_MADDS_CONVENTION}",
         warnings=[f"**{', '.join(tiny)}: trained and tested on a tiny ImageFolder made from CIFAR (data.tiny), "
                   "not on ImageNet; these errors check the pipeline and say nothing about ImageNet.**", ""]
         if tiny else [],
