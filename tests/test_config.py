@@ -54,7 +54,7 @@ def test_params_yaml_is_a_valid_profile():
         (("nb201", "search", "lr"), float("nan"), r"nb201.search.lr .* a finite number"),
         (("nb201", "options", "isdarts", "shrink", "steps"), 5, "more shrink steps than the 5 NB201 ops allow"),
         (("nb201", "options", "isdarts", "shrink", "interval"), 9, "do not fit the search's epochs = 6"),
-        (("nb201", "methods"), ["enas"], r"nb201.methods = 'enas' .* method names from isdarts"),
+        (("nb201", "methods"), ["nosuch"], r"nb201.methods = 'nosuch' .* method names from isdarts"),
         (("nb201", "options", "isdarts", "iim", "source"), "test_set", "'test_set' .* train_full, holdout_subset"),
         (("nb201", "options", "isdarts", "iim", "n_samples"), 0, "'all' or a positive integer"),
         (("nb201", "options", "darts1", "arch", "betas"), [0.5], "two numbers in"),

@@ -85,7 +85,7 @@ def _retrain() -> dict:
     (lambda d: d.update(params_m=float("inf")), "m.json: key 'params_m' is not a finite number (inf)"),
     (lambda d: d.update(seed=0.5), "m.json: key 'seed' must be int, got float"),
     (lambda d: d.update(space="nb201"), "m.json: key 'space' is 'nb201'; expected 'darts'"),
-    (lambda d: d.update(method="enas"), "m.json: key 'method' is 'enas'; expected 'isdarts' or"),
+    (lambda d: d.update(method="nosuch"), "m.json: key 'method' is 'nosuch'; expected 'isdarts' or"),
     (lambda d: d.update(paper_mismatches=["a", 3]), "m.json: paper_mismatches[1]: must be str, got int"),
     (lambda d: d.update(search_cost_unit=None), "m.json: key 'search_cost_unit' is null but 'search_hours' is"),
     (lambda d: d.update(device_name=3), "m.json: key 'device_name' must be str or NoneType, got int"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
+from isdarts.registry import METHODS
 from isdarts.report import ReportError, build_table1, paper, write_table
 from isdarts.report.render import csv_header, fmt_mean_std, fmt_num, judge, markdown_table
 from isdarts.report.table1 import ALL_SKIP_ARCH, COLUMNS, TOLERANCE, references
@@ -137,10 +138,20 @@ def test_paper_cells_and_accuracy_columns_load_as_typed_rows():
 
 def test_paper_data_names_our_methods_and_the_runs_figures_draw():
     # Which of our methods each table reproduces, and against which paper row, is data: the report names no method.
-    assert dict(paper.TABLE1_OURS) == {"darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "gdas": "GDAS",
-                                       "isdarts": "IS-DARTS", "lambda_darts": None, "pcdarts": "PC-DARTS"}
+    assert dict(paper.TABLE1_OURS) == {
+        "darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "gdas": "GDAS", "setn": "SETN", "dsnas": "DSNAS",
+        "enas": "ENAS", "isdarts": "IS-DARTS", "lambda_darts": None, "lambda_darts_exact": None,
+        "pcdarts": "PC-DARTS", "darts_minus": "DARTS-", "snas": None, "fairdarts": None, "sdarts_rs": None,
+        "sdarts_adv": None, "drnas": None, "beta_darts": None, "sgas": None, "darts_pt": None}
+    # Every NB201 method of the table has a Table 1 row (its paper row, or none to judge against).
+    assert set(paper.TABLE1_OURS) == {m for m, spec in METHODS.items() if "nb201" in spec.spaces} - {"idarts", "sdarts"}
+    assert dict(paper.TABLE2_OURS) == {
+        "isdarts": "IS-DARTS", "darts1": "DARTS (1st)", "darts2": "DARTS (2nd)", "gdas": "GDAS", "pcdarts": "PC-DARTS",
+        "snas": "SNAS", "sgas": "SGAS", "pdarts": "P-DARTS", "fairdarts": "FairDARTS", "sdarts_adv": "SDARTS-ADV",
+        "darts_minus": "DARTS-"}
     assert dict(paper.TABLE3_OURS) == {"isdarts": "IS-DARTS (C)", "darts2": "DARTS (C)", "gdas": "GDAS (C)",
-                                       "pcdarts": None}
+                                       "pcdarts": None, "snas": "SNAS (C)", "sgas": "SGAS (C)", "pdarts": "P-DARTS (C)",
+                                       "sdarts_adv": "SDARTS-ADV (C)", "fairdarts": None, "darts_minus": None}
     assert paper.FIGURES.nb201_alpha_vs_iim == ("nb201/darts1", "nb201/isdarts")
     data = {"table1": {"ours": {"isdarts": "IS-DARTS", "lambda_darts": None}}}
     assert dict(paper._ours(data, "table1", paper.TABLE1, "method")) == data["table1"]["ours"]

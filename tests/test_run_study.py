@@ -75,3 +75,13 @@ def test_run_study_refuses_a_method_the_profile_lacks_and_missing_data(tmp_path)
     missing = run_study(root, tmp_path)
     assert missing.returncode == 2 and "dvc repro prepare_data" in missing.stderr
     assert not (root / "runs").exists()
+
+
+def test_the_study_profile_runs_every_nb201_method_of_the_table():
+    from isdarts.config import load_params
+    from isdarts.registry import METHODS
+
+    study = load_params(ROOT / "profiles" / "study.yaml").nb201
+    assert set(study.methods) == {name for name, spec in METHODS.items() if "nb201" in spec.spaces}
+    # The DARTS family gets the paper's 19,500 α steps (443 epochs x 44 on the subset's 50/50 split).
+    assert all(study.search(m).epochs == 443 for m in study.methods if METHODS[m].bilevel)

@@ -138,6 +138,14 @@ def split_search_data(
         weights_part, valid = train.split(n_valid, make_generator(torch.device("cpu"), 0))
         return SearchData(weights_part, test, None, False, valid, kind)
     iim_cfg = cfg.iim
+    if iim_cfg is None:
+        # Single-level α methods (SNAS, DSNAS): every training image, or the share their `train_share(cfg)` asks
+        # for, taken as the weight part of the bi-level methods' fixed split (their train half at 0.5).
+        share = getattr(cfg.spec.method_class(cfg.space), "train_share", lambda _cfg: None)(cfg)
+        if share is None:
+            return SearchData(train, test, None, False, None, kind)
+        weights_part, _ = train.split(len(train) - round(share * len(train)), make_generator(torch.device("cpu"), 0))
+        return SearchData(weights_part, test, None, False, None, kind)
     if iim_cfg.source == "holdout_subset":
         if iim_cfg.n_samples >= len(train):
             raise ConfigError(
@@ -215,7 +223,8 @@ def _train_epoch(
     )
     # One CUDA graph per epoch (the learning rate and the mask change only between epochs); the α steps of
     # bi-level methods stay eager.
-    train_step = BatchGraph(method.train_step, graphs and not method.bilevel)
+    # Methods that sample on the host each step (SNAS, DSNAS: `graph_safe = False`) stay eager too.
+    train_step = BatchGraph(method.train_step, graphs and not method.bilevel and getattr(method, "graph_safe", True))
     for step, (x, y) in enumerate(bar, start=steps.start):
         # Bi-level methods pair each weight batch with a valid batch (split_search_data made the valid half).
         valid = data.valid.sample(len(y), augment=True, generator=gens["valid"]) if method.bilevel else ()

@@ -5,7 +5,9 @@ Both supernets compute a cell through `mix_cell` (every op its own call: the ref
 `mix_cell_fused` (the ops of one kind on all edges that leave a state as one call, see spaces/fused.py),
 so how live ops are run is decided once for NB201 and the DARTS space alike. Partial channels (PC-DARTS,
 isdarts.spaces.partial) have their own pair, `mix_cell_partial` and `mix_cell_partial_fused`, which add each
-edge's ops into the edge's own sum before its bypass and shuffle.
+edge's ops into the edge's own sum before its bypass and shuffle. DARTS-'s auxiliary path
+(isdarts.spaces.auxiliary) is an `aux` argument of the first pair: each edge's β·aux_e(x) after its ops.
+Their `post` argument sees each computed op output before it is weighted (P-DARTS's `SkipDropout`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from isdarts.spaces.auxiliary import AuxiliaryTerms
 from isdarts.spaces.mixing import SampledPath, node_scalars
 from isdarts.spaces.partial import PartialChannels
 
@@ -76,6 +79,30 @@ def alive_per_node(mask: torch.Tensor, subsets: Sequence[Sequence[Candidate]]) -
     return [sum(rows[e][o] > 0.5 for e, o in subset) for subset in subsets]
 
 
+# (edge, op, output) -> output: applied to every computed op output before it is weighted (`SkipDropout`).
+OutputHook = Callable[[int, int, torch.Tensor], torch.Tensor]
+
+
+class SkipDropout:
+    """Inverted dropout on the outputs of op `op` on `edges` (P-DARTS: the stride-1 skips), as an `OutputHook`.
+
+    An output is zeroed with probability `rate` (a 0-dim tensor: a new rate each epoch recompiles nothing) and
+    kept times 1/(1 - rate). The keep masks of one forward are drawn up front, one block in edge order, so the
+    fused and the unfused loops drop the same entries. Build one only for a non-empty `edges`, so a cell with
+    no live skip draws no random numbers.
+    """
+
+    def __init__(self, op: int, edges: Sequence[int], like: torch.Tensor, rate: torch.Tensor) -> None:
+        self.op = op
+        noise = torch.rand((len(edges), *like.shape), device=like.device)
+        self.keep = dict(zip(edges, (noise >= rate).unbind(0), strict=True))
+        self.scale = 1.0 / (1.0 - rate)
+
+    def __call__(self, edge: int, op: int, out: torch.Tensor) -> torch.Tensor:
+        keep = self.keep.get(edge) if op == self.op else None
+        return out if keep is None else out * keep * self.scale
+
+
 def mix_cell(
     edges: nn.ModuleList,
     node_inputs: Sequence[tuple[int, NodeInputs]],
@@ -86,6 +113,8 @@ def mix_cell(
     cell: Hashable,
     none_op: int,
     empty: Callable[[], torch.Tensor],
+    aux: AuxiliaryTerms | None = None,
+    post: OutputHook | None = None,
 ) -> list[torch.Tensor]:
     """Append each node's mix of its live ops to `states` (the cell inputs) and return the list.
 
@@ -93,7 +122,8 @@ def mix_cell(
     against. With `weights` (edges, ops) each op output is scaled by its weight; without, the node is the
     plain sum times 1/|O| of all ops, not of the survivors (IS-DARTS, spec §3.1); a `SampledPath` runs
     its one op per edge (isdarts.spaces.mixing). Masked ops and `none` (exact zeros) are never run. A node
-    with no computed op takes `empty()`.
+    with no computed op takes `empty()`. With `aux` each edge adds its aux term after its ops. `post` sees
+    each computed op output (after the probe, before weighting) and may replace it (P-DARTS's skip dropout).
     """
     path = weights if isinstance(weights, SampledPath) else None
     if path is not None:
@@ -110,7 +140,12 @@ def mix_cell(
                 out = edges[edge][op](states[j])
                 if probe is not None:
                     probe.outputs(cell, [(edge, op)], out.unsqueeze(1))
+                if post is not None:
+                    out = post(edge, op, out)
                 out = out * weights[edge, op] if weights is not None else out
+                total = out if total is None else total + out
+            if aux is not None:
+                out = aux.edge(edge, states[j])
                 total = out if total is None else total + out
         states.append(_finish_node(total, weights, scale, empty, node_scalars(path, [e for _, e in inputs])))
     return states
@@ -127,6 +162,8 @@ def mix_cell_fused(
     none_op: int,
     num_ops: int,
     empty: Callable[[], torch.Tensor],
+    aux: AuxiliaryTerms | None = None,
+    post: OutputHook | None = None,
 ) -> list[torch.Tensor]:
     """`mix_cell` with each op kind run once per input state for all the edges that leave it.
 
@@ -149,12 +186,16 @@ def mix_cell_fused(
             states.append(_finish_node(totals[j - num_inputs], weights, scale, empty, scalars(j - num_inputs)))
         leaving = _leaving(node_inputs, j)
         outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0])
+        aux_terms = aux.group(states[j], [e for _, e in leaving]) if aux is not None else {}
         for node, edge in leaving:
             for op in alive[edge]:
                 if op == none_op:
                     continue
-                term = outputs[edge, op]
+                term = outputs[edge, op] if post is None else post(edge, op, outputs[edge, op])
                 term = term * weights[edge, op] if weights is not None else term
+                totals[node] = term if totals[node] is None else totals[node] + term
+            if aux is not None:
+                term = aux_terms[edge]
                 totals[node] = term if totals[node] is None else totals[node] + term
     states.append(_finish_node(totals[-1], weights, scale, empty, scalars(len(node_inputs) - 1)))
     return states

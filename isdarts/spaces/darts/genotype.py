@@ -4,6 +4,12 @@ Node k of a cell is state k+2; input j=0 is s0 (the output of cell k-2), j=1 is 
 j>=2 is node j-2. Two ops of one node may read the same input (IS-DARTS's reduction cell does), so no
 "distinct inputs" rule is enforced. The genotype is the hand-off between search and retraining; the
 literature's genotypes ship as JSON data under ``isdarts/spaces/genotypes``.
+
+A *sparse* genotype (`sparse=True`, JSON ``"sparse": true``) holds FairDARTS's cells (FAMILY.md "FairDARTS",
+its `DCOCell`): a node sums any number of (op, input) entries, none included. A node with no entry that
+reads a present state does not exist (entries reading it are dead), and the cell concatenates its present
+nodes only, so its concat is fixed by its nodes. A sparse cell with no present node has no output and is
+rejected (GenotypeError). Genotypes without the flag keep exactly two pairs per node.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ __all__ = [
     "DartsGenotype",
     "load_named_genotype",
     "named_genotypes",
+    "present_states",
 ]
 
 DARTS_NUM_NODES = 4
@@ -50,19 +57,20 @@ def _is_seq(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str)
 
 
-def _check_cell(kind: str, cell: Any) -> Cell:
-    """Validate one cell's node list and return it as nested tuples with evaluation op names."""
+def _check_cell(kind: str, cell: Any, sparse: bool = False) -> Cell:
+    """Validate one cell's node list and return it as nested tuples with evaluation op names (a sparse cell's
+    nodes may hold any number of pairs)."""
     if not _is_seq(cell) or len(cell) != DARTS_NUM_NODES:
         got = f"{len(cell)} node(s)" if _is_seq(cell) else repr(cell)
-        raise GenotypeError(
-            f"{kind}: expected {DARTS_NUM_NODES} nodes of {INPUTS_PER_NODE} (op, input) pairs, got {got}"
-        )
+        pairs = "(op, input) pairs each" if sparse else f"{INPUTS_PER_NODE} (op, input) pairs"
+        raise GenotypeError(f"{kind}: expected {DARTS_NUM_NODES} nodes of {pairs}, got {got}")
     nodes: list[Node] = []
     for k, node in enumerate(cell):
         where = f"{kind} node {k}"
-        if not _is_seq(node) or len(node) != INPUTS_PER_NODE:
+        if not _is_seq(node) or (not sparse and len(node) != INPUTS_PER_NODE):
             got = f"{len(node)}: {node!r}" if _is_seq(node) else repr(node)
-            raise GenotypeError(f"{where}: expected {INPUTS_PER_NODE} (op, input) pairs, got {got}")
+            wanted = "a list of (op, input) pairs" if sparse else f"{INPUTS_PER_NODE} (op, input) pairs"
+            raise GenotypeError(f"{where}: expected {wanted}, got {got}")
         pairs: list[Pair] = []
         for e, entry in enumerate(node):
             at = f"{where} entry {e} {entry!r}"
@@ -97,21 +105,72 @@ def _check_concat(key: str, concat: Any) -> tuple[int, ...]:
     return tuple(concat)
 
 
+def present_states(cell: Cell) -> tuple[int, ...]:
+    """The node states of a sparse cell that exist: nodes with an entry reading s0, s1 or a present node."""
+    present = {0, 1}
+    for k, node in enumerate(cell):
+        if any(j in present for _, j in node):
+            present.add(k + 2)
+    return tuple(sorted(present - {0, 1}))
+
+
+def _check_sparse_concat(kind: str, cell: Cell, concat: Any) -> tuple[int, ...]:
+    """A sparse cell's concat: exactly its present nodes; a cell without one is refused."""
+    present = present_states(cell)
+    if not present:
+        raise GenotypeError(
+            f"{kind}: no node of this sparse cell exists (every node is empty or reads only empty nodes), so the "
+            "cell has no output; a FairDARTS threshold parse left it empty (lower its threshold or search longer)"
+        )
+    if not _is_seq(concat) or tuple(concat) != present:
+        raise GenotypeError(
+            f"{kind}_concat: a sparse cell concatenates exactly its present nodes {list(present)}, got {concat!r}"
+        )
+    return present
+
+
 @dataclass(frozen=True)
 class DartsGenotype:
-    """Normal and reduction cells (evaluation op names) and the node states each cell concatenates."""
+    """Normal and reduction cells (evaluation op names) and the node states each cell concatenates;
+    `sparse`: FairDARTS's cells (see the module docstring)."""
 
     normal: Cell
     normal_concat: tuple[int, ...]
     reduce: Cell
     reduce_concat: tuple[int, ...]
+    sparse: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.sparse, bool):
+            raise GenotypeError(f"sparse must be true or false, got {self.sparse!r}")
         # Normalise lists to tuples (and search names to evaluation names) so equal cells compare equal.
-        object.__setattr__(self, "normal", _check_cell("normal", self.normal))
-        object.__setattr__(self, "normal_concat", _check_concat("normal_concat", self.normal_concat))
-        object.__setattr__(self, "reduce", _check_cell("reduce", self.reduce))
-        object.__setattr__(self, "reduce_concat", _check_concat("reduce_concat", self.reduce_concat))
+        for kind in _CELL_KINDS:
+            cell = _check_cell(kind, getattr(self, kind), self.sparse)
+            concat = getattr(self, f"{kind}_concat")
+            if self.sparse:
+                concat = _check_sparse_concat(kind, cell, concat)
+            object.__setattr__(self, kind, cell)
+            object.__setattr__(self, f"{kind}_concat", _check_concat(f"{kind}_concat", concat))
+
+    @classmethod
+    def sparse_cells(cls, normal: Any, reduce: Any) -> DartsGenotype:
+        """A sparse genotype of two cells, each concatenating its present nodes (a GenotypeError if a cell has
+        none)."""
+        concats = []
+        for kind, cell in (("normal", normal), ("reduce", reduce)):
+            checked = _check_cell(kind, cell, sparse=True)
+            concats.append(_check_sparse_concat(kind, checked, present_states(checked)))
+        return cls(normal, concats[0], reduce, concats[1], sparse=True)
+
+    def live_nodes(self, kind: str) -> Cell:
+        """Per node of the cell, the entries the network runs: those reading a present state (all of them in a
+        non-sparse cell); an absent node has none."""
+        nodes, concat = self.cell(kind)
+        if not self.sparse:
+            return nodes
+        present = {0, 1, *concat}
+        return tuple(tuple((op, j) for op, j in node if j in present) if k + 2 in present else ()
+                     for k, node in enumerate(nodes))
 
     def cell(self, kind: str) -> tuple[Cell, tuple[int, ...]]:
         """(nodes, concat) of the ``"normal"`` or ``"reduce"`` cell."""
@@ -122,22 +181,25 @@ class DartsGenotype:
         raise ValueError(f"cell kind must be 'normal' or 'reduce', got {kind!r}")
 
     def skips_per_node(self, kind: str) -> list[int]:
-        """Per node of the cell, how many of its two inputs are skip connections (DARTS collapse drives
-        the normal cell's towards 2)."""
+        """Per node of the cell, how many of its inputs (two, unless sparse) are skip connections (DARTS
+        collapse drives the normal cell's towards 2)."""
         return [sum(op == "skip_connect" for op, _ in node) for node in self.cell(kind)[0]]
 
     def param_free_per_node(self, kind: str) -> list[int]:
-        """Per node of the cell, how many of its two inputs are parameter-free (skip, pools, none)."""
+        """Per node of the cell, how many of its inputs are parameter-free (skip, pools, none)."""
         return [sum(op in PARAM_FREE_OPS for op, _ in node) for node in self.cell(kind)[0]]
 
     # ----------------------------------------------------------------- JSON
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict: ``{"space": "darts", "normal": [[[op, j], [op, j]], ...], "normal_concat": ...}``."""
+        """JSON-ready dict: ``{"space": "darts", "normal": [[[op, j], [op, j]], ...], "normal_concat": ...}``,
+        with ``"sparse": true`` for a sparse genotype only (so other genotypes' JSON is as before)."""
         out: dict[str, Any] = {"space": "darts"}
         for kind in _CELL_KINDS:
             nodes, concat = self.cell(kind)
             out[kind] = [[[op, j] for op, j in node] for node in nodes]
             out[f"{kind}_concat"] = list(concat)
+        if self.sparse:
+            out["sparse"] = True
         return out
 
     @classmethod
@@ -151,14 +213,15 @@ class DartsGenotype:
         missing = [k for k in keys if k not in data]
         if missing:
             raise GenotypeError(f"genotype JSON is missing key(s) {missing}")
-        return cls(**{k: data[k] for k in keys})
+        return cls(**{k: data[k] for k in keys}, sparse=data.get("sparse", False))
 
     def __str__(self) -> str:
         def cell_str(nodes: Cell) -> str:
             return " + ".join("|" + "|".join(f"{op}~{j}" for op, j in node) + "|" for node in nodes)
 
         return (
-            f"normal: {cell_str(self.normal)} concat {list(self.normal_concat)}; "
+            ("sparse " if self.sparse else "")
+            + f"normal: {cell_str(self.normal)} concat {list(self.normal_concat)}; "
             f"reduce: {cell_str(self.reduce)} concat {list(self.reduce_concat)}"
         )
 

@@ -3,6 +3,11 @@
 A genotype's cell is stacked with reductions at 1/3 and 2/3 of the depth. Every node sums its two ops,
 also when both read the same input (IS-DARTS's reduction cell does that). The auxiliary head sits after
 the second reduction cell; the trainer owns its loss weight and sets ``drop_path_prob`` per epoch.
+
+A sparse genotype's cell is FairDARTS's `DCOCell` (FAMILY.md "FairDARTS"): a node sums its live entries,
+absent nodes are skipped, the output concatenates the present nodes only (so the next cell reads
+#present * C channels), and drop path is applied to each node's sum rather than per op. Entries reading an
+absent node are not built ([FD] builds them but never runs them, so its parameter count includes them).
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 class EvalCell(nn.Module):
-    """One cell of a genotype: preprocess s0/s1 to C channels, compute 4 nodes, concat the chosen states."""
+    """One cell of a genotype: preprocess s0/s1 to C channels, compute 4 nodes, concat the chosen states
+    (sparse genotype: the present nodes, each the sum of its live entries)."""
 
     def __init__(
         self,
@@ -52,29 +58,38 @@ class EvalCell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(c_prev_prev, c, 1, 1, 0, affine=True, track=True)
         self.preprocess1 = ReLUConvBN(c_prev, c, 1, 1, 0, affine=True, track=True)
-        nodes, concat = genotype.cell("reduce" if reduction else "normal")
-        # Flat lists, two entries per node: op e reads state inputs[e] and feeds node e // 2.
+        kind = "reduce" if reduction else "normal"
+        nodes = genotype.live_nodes(kind)
+        concat = genotype.cell(kind)[1]
+        # Flat lists: op e reads state inputs[e]; node k sums the ops node_ops[k] (two per node unless sparse).
         self.inputs: tuple[int, ...] = tuple(j for node in nodes for _, j in node)
         self.ops = nn.ModuleList(
             make_eval_op(op, c, 2 if reduction and j < 2 else 1) for node in nodes for op, j in node
         )
+        sizes = [len(node) for node in nodes]
+        self.node_ops: tuple[tuple[int, ...], ...] = tuple(
+            tuple(range(sum(sizes[:k]), sum(sizes[: k + 1]))) for k in range(len(nodes))
+        )
         self.num_nodes = len(nodes)
+        self.sparse = genotype.sparse
         self.concat: tuple[int, ...] = tuple(concat)
         self.multiplier = len(concat)
         # Drop path would turn an identity into noise on the residual path, so DARTS exempts it.
         self._droppable = tuple(not isinstance(op, nn.Identity) for op in self.ops)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
         apply_drop = self.training and drop_prob > 0.0
-        for k in range(self.num_nodes):
+        for ops in self.node_ops:
             total: torch.Tensor | None = None
-            for e in (2 * k, 2 * k + 1):
+            for e in ops:
                 h = self.ops[e](states[self.inputs[e]])
-                if apply_drop and self._droppable[e]:
+                if apply_drop and not self.sparse and self._droppable[e]:
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
-            states.append(total)
+            if apply_drop and self.sparse and total is not None:
+                total = drop_path(total, drop_prob)  # FairDARTS drops a node's sum, identities included
+            states.append(total)  # None: an absent node of a sparse cell, never read
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

@@ -47,8 +47,9 @@ SPACE = Space(
     ops=DARTS_SEARCH_OPS,
     subsets=tuple(tuple(subset) for subset in darts_node_subsets()),
     keep=INPUTS_PER_NODE,
-    build_supernet=lambda C, N, num_classes, *, fused, partial_channels=1: DartsSupernet(
-        C, N, num_classes, affine=False, track=False, fused=fused, partial_channels=partial_channels
+    build_supernet=lambda C, N, num_classes, *, fused, partial_channels=1, auxiliary=None: DartsSupernet(
+        C, N, num_classes, affine=False, track=False, fused=fused, partial_channels=partial_channels,
+        auxiliary=auxiliary,
     ),
     genotype_from_weights=_from_weights,
     genotype_from_masks=darts_genotype_from_masks,
@@ -57,6 +58,6 @@ SPACE = Space(
     channels_last_on_cpu=True,  # its depthwise convs ran about 4x faster channels-last on this CPU
     result_modules=(
         "isdarts.spaces.darts.genotype", "isdarts.spaces.darts.ops", "isdarts.spaces.darts.supernet",
-        "isdarts.spaces.darts.space",
+        "isdarts.spaces.darts.space", "isdarts.spaces.auxiliary",
     ),
 )

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from isdarts.errors import GenotypeError
+from isdarts.spaces.auxiliary import auxiliary_modules, check_auxiliary, resolve_auxiliary
 from isdarts.spaces.common import (
     Alive,
     Candidate,
@@ -27,6 +28,7 @@ from isdarts.spaces.common import (
     NodeInputs,
     OpProbe,
     ReLUConvBN,
+    SkipDropout,
     alive_ops,
     check_partial_channels,
     mix_cell,
@@ -171,6 +173,17 @@ class DartsSearchCell(nn.Module):
             )
             for stride in self.strides
         )
+        self.channels, self.affine, self.track = c, affine, track
+        self.aux: nn.ModuleList | None = None  # DARTS-'s auxiliary path, see add_auxiliary
+
+    def add_auxiliary(self, op: str) -> None:
+        """Give every edge DARTS-'s aux module (isdarts.spaces.auxiliary): by `op` on stride-1 edges, a
+        FactorizedReduce(C, C) with the cell's BN settings on stride-2 ones; the cell then takes only
+        `AuxiliarySkip` weights."""
+        c = self.channels
+        self.aux = auxiliary_modules(
+            op, c, self.strides, lambda: FactorizedReduce(c, c, affine=self.affine, track=self.track)
+        )
 
     def forward(
         self,
@@ -180,17 +193,27 @@ class DartsSearchCell(nn.Module):
         weights: torch.Tensor | None = None,
         probe: OpProbe | None = None,
         cell_index: int = 0,
+        skip_drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The concat of the 4 nodes; `probe` sees this cell's ops as cell (kind, cell_index)."""
+        """The concat of the 4 nodes; `probe` sees this cell's ops as cell (kind, cell_index). With `skip_drop`
+        (a 0-dim rate) every live stride-1 skip output is dropped out at that rate (P-DARTS)."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         stride = 2 if self.reduction else 1
+        post = None
+        if skip_drop is not None:
+            dropped = [e for e, ops in enumerate(alive) if self.strides[e] == 1 and SKIP_OP in ops]
+            if dropped:
+                post = SkipDropout(SKIP_OP, dropped, states[0][:, :, ::stride, ::stride], skip_drop)
 
         def empty() -> torch.Tensor:  # no computed op on a node: its output is zeros of the node's shape
             return torch.zeros_like(states[0][:, :, ::stride, ::stride])
 
         cell = (self.kind, cell_index)
+        weights, aux = resolve_auxiliary(weights, self.aux, _aux_reduce_group)
         weights, partial = resolve_partial(weights, self.partial_channels)
         if partial is not None:  # partial channels (isdarts.spaces.partial): its own per-edge loops
+            if post is not None:
+                raise ValueError("skip dropout is not implemented for partial-channel weights")
             if self.fused:
                 sources: list[torch.Tensor] = []  # the ops' inputs: each state's first C/K channels
                 mix_cell_partial_fused(
@@ -201,10 +224,11 @@ class DartsSearchCell(nn.Module):
                 mix_cell_partial(self.edges, _NODE_INPUTS, states, alive, partial, probe, cell, NONE_OP, self.strides)
         elif self.fused:
             mix_cell_fused(
-                self._group_runner(states), _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, NUM_OPS, empty
+                self._group_runner(states), _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, NUM_OPS, empty,
+                aux, post,
             )
         else:
-            mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, empty)
+            mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, probe, cell, NONE_OP, empty, aux, post)
         return torch.cat(states[2:], dim=1)
 
     def _group_runner(self, states: list[torch.Tensor]) -> GroupRunner:
@@ -252,13 +276,20 @@ def _factorized_reduce(relu: torch.Tensor, units: Sequence[FactorizedReduce]) ->
     return split_blocks(batch_norm_stacked(y, [unit.bn for unit in units]), k)
 
 
+def _aux_reduce_group(x: torch.Tensor, units: Sequence[nn.Module]) -> torch.Tensor:
+    """The fused run of DARTS-'s stride-2 aux modules (FactorizedReduce) of the edges leaving one state."""
+    return _factorized_reduce(torch.relu(x), units)
+
+
 class DartsSupernet(nn.Module):
     """DARTS-space search network with `normal_mask` and `reduce_mask` buffers, (14, 8) float 0/1 each.
 
     The supernet interface of isdarts.spaces.space: forward(x, weights, probe) returns (pooled features,
     logits). `fused` picks the fused cells (see above). `partial_channels` K > 1 builds the cells' ops at 1/K
     of each stage's channels, for `PartialChannels` weights of that K (isdarts.spaces.partial); K=1 is the
-    full network.
+    full network. `auxiliary` ("skip" or "conv1") gives every cell edge DARTS-'s aux module, for `AuxiliarySkip`
+    weights (isdarts.spaces.auxiliary); None (the default) builds none. `set_skip_dropout` adds P-DARTS's
+    dropout on the stride-1 skip outputs (none unless asked).
     """
 
     KINDS = CELL_KINDS
@@ -274,12 +305,18 @@ class DartsSupernet(nn.Module):
         track: bool = False,
         fused: bool = True,
         partial_channels: int = 1,
+        auxiliary: str | None = None,
     ) -> None:
         super().__init__()
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
         self.partial_channels = partial_channels
         stages = [channels, 2 * channels, 4 * channels]
         check_partial_channels(stages, partial_channels)
+        check_auxiliary(auxiliary)
+        if auxiliary is not None and partial_channels > 1:
+            raise ValueError(f"the auxiliary path and partial channels (K={partial_channels}) do not combine; "
+                             "build with partial_channels=1 or auxiliary=None")
+        self.auxiliary = auxiliary
         if partial_channels > 1 and any(c // partial_channels % 2 for c in stages):
             raise ValueError(
                 f"partial channels K={partial_channels}: the stride-2 skip (FactorizedReduce) needs an even C/K at "
@@ -316,8 +353,13 @@ class DartsSupernet(nn.Module):
         # Every op starts alive; set without reading the buffers, so a meta-device build works too.
         everything = tuple(tuple(range(NUM_OPS)) for _ in range(NUM_EDGES))
         self._alive: dict[str, Alive] = {kind: everything for kind in CELL_KINDS}
+        self._skip_drop_on = False  # see set_skip_dropout
         # A checkpoint load replaces the mask buffers; keep the host-side alive lists in step with them.
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_alive())
+        if auxiliary is not None:
+            # Built last, so every other module is initialised as in a supernet without the aux path.
+            for cell in self.cells:
+                cell.add_auxiliary(auxiliary)
 
     # ----------------------------------------------------------------- masks
     def num_cells(self, kind: str) -> int:
@@ -350,6 +392,20 @@ class DartsSupernet(nn.Module):
         for kind in CELL_KINDS:
             self._alive[kind] = alive_ops(self.get_mask(kind))
 
+    # ----------------------------------------------------------------- skip dropout
+    def set_skip_dropout(self, rate: float) -> None:
+        """Drop out every live stride-1 skip output of the search cells at `rate` in [0, 1), in training mode
+        only (P-DARTS); rate 0 turns it off. A supernet never asked has none: the first call adds the rate as
+        a non-persistent 0-dim buffer (state dicts keep their keys), later calls refill it."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"skip dropout rate must be in [0, 1), got {rate}")
+        if "skip_drop_rate" not in self._buffers:
+            self.register_buffer(
+                "skip_drop_rate", torch.zeros((), device=self.classifier.weight.device), persistent=False
+            )
+        self.skip_drop_rate.fill_(rate)
+        self._skip_drop_on = rate > 0.0
+
     # ----------------------------------------------------------------- forward
     def forward(
         self,
@@ -365,11 +421,12 @@ class DartsSupernet(nn.Module):
                 if isinstance(w, (list, tuple)) and len(w) != self.num_cells(kind):
                     raise ValueError(f"expected {self.num_cells(kind)} per-cell {kind} weight tensors, got {len(w)}")
         s0 = s1 = self.stem(x)
+        skip_drop = self.skip_drop_rate if self._skip_drop_on and self.training else None
         index = {kind: 0 for kind in CELL_KINDS}
         for cell in self.cells:
             kind = cell.kind
             w = None if weights is None else _cell_weights(weights[kind], index[kind])
-            s0, s1 = s1, cell(s0, s1, self._alive[kind], w, probe, index[kind])
+            s0, s1 = s1, cell(s0, s1, self._alive[kind], w, probe, index[kind], skip_drop=skip_drop)
             index[kind] += 1
         features = self.pool(self.head(s1)).flatten(1)
         return features, self.classifier(features)

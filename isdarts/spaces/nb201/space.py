@@ -38,15 +38,16 @@ SPACE = Space(
     ops=NB201_OPS,
     subsets=tuple(tuple(subset) for subset in per_edge_subsets()),
     keep=1,
-    build_supernet=lambda C, N, num_classes, *, fused, partial_channels=1: Nb201Supernet(
-        C, N, num_classes, affine=False, track=False, fused=fused, partial_channels=partial_channels
+    build_supernet=lambda C, N, num_classes, *, fused, partial_channels=1, auxiliary=None: Nb201Supernet(
+        C, N, num_classes, affine=False, track=False, fused=fused, partial_channels=partial_channels,
+        auxiliary=auxiliary,
     ),
     genotype_from_weights=_from_weights,
     genotype_from_masks=_from_masks,
     describe=_describe,
     result_modules=(
         "isdarts.spaces.nb201.genotype", "isdarts.spaces.nb201.ops", "isdarts.spaces.nb201.supernet",
-        "isdarts.spaces.nb201.space",
+        "isdarts.spaces.nb201.space", "isdarts.spaces.auxiliary",
         "isdarts.benchmark.nb201",  # the argmax cell's benchmark accuracies in the history
     ),
     benchmark="isdarts.benchmark.nb201:default_table",

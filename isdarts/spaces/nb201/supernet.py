@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from isdarts.errors import GenotypeError
+from isdarts.spaces.auxiliary import auxiliary_modules, check_auxiliary, resolve_auxiliary
 from isdarts.spaces.common import (
     Alive,
     Candidate,
@@ -90,12 +91,19 @@ class Nb201SearchCell(nn.Module):
             raise ValueError("fused cells need BNs without running statistics (track=False); pass fused=False")
         check_partial_channels([channels], partial_channels)
         self.fused = fused
+        self.channels = channels
         self.partial_channels = partial_channels
         op_channels = channels // partial_channels
         self.edges = nn.ModuleList(
             nn.ModuleList(make_nb201_op(op, op_channels, affine=affine, track=track) for op in NB201_OPS)
             for _ in NB201_EDGES
         )
+        self.aux: nn.ModuleList | None = None  # DARTS-'s auxiliary path, see add_auxiliary
+
+    def add_auxiliary(self, op: str) -> None:
+        """Give every edge DARTS-'s aux module (isdarts.spaces.auxiliary); the cell then takes only
+        `AuxiliarySkip` weights."""
+        self.aux = auxiliary_modules(op, self.channels, _STRIDES)
 
     def forward(
         self,
@@ -108,6 +116,7 @@ class Nb201SearchCell(nn.Module):
         def empty() -> torch.Tensor:
             return torch.zeros_like(x)
 
+        weights, aux = resolve_auxiliary(weights, self.aux)
         weights, partial = resolve_partial(weights, self.partial_channels)
         states = [x]
         if partial is not None:  # partial channels (isdarts.spaces.partial): its own per-edge loops
@@ -122,10 +131,12 @@ class Nb201SearchCell(nn.Module):
             )
             return states[-1]
         if not self.fused:
-            return mix_cell(self.edges, _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, empty)[-1]
+            return mix_cell(
+                self.edges, _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, empty, aux
+            )[-1]
         mix_cell_fused(
             self._group_runner(states), _NODE_INPUTS, states, alive, weights, probe, cell_index, NONE_OP, NUM_OPS,
-            empty,
+            empty, aux,
         )
         return states[-1]
 
@@ -154,18 +165,25 @@ class Nb201Supernet(nn.Module):
     The supernet interface of isdarts.spaces.space: forward(x, weights, probe) returns (pooled features, logits).
     `fused` picks the fused cells (see above). `partial_channels` K > 1 builds the cells' ops at 1/K of each
     stage's channels, for `PartialChannels` weights of that K (isdarts.spaces.partial); K=1 is the full network.
+    `auxiliary` ("skip" or "conv1") gives every cell edge DARTS-'s aux module, for `AuxiliarySkip` weights
+    (isdarts.spaces.auxiliary); None (the default) builds none.
     """
 
     KINDS = ("cell",)
 
     def __init__(
         self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, *, affine: bool = False,
-        track: bool = False, fused: bool = True, partial_channels: int = 1,
+        track: bool = False, fused: bool = True, partial_channels: int = 1, auxiliary: str | None = None,
     ) -> None:
         super().__init__()
         self.channels, self.cells_per_stage, self.num_classes = channels, cells_per_stage, num_classes
         self.partial_channels = partial_channels
         check_partial_channels([channels, 2 * channels, 4 * channels], partial_channels)
+        check_auxiliary(auxiliary)
+        if auxiliary is not None and partial_channels > 1:
+            raise ValueError(f"the auxiliary path and partial channels (K={partial_channels}) do not combine; "
+                             "build with partial_channels=1 or auxiliary=None")
+        self.auxiliary = auxiliary
         self.stem = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
         )
@@ -188,6 +206,11 @@ class Nb201Supernet(nn.Module):
         self._refresh_alive()
         # A checkpoint load replaces the mask buffer; keep the host-side alive lists in step with it.
         self.register_load_state_dict_post_hook(lambda module, _incompatible: module._refresh_alive())
+        if auxiliary is not None:
+            # Built last, so every other module is initialised as in a supernet without the aux path.
+            for layer in self.layers:
+                if isinstance(layer, Nb201SearchCell):
+                    layer.add_auxiliary(auxiliary)
 
     @property
     def num_search_cells(self) -> int:
