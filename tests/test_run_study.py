@@ -27,6 +27,9 @@ def tiny_study(tmp_path: Path) -> Path:
     raw["nb201"]["options"].pop("darts2", None)
     raw["device"] = "cpu"
     raw["nb201"]["search"].update(C=4, epochs=3, image_size=8, test_images=16, log_every=1)
+    for name, section in raw["nb201"]["options"].items():  # every section is validated: each must fit 3 epochs
+        if name != "isdarts" and "shrink" in section:
+            section["shrink"] = {"steps": 1, "interval": 1}
     raw["nb201"]["options"]["isdarts"].update(epochs=5, shrink={"steps": 4, "interval": 1},
                                                iim={"source": "train_full", "n_samples": 16, "batch_size": 16,
                                                     "every_epoch": True})
