@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)  # the smoke pipeline runs every quick NB201 method: minutes on a busy 2-core machine
+    # the smoke pipeline runs every quick NB201 method: minutes on a busy 2-core machine
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
