@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from isdarts.config.cluster import DEFAULT_CLUSTER, ClusterParams, read_cluster
 from isdarts.config.fields import (
     fail,
     no_unknown,
@@ -211,6 +212,7 @@ class Params:
     darts: DartsParams
     # Checkpoints inside an epoch this often (0: at epoch ends only); a kill loses at most this much work.
     checkpoint_every_minutes: float = DEFAULT_CHECKPOINT_EVERY_MINUTES
+    cluster: ClusterParams = DEFAULT_CLUSTER  # SLURM resources for `isdarts cluster submit`
 
     @property
     def checkpoint_every_s(self) -> float | None:
@@ -252,7 +254,7 @@ def params_from_dict(raw: dict) -> Params:
     """Validate a params mapping (the parsed params.yaml)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"params.yaml must be a mapping at the top level, got {type(raw).__name__}")
-    no_unknown(raw, "", {"profile", "device", "checkpoint_every_minutes", "data", "nb201", "darts"})
+    no_unknown(raw, "", {"profile", "device", "checkpoint_every_minutes", "data", "nb201", "darts", "cluster"})
     nb201 = required(raw, "nb201", "")
     if not isinstance(nb201, dict):
         raise ConfigError(f"params.yaml: nb201 must be a mapping, got {nb201!r}")
@@ -265,6 +267,7 @@ def params_from_dict(raw: dict) -> Params:
         checkpoint_every_minutes=read_float(
             {"checkpoint_every_minutes": DEFAULT_CHECKPOINT_EVERY_MINUTES, **raw}, "checkpoint_every_minutes", ""
         ),
+        cluster=read_cluster(raw.get("cluster")),
     )
     params.check_profile()
     return params
