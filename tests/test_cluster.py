@@ -9,10 +9,8 @@ uninterrupted search, in one MLflow run; and the results travel through a shared
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakes import write_fake_cifar10
 from services import require_commands
 
 from isdarts.cluster.graph import Stage, load_stages, stages_to_run
@@ -34,10 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "scripts"))
 import local_slurm  # noqa: E402 (scripts/ is not a package)
-from fault_check import TIMING_KEYS  # noqa: E402
-
-CLUSTER = {"defaults": {"cpus": 1, "mem": "1G", "time": "00:30:00"}}
-
+from benchmark_cluster import TABLES, make_project, results, table  # noqa: E402
 
 # ---------------------------------------------------------------- params, stage selection, job scripts
 
@@ -170,55 +164,6 @@ def slurm(tmp_path_factory) -> dict[str, str]:
     local_slurm.stop(base)
 
 
-def _project(base: Path) -> tuple[Path, dict[str, str]]:
-    """The pipeline test's smoke project, trimmed to two NB201 methods and one sweep point, in a git repo."""
-    from test_pipeline import smoke_params
-
-    repo = base / "repo"
-    repo.mkdir(parents=True)
-    for name in ("dvc.yaml", "stages", "isdarts", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, repo / name)
-    fake = base / "fake-cifar"
-    write_fake_cifar10(fake, n_per_batch=20, n_test=30, seed=0)
-    raw = smoke_params(fake)
-    raw["nb201"]["methods"] = ["isdarts", "darts1"]
-    raw["darts"]["sweep"]["rates"] = ["r1"]
-    raw["cluster"] = CLUSTER
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    # One thread per stage in both runs: a stage's numbers depend on the thread count.
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "smoke"]):
-        run(cmd, repo, env)
-    return repo, env
-
-
-def _without_timing(doc: object) -> object:
-    """`doc` without its wall-clock fields (and their means: search_hours_mean)."""
-    if isinstance(doc, dict):
-        return {k: _without_timing(v) for k, v in doc.items() if not k.startswith(tuple(TIMING_KEYS))}
-    if isinstance(doc, list):
-        return [_without_timing(v) for v in doc]
-    return doc
-
-
-def _results(repo: Path) -> dict[str, object]:
-    """Every JSON result of the pipeline, timings left out."""
-    files = sorted((repo / "runs").rglob("*.json")) + sorted((repo / "results").glob("*.json"))
-    return {str(f.relative_to(repo)): _without_timing(json.loads(f.read_text())) for f in files}
-
-
-def _table(repo: Path, name: str) -> list[dict[str, str]]:
-    """A report table's rows without the cost column (wall-clock hours)."""
-    with (repo / "reports" / f"{name}.csv").open() as f:
-        return [{k: v for k, v in row.items() if k != "cost"} for row in csv.DictReader(f)]
-
-
 def _release_requeued(env: dict[str, str]) -> None:
     """SLURM holds a requeued job for about two minutes before it may start again; let it start now."""
     out = subprocess.run(["squeue", "--noheader", "--format=%i %r"], env=env, capture_output=True, text=True).stdout
@@ -232,8 +177,9 @@ def _release_requeued(env: dict[str, str]) -> None:
 def pipelines(slurm, tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     """The same smoke project twice: one run by `dvc repro`, one by `isdarts cluster submit` (side by side)."""
     base = tmp_path_factory.mktemp("cluster")
-    plain, env = _project(base / "plain")
-    on_cluster, _ = _project(base / "cluster")
+    # Two NB201 methods and one sweep point: the whole graph, kept short; one CPU per job, two jobs at a time.
+    plain, env = make_project(base / "plain", ["isdarts", "darts1"], ["r1"])
+    on_cluster, _ = make_project(base / "cluster", ["isdarts", "darts1"], ["r1"])
     env = {**env, **slurm}
     repro = subprocess.Popen(["dvc", "repro"], cwd=plain, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
@@ -259,11 +205,11 @@ def test_the_smoke_pipeline_on_slurm_ends_as_dvc_repro_does_with_dvc_status_clea
     assert "recorded in dvc.lock" in env["again"] + env["collected"]
     assert "up to date" in run(["dvc", "status"], on_cluster, env)
     assert run(["isdarts", "cluster", "submit"], on_cluster, env).startswith("every stage is up to date")
-    ours, reference = _results(on_cluster), _results(plain)
+    ours, reference = results(on_cluster), results(plain)
     assert len(ours) == 20 and ours.keys() == reference.keys()
     assert [k for k in ours if ours[k] != reference[k]] == []
-    for table in ("table1", "table_a1", "table2", "table3", "table_a2", "study"):
-        assert _table(on_cluster, table) == _table(plain, table), table
+    for name in TABLES:
+        assert table(on_cluster, name) == table(plain, name), name
     status = run(["isdarts", "cluster", "status"], on_cluster, env).splitlines()
     assert len(status) == 12 and all("COMPLETED" in line for line in status)
 
@@ -324,10 +270,27 @@ def test_a_search_job_stopped_by_scancel_requeues_and_ends_as_an_uninterrupted_s
     text = log.read_text()
     assert "stopped by SIGTERM" in text and "restart 1" in text, text
     assert f"recorded in dvc.lock: {stage}" in collected
-    ours, reference = _results(on_cluster), _results(plain)
+    ours, reference = results(on_cluster), results(plain)
     folder = "runs/nb201/isdarts/seed_0/"
     assert len(ours[folder + "history.json"]["epochs"]) == 30
     assert {k: v for k, v in ours.items() if k.startswith(folder)} == {
         k: v for k, v in reference.items() if k.startswith(folder)}
     new = [r for r in _mlflow_runs(on_cluster, stage) if r not in before]
     assert [status for _, status in new] == ["FINISHED"], new  # one run, resumed after the requeue
+
+
+@pytest.mark.slow
+def test_a_transfer_on_several_processes_runs_under_torchrun_started_by_srun(pipelines) -> None:
+    _, on_cluster, env = pipelines
+    raw = yaml.safe_load((on_cluster / "params.yaml").read_text())
+    raw["darts"]["imagenet"]["epochs"] = 2  # out of date again, on two processes of one CPU each (gloo)
+    raw["cluster"]["stages"] = {"transfer_imagenet": {"processes_per_node": 2, "cpus": 1}}
+    (on_cluster / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    submitted = run(["isdarts", "cluster", "submit", "transfer_imagenet"], on_cluster, env)
+    assert submitted.startswith("transfer_imagenet@isdarts-0: job "), submitted
+    collected = run(["isdarts", "cluster", "collect", "--wait"], on_cluster, env)
+    assert "recorded in dvc.lock: transfer_imagenet@isdarts-0" in collected
+    script = (on_cluster / "logs/cluster/transfer_imagenet@isdarts-0.sbatch").read_text()
+    assert "torchrun --nnodes=1 --nproc_per_node=2" in script and "#SBATCH --cpus-per-task=2" in script
+    metrics = json.loads((on_cluster / "runs/darts/imagenet/isdarts/seed_0/metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["epochs"] == 2
