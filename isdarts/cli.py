@@ -138,11 +138,26 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("report", help="rebuild the paper's tables and figures in reports/ from the stage outputs")
 
+    cluster_cmd = sub.add_parser("cluster", help="run the pipeline's out-of-date stages as SLURM jobs (README)")
+    cluster_sub = cluster_cmd.add_subparsers(dest="cluster_command", required=True)
+    submit_cmd = cluster_sub.add_parser("submit", help="one job per out-of-date stage, dependencies as in dvc.yaml")
+    submit_cmd.add_argument("targets", nargs="*", help="stages (as `dvc repro` takes them); default: all")
+    submit_cmd.add_argument("--dry-run", action="store_true", help="write the job scripts, submit nothing")
+    cluster_sub.add_parser("status", help="each submitted stage's job, its state and its log")
+    collect_jobs = cluster_sub.add_parser("collect", help="`dvc commit` the stages whose jobs finished")
+    collect_jobs.add_argument("--wait", action="store_true", help="first wait until no submitted job is queued")
+
     sync_cmd = sub.add_parser(
         "tracking-sync", help=f"send what MLflow missed during an outage ({BACKLOG_NAME} files) to the store"
     )
     sync_cmd.add_argument("backlogs", nargs="+", type=Path, help=f"{BACKLOG_NAME} files, e.g. runs/**/{BACKLOG_NAME}")
     sync_cmd.add_argument("--tracking-uri", default=None, help="store to send to (default: the one that failed)")
+
+    from isdarts import tracking_server  # light (no mlflow import); here, beside its only use
+
+    tracking_server.add_arguments(sub.add_parser(
+        "tracking-server", help="run an MLflow server on PostgreSQL that a cluster's jobs log to (README)"
+    ))
 
     ui_cmd = sub.add_parser(
         "ui", help="start the MLflow UI on this project's store and print the link that opens its runs tables"
@@ -160,6 +175,9 @@ def _ui(host: str, port: int) -> int:
     there the browser remembers it.
     """
     uri = resolve_tracking_uri()
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        print(f"MLFLOW_TRACKING_URI is a tracking server: open {uri.rstrip('/')}/#/experiments?{UI_TRAINING_MODE}")
+        return 0
     disable_telemetry()
     print(f"MLflow store {uri}\nopen http://{host}:{port}/#/experiments?{UI_TRAINING_MODE}\n"
           "(the runs tables; MLflow opens on its GenAI pages otherwise)", flush=True)
@@ -220,6 +238,26 @@ def _sync(backlogs: list[Path], tracking_uri: str | None) -> None:
         print(f"{path}: sent to MLflow run {replay(path, tracking_uri)}")
 
 
+def _cluster(args: argparse.Namespace) -> None:
+    # Loaded here: it imports DVC, which no stage or search should pay for at start-up.
+    from isdarts.cluster import commands
+
+    root = commands.check_root(Path.cwd())
+    if args.cluster_command == "submit":
+        print("\n".join(commands.submit(root, args.targets, args.params, dry_run=args.dry_run)))
+    elif args.cluster_command == "status":
+        states = commands.stage_states(root)
+        print("\n".join(f"{s.stage:<40} job {s.job_id:<8} {s.state:<30} {s.log}" for s in states)
+              or "nothing was submitted from this checkout")
+    else:
+        if args.wait:
+            commands.wait(root)
+        lines, complete = commands.collect(root)
+        print("\n".join(lines))
+        if not complete:
+            raise SystemExit(1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _setup()
@@ -229,6 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_guarded(lambda: _sync(args.backlogs, args.tracking_uri))
     if args.command == "ui":
         return _ui(args.host, args.port)
+    if args.command == "tracking-server":
+        from isdarts.tracking_server import serve_from_args  # as its parser: loaded only for this command
+
+        return run_guarded(lambda: serve_from_args(args))
+    if args.command == "cluster":
+        return run_guarded(lambda: _cluster(args))
 
     def action() -> None:
         params = load_params(args.params)

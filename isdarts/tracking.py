@@ -5,6 +5,11 @@ with an explicit run id (no global active-run state), batches metrics per step, 
 store locked by another writer, and turns itself into a no-op after the first other tracking error.
 ``mlflow`` is imported lazily, on the first :meth:`Tracker.start`, so that telemetry can be switched
 off before MLflow reads its settings.
+
+The store is the project's SQLite file unless ``MLFLOW_TRACKING_URI`` names another, such as a tracking server
+(``http://host:5000``, e.g. `isdarts tracking-server` on a cluster): the same calls work there unchanged, with
+the artifacts sent through the server; the SQLite set-up lock and lock retries simply do not apply, and
+MLflow's HTTP client waits out a server that is briefly away (its own request retries) before tracking gives up.
 """
 
 from __future__ import annotations

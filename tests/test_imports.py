@@ -139,7 +139,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("isdarts.benchmark",),
     ("isdarts.train",),
     ("isdarts.search", "isdarts.report"),
-    ("isdarts.pipeline",),
+    ("isdarts.pipeline", "isdarts.cluster", "isdarts.tracking_server"),
     ("isdarts.cli",),
 )
 
