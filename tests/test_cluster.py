@@ -294,3 +294,25 @@ def test_a_transfer_on_several_processes_runs_under_torchrun_started_by_srun(pip
     assert "torchrun --nnodes=1 --nproc_per_node=2" in script and "#SBATCH --cpus-per-task=2" in script
     metrics = json.loads((on_cluster / "runs/darts/imagenet/isdarts/seed_0/metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["epochs"] == 2
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_named_with_its_log_its_dependants_cancelled_and_nothing_recorded(pipelines) -> None:
+    _, on_cluster, env = pipelines
+    dvc_yaml = on_cluster / "dvc.yaml"
+    spec = yaml.safe_load(dvc_yaml.read_text())
+    spec["stages"]["lookup_nb201"]["cmd"] = "python -c 'raise SystemExit(3)'"  # both lookups fail
+    dvc_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    lock_before = (on_cluster / "dvc.lock").read_text()
+    submitted = run(["isdarts", "cluster", "submit", "report"], on_cluster, env)
+    assert "lookup_nb201@isdarts: job" in submitted and "report: job" in submitted, submitted
+    collected = subprocess.run(["isdarts", "cluster", "collect", "--wait"], cwd=on_cluster, env=env,
+                               capture_output=True, text=True, timeout=600)
+    assert collected.returncode == 1, collected.stdout + collected.stderr
+    log = on_cluster / "logs/cluster/lookup_nb201@isdarts.log"
+    assert "FAILED (exit 3): lookup_nb201@isdarts (job" in collected.stdout and str(log) in collected.stdout
+    assert "LOST (cancelled, killed or an upstream job failed): report" in collected.stdout
+    assert "ended with exit 3" in log.read_text()
+    lock = yaml.safe_load((on_cluster / "dvc.lock").read_text())["stages"]
+    assert lock["lookup_nb201@isdarts"] == yaml.safe_load(lock_before)["stages"]["lookup_nb201@isdarts"]
+    assert "lookup_nb201@isdarts" in run(["dvc", "status"], on_cluster, env)

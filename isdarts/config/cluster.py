@@ -109,14 +109,17 @@ def _resources(d: Any, prefix: str, base: JobResources) -> JobResources:
     return replace(base, **values)
 
 
-def read_cluster(raw: dict | None) -> ClusterParams:
-    """The validated `cluster:` section (the defaults above where params.yaml has none)."""
-    if raw is None:
-        return DEFAULT_CLUSTER
+def read_cluster(raw: Any) -> ClusterParams:
+    """The validated `cluster:` section of params.yaml (call it only where the file has one)."""
     p = "cluster."
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: cluster must be a mapping (defaults, stages, ...), got {raw!r}")
     no_unknown(raw, p, {"defaults", "stages", "signal_before_limit_s", "rendezvous_port"})
     defaults = _resources(required(raw, "defaults", p), p + "defaults.", JobResources())
-    stages_raw = raw.get("stages") or {}
+    stages_raw = raw.get("stages", {})
+    if not isinstance(stages_raw, dict):
+        raise ConfigError(f"params.yaml: cluster.stages must be a mapping of stage kind to resources (or {{}}), "
+                          f"got {stages_raw!r}")
     no_unknown(stages_raw, p + "stages.", set(STAGE_KINDS))
     stages = {kind: _resources(value, f"{p}stages.{kind}.", defaults) for kind, value in stages_raw.items()}
     for kind, res in stages.items():

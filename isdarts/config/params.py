@@ -267,7 +267,7 @@ def params_from_dict(raw: dict) -> Params:
         checkpoint_every_minutes=read_float(
             {"checkpoint_every_minutes": DEFAULT_CHECKPOINT_EVERY_MINUTES, **raw}, "checkpoint_every_minutes", ""
         ),
-        cluster=read_cluster(raw.get("cluster")),
+        cluster=read_cluster(raw["cluster"]) if "cluster" in raw else DEFAULT_CLUSTER,
     )
     params.check_profile()
     return params
