@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from ui_check import CHROMIUM_NAMES, find_chromium  # noqa: E402 (after the path set-up)
+from ui_check import NO_CHROMIUM, find_chromium  # noqa: E402 (after the path set-up)
 
 # Chromium's virtual time lets the page's scripts and timers finish without waiting in real time; the 13
 # plots draw in well under a second of it.
@@ -218,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if chromium is None:
-        print("skipped: no Chromium on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + "); install it with "
-              "`apt-get install chromium` and run again")
+        print(NO_CHROMIUM)
         return 0
     result = check(chromium, stock=args.stock, out=args.out)
     for div in result.divs:

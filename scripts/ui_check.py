@@ -54,6 +54,10 @@ class Page:
     expect: list[str]  # strings the rendered page's text must hold
 
 
+NO_CHROMIUM = ("skipped: no Chromium on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + "); install it with "
+               "`apt-get install chromium` and run again")
+
+
 def find_chromium() -> str | None:
     for name in CHROMIUM_NAMES:
         if path := shutil.which(name):
@@ -166,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if chromium is None:
-        print("skipped: no Chromium on PATH (looked for " + ", ".join(CHROMIUM_NAMES) + "); install it with "
-              "`apt-get install chromium` and run again")
+        print(NO_CHROMIUM)
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="isdarts-ui-") as tmp:

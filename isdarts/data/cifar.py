@@ -236,24 +236,25 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle(path: Path) -> dict:
+def unpickle_batch(path: Path, how_to_get: str = HOW_TO_GET, what: str = "CIFAR batch") -> dict:
+    """One file of a CIFAR python-pickle folder, as a dict; a missing or bad file is named with `how_to_get`."""
     if not path.is_file():
-        raise DataError(f"{path} is missing; {HOW_TO_GET}.")
+        raise DataError(f"{path} is missing; {how_to_get}.")
     try:
         with open(path, "rb") as f:
             obj = _BatchUnpickler(f, encoding="bytes").load()
     except Exception as exc:  # EOFError, UnpicklingError, ValueError... all mean a bad file
         raise DataError(
             f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
-            f"replace it with the original file, or {HOW_TO_GET}."
+            f"replace it with the original file, or {how_to_get}."
         ) from exc
     if not isinstance(obj, dict):
-        raise DataError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch dict; replace the file.")
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a {what} dict; replace the file.")
     return obj
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    d = _unpickle(path)
+    d = unpickle_batch(path)
     missing = [k.decode() for k in (b"data", b"labels") if k not in d]
     if missing:
         raise DataError(f"{path} lacks key(s) {missing}; it is not a CIFAR-10 python batch.")
@@ -273,7 +274,7 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_classes(folder: Path) -> list[str]:
     path = folder / META_FILE
-    meta = _unpickle(path)
+    meta = unpickle_batch(path)
     names = meta.get(b"label_names")
     if not isinstance(names, list) or len(names) != 10:
         raise DataError(f"{path}: b'label_names' must be a list of 10 names; replace the file.")

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from isdarts.data.cifar import CifarArrays, CifarSource, _BatchUnpickler, md5_file
+from isdarts.data.cifar import CifarArrays, CifarSource, md5_file, unpickle_batch
 from isdarts.errors import DataError
 from isdarts.io import replace_dir
 
@@ -247,22 +247,6 @@ def locate_cifar100(
 # ----------------------------------------------------------------------------- reading
 
 
-def _unpickle(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path} is missing; {HOW_TO_GET}.")
-    try:
-        with open(path, "rb") as f:
-            obj = _BatchUnpickler(f, encoding="bytes").load()  # refuses any global but plain arrays
-    except Exception as exc:  # EOFError, UnpicklingError, ValueError... all mean a bad file
-        raise DataError(
-            f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); replace it with the original "
-            f"file, or {HOW_TO_GET}."
-        ) from exc
-    if not isinstance(obj, dict):
-        raise DataError(f"{path} holds a {type(obj).__name__}, not a {DATASET} dict; replace the file.")
-    return obj
-
-
 def _labels(path: Path, values: object, key: str, n: int, n_classes: int) -> np.ndarray:
     if not isinstance(values, list | tuple) or len(values) != n:
         count = len(values) if isinstance(values, list | tuple) else type(values).__name__
@@ -277,7 +261,7 @@ def _labels(path: Path, values: object, key: str, n: int, n_classes: int) -> np.
 
 def _read_split(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(images N x 3 x 32 x 32, fine labels, coarse labels) of one pickled split."""
-    d = _unpickle(path)
+    d = unpickle_batch(path, HOW_TO_GET, DATASET)
     missing = [k.decode() for k in (b"data", b"fine_labels", b"coarse_labels") if k not in d]
     if missing:
         raise DataError(f"{path} lacks key(s) {missing}; it is not a {DATASET} python split.")
@@ -303,7 +287,7 @@ def _read_folder(folder: Path) -> Cifar100Arrays:
     train_x, train_y, train_c = _read_split(folder / TRAIN_FILE)
     test_x, test_y, test_c = _read_split(folder / TEST_FILE)
     meta_path = folder / META_FILE
-    meta = _unpickle(meta_path)
+    meta = unpickle_batch(meta_path, HOW_TO_GET, DATASET)
     return Cifar100Arrays(
         train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
         classes=_names(meta_path, meta, b"fine_label_names", N_FINE),
