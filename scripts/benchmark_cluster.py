@@ -34,8 +34,9 @@ TABLES = ("table1", "table_a1", "table2", "table3", "table_a2", "study")
 
 
 def make_project(base: Path, nb201_methods: list[str] | None = None, rates: list[str] | None = None,
-                 jobs_cpus: int = 1) -> tuple[Path, dict[str, str]]:
-    """The pipeline test's smoke project in a fresh git + DVC repository; its path and the env to run it with."""
+                 jobs_cpus: int | None = 1) -> tuple[Path, dict[str, str]]:
+    """The pipeline test's smoke project in a fresh git + DVC repository; its path and the env to run it with.
+    `jobs_cpus`: threads per stage (under DVC and as SLURM jobs alike); None leaves torch's default."""
     from fakes import write_fake_cifar10
     from test_pipeline import smoke_params
 
@@ -54,14 +55,15 @@ def make_project(base: Path, nb201_methods: list[str] | None = None, rates: list
         raw["nb201"]["methods"] = nb201_methods
     if rates:
         raw["darts"]["sweep"]["rates"] = rates
-    raw["cluster"] = {"defaults": {"cpus": jobs_cpus, "mem": "1G", "time": "00:30:00"}}
+    if jobs_cpus is not None:
+        raw["cluster"] = {"defaults": {"cpus": jobs_cpus, "mem": "1G", "time": "00:30:00"}}
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    # The same thread count under both: a stage's numbers depend on it.
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1",
-               OMP_NUM_THREADS=str(jobs_cpus), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    if jobs_cpus is not None:  # the same thread count under both: a stage's numbers depend on it
+        env["OMP_NUM_THREADS"] = str(jobs_cpus)
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "smoke"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
     return repo, env

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -18,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fakes import write_fake_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "scripts"))
 pytestmark = pytest.mark.slow
 
 
@@ -65,25 +62,10 @@ def smoke_params(fake_cifar: Path) -> dict:
 
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in ("dvc.yaml", "stages", "isdarts", ".gitignore"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, repo / name)
-    fake = tmp_path / "fake-cifar"
-    write_fake_cifar10(fake, n_per_batch=20, n_test=30, seed=0)
-    (repo / "params.yaml").write_text(yaml.safe_dump(smoke_params(fake), sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    run(["git", "init", "-q"], repo, env)
-    run(["dvc", "init", "-q"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "smoke"], repo, env)
-    return repo, env
+    # The smoke project (these params, fake CIFAR-format data) in a fresh git + DVC repository.
+    from benchmark_cluster import make_project  # scripts/ is put on sys.path below
+
+    return make_project(tmp_path, jobs_cpus=None)
 
 
 def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_reads_it(project):
