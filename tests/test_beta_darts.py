@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from method_helpers import random_batches as batches
 
 from isdarts.config import ArchConfig, SearchConfig
 from isdarts.config.paper import paper_mismatches
@@ -27,11 +28,6 @@ def method(space: str = "nb201", seed: int = 0, **options) -> BetaDarts:
     torch.manual_seed(seed)
     space_obj, cls = SPACES[space]
     return BetaDarts(cls(4, 1), space_obj, cfg(space, **options), torch.Generator().manual_seed(seed))
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
 
 
 # ---------------------------------------------------------------- L_β

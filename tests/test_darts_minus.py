@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from method_helpers import method_on_supernet
+from method_helpers import random_batches as batches
 from torch import nn
 
 from isdarts.config import ArchConfig, SearchConfig
@@ -209,15 +211,7 @@ def cfg(space: str = "nb201", epochs: int = 4, **options) -> SearchConfig:
 
 
 def method(space: str = "nb201", seed: int = 0, fused: bool = True, **options) -> DartsMinus:
-    config = cfg(space, **options)
-    torch.manual_seed(seed)
-    model = SPACES[space][1](4, 1, fused=fused, **DartsMinus.supernet_options(config))
-    return DartsMinus(model, SPACES[space][0], config, torch.Generator().manual_seed(seed))
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
+    return method_on_supernet(DartsMinus, cfg(space, **options), 4, seed, fused)
 
 
 def test_options_defaults_step_order_and_the_supernet_it_asks_for():

@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 import yaml
+from method_helpers import random_batches as batches
 from test_search_loop import ROOT, arrays, search  # noqa: F401 (fixture)
 
 from isdarts.config import ArchConfig, SearchConfig, params_from_dict
@@ -43,11 +44,6 @@ def method(space: str = "nb201", seed: int = 0, epochs: int | None = None, data_
                 torch.Generator().manual_seed(seed))
     m.attach_data(valid_images(), torch.Generator().manual_seed(data_seed))
     return m
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
 
 
 def spread_alpha(m: DartsPt, seed: int = 3) -> None:

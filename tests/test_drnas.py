@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 import yaml
+from method_helpers import random_batches as batches
 from test_search_loop import ROOT, arrays, search, strip_timing  # noqa: F401 (fixture)
 from torch.distributions import Dirichlet
 
@@ -46,11 +47,6 @@ def method(space: str = "nb201", seed: int = 0, epochs: int = 4, **options) -> D
     torch.manual_seed(seed)
     model = cls(channels, 1, fused=config.fused_ops, **DrNas.supernet_options(config))
     return DrNas(model, space_obj, config, torch.Generator().manual_seed(seed))
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
 
 
 def progressive(space: str = "darts", **options) -> DrNas:

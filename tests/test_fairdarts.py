@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 from fakes import write_fake_cifar10
+from method_helpers import random_batches as batches
 from torch import nn
 
 from isdarts.config import ArchConfig, SearchConfig
@@ -43,11 +44,6 @@ def method(space: str = "nb201", seed: int = 0, **options) -> FairDarts:
     torch.manual_seed(seed)
     return FairDarts(SPACES[space][1](4, 1), SPACES[space][0], cfg(space, **options),
                      torch.Generator().manual_seed(seed))
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
 
 
 def set_alpha(m: FairDarts, values: dict[str, torch.Tensor]) -> None:

@@ -7,6 +7,8 @@ import io
 import pytest
 import torch
 import yaml
+from method_helpers import method_on_supernet
+from method_helpers import random_batches as batches
 from test_search_loop import ROOT, arrays, search  # noqa: F401 (fixture)
 
 from isdarts.config import ArchConfig, SearchConfig, params_from_dict
@@ -198,15 +200,7 @@ def cfg(space: str = "nb201", **options) -> SearchConfig:
 
 
 def method(space: str = "nb201", seed: int = 0, fused: bool = True, **options) -> PcDarts:
-    config = cfg(space, **options)
-    torch.manual_seed(seed)
-    model = SPACES[space][1](8, 1, fused=fused, **PcDarts.supernet_options(config))
-    return PcDarts(model, SPACES[space][0], config, torch.Generator().manual_seed(seed))
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
+    return method_on_supernet(PcDarts, cfg(space, **options), 8, seed, fused)
 
 
 def test_options_defaults_and_the_supernet_it_asks_for():

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import yaml
+from method_helpers import random_batches as batches
 from test_search_loop import ROOT, arrays, search  # noqa: F401 (fixture)
 
 from isdarts.config import ArchConfig, SearchConfig, params_from_dict
@@ -40,11 +41,6 @@ def method(space: str = "nb201", seed: int = 0, fused: bool = True, epochs: int 
     torch.manual_seed(seed)
     model = SPACES[space][1](4, 1, fused=fused)
     return Sgas(model, SPACES[space][0], cfg(space, epochs, **options), torch.Generator().manual_seed(seed))
-
-
-def batches(n: int, seed: int = 5):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 10, (4,), generator=gen)) for _ in range(n)]
 
 
 def spread_alpha(m: Sgas, seed: int = 3, none_boost: float = 0.0) -> None:
