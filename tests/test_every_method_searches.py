@@ -3,6 +3,7 @@ epochs of a C=4, N=1 supernet on 64 real CIFAR-10 images), resumed from a checkp
 the same result, with a genotype and a finite history. A method added as one module plus one row is covered
 here without a line of this file changing."""
 
+import dataclasses
 import math
 
 import pytest
@@ -84,3 +85,20 @@ def test_every_method_searches_and_resumes_on_each_of_its_spaces(arrays, tmp_pat
     resumed = search(cfg, arrays, tmp_path / "cut")
     assert resumed["genotype"] == full["genotype"]
     assert strip_timing(resumed["history"]) == strip_timing(full["history"])
+
+
+FIRST_ORDER_ONLY = [(m, s) for m, s in CASES
+                    if getattr(registry.METHODS[m].method_class(s), "first_order_only", False)]
+
+
+def test_a_method_without_a_second_order_variant_refuses_order_2():
+    refused = []
+    for method, space in FIRST_ORDER_ONLY:
+        cfg = tiny_cfg(method, space)
+        unrolled = dataclasses.replace(cfg, options={**cfg.options, "order": 2})
+        if unrolled.order == 1:  # the row fixes order 1 as a constant: nothing to refuse
+            continue
+        with pytest.raises(ValueError, match="has no second-order variant; set order: 1"):
+            build_method(unrolled, 10, torch.device("cpu"), torch.Generator().manual_seed(0))
+        refused.append(method)
+    assert {"pcdarts", "fairdarts"} <= set(refused), refused

@@ -63,12 +63,12 @@ def beta_loss(
 class BetaDarts(Darts):
     """β-DARTS on any space: DARTS first order plus λ_t·L_β in the α loss."""
 
+    first_order_only = True
+
     def __init__(
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError("β-DARTS takes first-order α steps (its unrolled path omits L_β); set order 1")
         self.lambda_max = float(cfg.option("lambda_max"))
         self.ramp_epochs = int(cfg.option("ramp_epochs"))
         if self.ramp_epochs < 1:

@@ -80,6 +80,8 @@ class Darts:
     bilevel = True
     # Whether the weight step's clip counts α's gradient; None: the space's reference code's choice.
     clip_alpha: bool | None = None
+    # Methods whose reference code has no unrolled (second-order) α step refuse `order: 2`.
+    first_order_only = False
 
     def __init__(
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
@@ -88,6 +90,9 @@ class Darts:
         # AutoDL's order unless the method says otherwise: weight step first at order 1, α step first at 2.
         step_order = cfg.options.get("step_order", "alpha_first" if order == 2 else "weight_first")
         self.arch_first = step_order == "alpha_first"
+        if self.first_order_only and order != 1:
+            raise ValueError(f"{type(self).__name__} takes first-order α steps and has no second-order variant; "
+                             "set order: 1")
         if not self.arch_first and order == 2:
             # The unrolled step reads the momentum buffer and weights that the α step is taken at.
             raise ValueError("second-order DARTS takes the α step first; step_order weight_first is not supported")

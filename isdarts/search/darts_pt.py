@@ -83,6 +83,8 @@ def kept_bn_statistics(model: nn.Module) -> Iterator[None]:
 class DartsPt(Darts):
     """DARTS-PT on any space: DARTS 1st order, then op and topology projections by the valid accuracy drop."""
 
+    first_order_only = True
+
     # The official code clips the network weights only (α are not among them) on both spaces.
     clip_alpha = False
 
@@ -90,8 +92,6 @@ class DartsPt(Darts):
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError("DARTS-PT trains its supernet with first-order α steps; no second-order variant here")
         self.tune_epochs = int(cfg.option("tune_epochs"))
         self.supernet_epochs = cfg.epochs - self.tune_epochs
         if self.supernet_epochs < 1:

@@ -177,12 +177,12 @@ def widened_state(old: nn.Module, new: nn.Module, transforms: dict[str, Transfor
 class DrNas(Darts):
     """DrNAS on any space: Dirichlet-sampled mixing weights, partial channels, optional progressive stages."""
 
+    first_order_only = True
+
     def __init__(
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError("DrNAS takes first-order α steps here; set order 1")
         self.reg_type, self.reg_scale = cfg.option("reg_type"), float(cfg.option("reg_scale"))
         if self.reg_type not in REG_TYPES:
             raise ValueError(f"DrNAS reg_type must be one of {', '.join(REG_TYPES)}, got {self.reg_type!r}")

@@ -72,12 +72,12 @@ def zero_one_loss(alphas: Sequence[torch.Tensor], entries: Sequence[torch.Tensor
 class FairDarts(Darts):
     """FairDARTS on any space: sigmoid mixing, the zero-one loss in both steps, threshold derivations."""
 
+    first_order_only = True
+
     def __init__(
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError("FairDARTS takes first-order α steps; it has no second-order variant here")
         self.w01 = float(cfg.option("w01"))
         self.sep_loss = cfg.option("sep_loss")
         self.threshold = float(cfg.option("threshold"))

@@ -32,6 +32,8 @@ from isdarts.spaces.space import Genotype, Space
 class PcDarts(Darts):
     """PC-DARTS on any space: partial-channel edges, edge normalisation β, α/β frozen for a warm-up."""
 
+    first_order_only = True
+
     # [PC] keeps α and β out of model.parameters(), so its weight-step clip never counts them; [DR]'s NB201
     # code clips the network weights only as well.
     clip_alpha = False
@@ -40,8 +42,6 @@ class PcDarts(Darts):
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError("PC-DARTS takes first-order α steps; it has no second-order variant here")
         self.k = int(cfg.option("k"))
         built = getattr(model, "partial_channels", 1)
         if built != self.k:

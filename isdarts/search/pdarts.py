@@ -107,6 +107,8 @@ def final_mask(
 class PDarts(Darts):
     """P-DARTS: 3 progressive stages, each a fresh deeper supernet on the ops the last one kept."""
 
+    first_order_only = True
+
     # [PD] clips the weight gradient over the network parameters only; α gets its own clip (arch_grad_clip).
     clip_alpha = False
 
@@ -137,8 +139,6 @@ class PDarts(Darts):
         self.schedule = [self.stage_epochs * (s + 1) for s in range(STAGES)]
 
     def _check(self, model: nn.Module, space: Space, cfg: SearchConfig) -> None:
-        if self.order != 1:
-            raise ValueError("P-DARTS takes first-order α steps; it has no second-order variant")
         if self.stage_epochs < 1 or cfg.epochs != STAGES * self.stage_epochs:
             raise ValueError(
                 f"P-DARTS runs {STAGES} stages of stage_epochs = {self.stage_epochs} epochs, so the search's epochs "

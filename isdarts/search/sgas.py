@@ -97,6 +97,8 @@ def first_argmax(values: Sequence[float], among: Sequence[int]) -> int:
 class Sgas(Darts):
     """SGAS on any space: greedy edge decisions by importance, certainty and (criterion 2) stability."""
 
+    first_order_only = True
+
     # The official code keeps α out of model.parameters(): the weight step's clip never counts it.
     clip_alpha = False
 
@@ -104,8 +106,6 @@ class Sgas(Darts):
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError("SGAS takes first-order α steps; it has no second-order variant here")
         criterion = int(cfg.option("criterion"))
         if criterion not in (1, 2):
             raise ValueError(f"SGAS criterion must be 1 (importance, certainty) or 2 (also stability), got {criterion}")

@@ -85,12 +85,12 @@ def bn_statistics(model: nn.Module, mode: str) -> dict[str, Any]:
 class SmoothDartsRs(Darts):
     """SDARTS-RS on any space: the weight step mixes by clip(softmax(α) + U(-ε, ε)); α is plain DARTS."""
 
+    first_order_only = True
+
     def __init__(
         self, model: nn.Module, space: Space, cfg: SearchConfig, generator: torch.Generator | None = None
     ) -> None:
         super().__init__(model, space, cfg, generator)
-        if self.order != 1:
-            raise ValueError(f"SDARTS takes first-order α steps; order {self.order} is not supported")
         self.eps_min, self.eps_max = float(cfg.option("eps_min")), float(cfg.option("eps_max"))
         if self.eps_min > self.eps_max:
             raise ValueError(f"SDARTS needs eps_min <= eps_max, got {self.eps_min} > {self.eps_max}; swap them")
