@@ -67,10 +67,14 @@ def submit(
     recorded = _record_finished(root)
     stages = graph.load_stages(root)
     to_run = graph.stages_to_run(stages, graph.changed_stages(root), targets)
+    # Read after DVC's verdict, since a job may have ended meanwhile: a job writes its status file before it
+    # leaves the queue, so each stage is either still queued or, if it finished, known to have.
     queued = slurm.queued_jobs(root)
     ledger_dir = root / LEDGER_DIR
     ledger_dir.mkdir(parents=True, exist_ok=True)
     ledger = _ledger(root)
+    finished = {s.stage: s.job_id for s in stage_states(root)
+                if s.state == "COMPLETED" and not ledger[s.stage].get("recorded")}
     job_of = {name: job.job_id for name, job in queued.items()}
     lines = [f"recorded in dvc.lock (finished since the last collect): {', '.join(recorded)}"] if recorded else []
     if not to_run:
@@ -79,6 +83,9 @@ def submit(
         if stage.name in queued:
             job = queued[stage.name]
             lines.append(f"{stage.name}: already {job.state.lower()} as job {job.job_id}, not submitted again")
+            continue
+        if stage.name in finished:  # its outputs are there; `collect` records them
+            lines.append(f"{stage.name}: already finished as job {finished[stage.name]}, not submitted again")
             continue
         after = [job_of[up] for up in stage.upstream if up in job_of]
         res = cluster.resources(stage.kind)
