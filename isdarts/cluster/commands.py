@@ -73,8 +73,7 @@ def submit(
     ledger_dir = root / LEDGER_DIR
     ledger_dir.mkdir(parents=True, exist_ok=True)
     ledger = _ledger(root)
-    finished = {s.stage: s.job_id for s in stage_states(root)
-                if s.state == "COMPLETED" and not ledger[s.stage].get("recorded")}
+    finished = {s.stage: s.job_id for s in _unrecorded_completions(stage_states(root), ledger)}
     job_of = {name: job.job_id for name, job in queued.items()}
     lines = [f"recorded in dvc.lock (finished since the last collect): {', '.join(recorded)}"] if recorded else []
     if not to_run:
@@ -97,8 +96,7 @@ def submit(
             job_of[stage.name] = f"<{stage.name}>"
             lines.append(f"{stage.name}: would submit {script.relative_to(root)} after {after or 'nothing'}")
             continue
-        status.unlink(missing_ok=True)
-        job_id = slurm.submit(script, [a for a in after if not a.startswith("<")])
+        job_id = slurm.submit(script, after)
         job_of[stage.name] = job_id
         ledger[stage.name] = {"job_id": job_id, "log": str(log.relative_to(root)), "after": after}
         _write_ledger(root, ledger)
@@ -133,11 +131,16 @@ def _dvc() -> str:
     return str(beside) if beside.exists() else (shutil.which("dvc") or "dvc")
 
 
+def _unrecorded_completions(states: list[StageState], ledger: dict[str, dict]) -> list[StageState]:
+    """The stages whose latest job completed and that `collect` has not put into dvc.lock yet."""
+    return [s for s in states if s.state == "COMPLETED" and not ledger[s.stage].get("recorded")]
+
+
 def _record_finished(root: Path, states: list[StageState] | None = None) -> list[str]:
     """`dvc commit` the stages whose jobs completed and that are not recorded yet; their names."""
     ledger = _ledger(root)
     states = stage_states(root) if states is None else states
-    done = [s.stage for s in states if s.state == "COMPLETED" and not ledger[s.stage].get("recorded")]
+    done = [s.stage for s in _unrecorded_completions(states, ledger)]
     if not done:
         return []
     result = subprocess.run([_dvc(), "commit", "--force", *done], cwd=root, capture_output=True, text=True)

@@ -30,7 +30,6 @@ COMMAND_TIMEOUT_S = 120
 @dataclass(frozen=True)
 class QueuedJob:
     job_id: str
-    stage: str
     state: str  # PENDING, RUNNING, ... as squeue prints it
     reason: str
 
@@ -122,7 +121,7 @@ def queued_jobs(root: Path) -> dict[str, QueuedJob]:
         job_id, name, state, reason, workdir = line.split("|", 4)
         if name.startswith(JOB_PREFIX) and Path(workdir).resolve() == root.resolve():
             stage = name[len(JOB_PREFIX):]
-            jobs[stage] = QueuedJob(job_id, stage, state, reason)
+            jobs[stage] = QueuedJob(job_id, state, reason)
     return jobs
 
 
