@@ -15,6 +15,7 @@ from pathlib import Path
 
 from isdarts.benchmark.nb201 import ACCURACY_LABELS, default_table
 from isdarts.config import load_params
+from isdarts.data.datasets import DATASETS, DEFAULT_DATASET, dataset_info
 from isdarts.errors import (
     BenchmarkError,
     CheckpointError,
@@ -106,13 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("prepare-data", help="locate or download CIFAR-10, verify it and store it for the search")
+    prepare_cmd = sub.add_parser(
+        "prepare-data", help="locate or download a dataset (default CIFAR-10), verify it and store it for the search"
+    )
+    _dataset_arg(prepare_cmd, "data/prepared, or data/prepared-<dataset> for the others")
+    prepare_cmd.add_argument(
+        "--svhn-extra", action="store_true", help="SVHN: append the 531k 'extra' images to the training split"
+    )
 
     search_cmd = sub.add_parser("search", help="run (or resume) one search of one method for one seed")
     search_cmd.add_argument("--space", choices=tuple(SPACES), default="nb201")
     search_cmd.add_argument("--method", default=DEFAULT_METHOD, help=", ".join(METHODS))
     search_cmd.add_argument("--seed", type=int, required=True)
     search_cmd.add_argument("--rate", default=None, help="a darts.sweep rate name (Table A.2), e.g. r0_143")
+    _dataset_arg(search_cmd, "reads its prepared folder; runs/<space>-<dataset>/... for the others")
     _run_args(search_cmd, "runs/<space>/.../seed_N")
 
     lookup_cmd = sub.add_parser("lookup", help="NB201 200-epoch accuracies of an architecture string or genotype JSON")
@@ -122,10 +130,16 @@ def _parser() -> argparse.ArgumentParser:
         "collect", help="look up every seed's NB201 cell and write results/nb201_<method>.json"
     )
     collect_cmd.add_argument("--method", default=None, help="one method (default: every method in nb201.methods)")
+    _dataset_arg(collect_cmd, "the searches' dataset; results/nb201-<dataset>_<method>.json for the others")
 
-    retrain_cmd = sub.add_parser("retrain", help="train a DARTS-space genotype on CIFAR-10 from scratch")
+    retrain_cmd = sub.add_parser(
+        "retrain", help="train a DARTS-space genotype from scratch on CIFAR-10 (or --dataset cifar100, svhn)"
+    )
     _genotype_args(retrain_cmd)
     retrain_cmd.add_argument("--rate", default=None, help="retrain a sweep point's cell (darts.sweep rate name)")
+    retrain_cmd.add_argument("--space", choices=[s for s, spec in SPACES.items() if "darts" in (s, spec.base)],
+                             default="darts", help="the space the cell was searched in (robust spaces: robust.retrain)")
+    _dataset_arg(retrain_cmd, "and, without --genotype, the cell searched on it; runs/darts-<dataset>/...")
     _run_args(retrain_cmd, "runs/darts/retrain/<method>/seed_N")
 
     sub.add_parser("imagenet-data", help="check the ImageNet tree (or build the tiny one) and write its manifest")
@@ -192,6 +206,12 @@ def _genotype_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--genotype", default=None,
         help="a genotype JSON file, or a shipped name (DARTS_V1, DARTS_V2, ISDARTS); default: the method's search",
+    )
+
+
+def _dataset_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--dataset", choices=tuple(DATASETS), default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}: {what}"
     )
 
 
@@ -279,22 +299,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "seed", 0) < 0:
             raise ConfigError(f"--seed {args.seed}: expected a non-negative integer")
         if args.command == "prepare-data":
-            manifest = prepare_data(params)
-            print(f"prepared {manifest['kind']} CIFAR-10: {manifest['counts']}")
+            manifest = prepare_data(params, dataset=args.dataset, svhn_extra=args.svhn_extra)
+            print(f"prepared {manifest['kind']} {dataset_info(args.dataset).label}: {manifest['counts']}")
         elif args.command == "search":
             metrics = search(
-                params, args.space, args.method, args.seed, rate=args.rate, out_dir=args.out,
+                params, args.space, args.method, args.seed, args.dataset, rate=args.rate, out_dir=args.out,
                 checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
             )
-            print(f"{args.space} {args.method} seed {args.seed}: {metrics['genotype']}")
+            on = "" if args.dataset == DEFAULT_DATASET else f" on {dataset_info(args.dataset).label}"
+            print(f"{args.space} {args.method} seed {args.seed}{on}: {metrics['genotype']}")
         elif args.command == "collect":
             for method in [args.method] if args.method else params.nb201.methods:
-                result = lookup_nb201(params, method)
+                result = lookup_nb201(params, method, dataset=args.dataset)
                 print(method, json.dumps(result["summary"], indent=2))
         elif args.command == "retrain":
             metrics = retrain(
-                params, args.method, args.seed, genotype_file=_genotype_file(args.genotype), rate=args.rate,
-                out_dir=args.out, checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
+                params, args.method, args.seed, args.dataset, space=args.space,
+                genotype_file=_genotype_file(args.genotype), rate=args.rate, out_dir=args.out,
+                checkpoint_dir=args.checkpoints, stage=args.stage, progress=not args.no_progress,
             )
             print(f"test error {metrics['final_test_error']:.2f}% (best {metrics['best_test_error']:.2f}%), "
                   f"{metrics['params_m']:.2f}M params")

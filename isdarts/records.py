@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from isdarts.errors import ReportError
 from isdarts.registry import METHODS as METHOD_ROWS
+from isdarts.registry import SPACES as SPACE_ROWS
 
 __all__ = [
     "METHODS", "Accuracies", "ArgmaxCell", "DartsGenotype", "DartsRun", "ImagenetData", "ImagenetEpoch",
@@ -39,6 +40,12 @@ D = TypeVar("D", bound="DartsRun")
 # names (Annotated metadata), so a wrong name is reported beside the names expected.
 METHODS: tuple[str, ...] = tuple(METHOD_ROWS)
 Method = Annotated[str, Literal[METHODS]]
+# A search space's name (isdarts.registry.SPACES); the DARTS space and its variants (RobustDARTS's S1-S5), whose
+# cells retrain in the DARTS evaluation network.
+SPACE_NAMES: tuple[str, ...] = tuple(SPACE_ROWS)
+Space = Annotated[str, Literal[SPACE_NAMES]]
+DARTS_LIKE: tuple[str, ...] = tuple(name for name, spec in SPACE_ROWS.items() if "darts" in (name, spec.base))
+DartsLikeSpace = Annotated[str, Literal[DARTS_LIKE]]
 
 _NONFINITE = "may be ±inf or NaN"  # Annotated marker: IIM hooked values are +inf for `none`
 Hooked = Annotated[float, _NONFINITE]
@@ -311,7 +318,7 @@ class ShrinkSchedule(Record):
 class SearchMetrics(Record):
     """A search's metrics.json: its final genotype, supernet accuracies and cost."""
 
-    space: Literal["nb201", "darts"]
+    space: Space
     method: Method
     seed: int
     profile: str
@@ -401,13 +408,14 @@ class SearchEpoch(Record):
 class SearchHistory(Record):
     """A search's history.json: the edge and op names every matrix is indexed by, and one record per epoch."""
 
-    space: Literal["nb201", "darts"]
+    space: Space
     method: Method
     seed: int
     edges: tuple[str, ...]
-    ops: tuple[str, ...]
+    ops: tuple[str, ...]  # the op of each column, or column labels where edges differ (edge_ops)
     epochs: tuple[SearchEpoch, ...]
     kinds: tuple[str, ...] | None = optional()  # DARTS space: the cell kinds its matrices are keyed by
+    edge_ops: Mapping[str, tuple[tuple[str, ...], ...]] | None = optional()  # per kind, per edge, its ops (S1)
 
     def check(self, at: At) -> None:
         # Figures index every matrix by edge and op; a shape that does not match would mislabel lines.
@@ -418,7 +426,7 @@ class SearchHistory(Record):
                     self._check_cells(cells, at.child("epochs").child(i).child(key))
 
     def _check_cells(self, cells: Cells, at: At) -> None:
-        if self.space == "darts":
+        if self.kinds is not None:
             if not isinstance(cells, Mapping):
                 raise at.error("expected an object keyed by cell kind")
             for kind in self.kinds or ():
@@ -440,7 +448,7 @@ class SearchHistory(Record):
 class DartsRun(Record):
     """The keys every DARTS-space retrain and ImageNet metrics.json shares: who, which profile, search cost."""
 
-    space: Literal["darts"]
+    space: DartsLikeSpace
     method: Method
     seed: int
     profile: str

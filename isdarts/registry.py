@@ -39,6 +39,9 @@ class SpaceSpec:
     kinds: tuple[str, ...]  # cell kinds, each with its own op weights and mask
     # The most shrink steps a search can take (None: no limit beyond the schedule fitting the epochs).
     max_shrink_steps: int | None = None
+    # A variant of another space (RobustDARTS's S1-S5 of the DARTS space): methods take that space's per-space
+    # option defaults here, and run here wherever they run there.
+    base: str | None = None
 
     def load(self) -> Any:
         """The space's `Space` object (imports torch and the space's modules)."""
@@ -51,8 +54,16 @@ SPACES: Mapping[str, SpaceSpec] = MappingProxyType({
         # Each edge keeps 1 of its 5 ops, one op per edge per step: at most 4 steps.
         SpaceSpec("nb201", "NAS-Bench-201", "isdarts.spaces.nb201.space:SPACE", ("cell",), max_shrink_steps=4),
         SpaceSpec("darts", "DARTS space", "isdarts.spaces.darts.space:SPACE", ("normal", "reduce")),
+        # RobustDARTS's spaces (Zela et al. 2020) and the DARTS space without `none` (Λ-DARTS's S5).
+        *(SpaceSpec(f"s{i}", f"RobustDARTS S{i}" if i < 5 else "S5 (DARTS without none)",
+                    f"isdarts.spaces.s{i}.space:SPACE", ("normal", "reduce"), base="darts") for i in range(1, 6)),
     )
 })
+
+
+def spaces_like(*names: str) -> tuple[str, ...]:
+    """The spaces `names` and every variant of them (a method row's `spaces`)."""
+    return tuple(s for s, spec in SPACES.items() if s in names or spec.base in names)
 
 
 def space_spec(name: str) -> SpaceSpec:
@@ -84,7 +95,8 @@ class Option:
 
     def default_on(self, space: str) -> Any:
         if isinstance(self.default, Mapping):
-            return self.default.get(space, REQUIRED)
+            base = SPACES[space].base if space in SPACES else None
+            return self.default.get(space, self.default.get(base, REQUIRED))
         return self.default
 
 
@@ -501,7 +513,7 @@ METHODS: dict[str, MethodSpec] = {
                    help="which step of a bi-level pair comes first (official: α first)"),
             Option("lr_epoch_offset", "int", 0,
                    help="1: a stage's epoch e trains at the cosine's lr of e+1, as the official scheduler.step()"),
-        ), {"order": 1}, spaces=("darts",), paper={
+        ), {"order": 1}, spaces=spaces_like("darts"), paper={
             # [PD] train_search.py + README command (CIFAR-10): 3 x 25 epochs at 5/11/17 cells, batch 96, SGD 0.025
             # -> 0 without nesterov, Adam 6e-4, skip dropout 0.1/0.4/0.7 (README; the paper: 0.0/0.4/0.7).
             "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 1, "epochs": 75, "batch_size": 96, "lr_min": 0.0,

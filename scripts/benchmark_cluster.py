@@ -34,11 +34,13 @@ TABLES = ("table1", "table_a1", "table2", "table3", "table_a2", "study")
 
 
 def make_project(base: Path, nb201_methods: list[str] | None = None, rates: list[str] | None = None,
-                 jobs_cpus: int | None = 1) -> tuple[Path, dict[str, str]]:
+                 jobs_cpus: int | None = 1, robust: bool = True) -> tuple[Path, dict[str, str]]:
     """The pipeline test's smoke project in a fresh git + DVC repository; its path and the env to run it with.
-    `jobs_cpus`: threads per stage (under DVC and as SLURM jobs alike); None leaves torch's default."""
+    `jobs_cpus`: threads per stage (under DVC and as SLURM jobs alike); None leaves torch's default. `robust`:
+    False runs no robust space (their stages are the DARTS-space ones with other params)."""
     from fakes import write_fake_cifar10
     from test_pipeline import smoke_params
+    from test_svhn import write_fake_svhn
 
     repo = base / "repo"
     repo.mkdir(parents=True)
@@ -50,7 +52,10 @@ def make_project(base: Path, nb201_methods: list[str] | None = None, rates: list
             shutil.copy(src, repo / name)
     fake = base / "fake-cifar"
     write_fake_cifar10(fake, n_per_batch=20, n_test=30, seed=0)
-    raw = smoke_params(fake)
+    write_fake_svhn(base / "fake-svhn")
+    raw = smoke_params(fake, base / "fake-svhn")
+    if not robust:
+        raw["robust"].update(spaces=[], extra_datasets=[])
     if nb201_methods:
         raw["nb201"]["methods"] = nb201_methods
     if rates:

@@ -1,4 +1,5 @@
-"""DVC stage: locate or download CIFAR-10, verify it, store it as data/prepared (uint8 arrays + manifest)."""
+"""DVC stage: locate or download CIFAR-10 (or --dataset cifar100 / svhn), verify it, store it as data/prepared
+(data/prepared-<dataset>): uint8 arrays + a manifest naming the dataset and its normalisation."""
 
 import sys
 

@@ -100,7 +100,7 @@ def test_an_unexpected_failure_is_one_line_with_the_log_holding_the_traceback(tm
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ISDARTS_LOG_DIR", str(tmp_path / "logs"))
 
-    def broken(params):
+    def broken(params, **_):
         raise KeyError("a bug")
 
     monkeypatch.setattr("isdarts.cli.prepare_data", broken)

@@ -46,13 +46,16 @@ def test_reports_rebuild_byte_identically_from_committed_results(tmp_path):
         assert committed.read_bytes() == path.read_bytes(), f"reports/{path.name} differs from its rebuild"
 
 
-@pytest.mark.parametrize(("stage", "space"), [("search_nb201", "nb201"), ("search_darts", "darts")])
+@pytest.mark.parametrize(("stage", "space"), [
+    ("search_nb201", "nb201"), ("search_darts", "darts"), *(("search_robust", f"s{i}") for i in range(1, 6)),
+    *(("search_robust_data", f"s{i}") for i in range(1, 6))])
 def test_search_stage_deps_cover_the_modules_that_decide_results(stage, space):
     import yaml
 
     from isdarts.search.loop import result_modules
 
-    deps = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"])
+    listed_deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    deps = {dep.replace("${item.space}", space) for dep in listed_deps}
     def listed(module: str) -> bool:  # the module's file, or a folder holding it
         path = Path(module.replace(".", "/") + ".py")
         return str(path) in deps or any(str(parent) in deps for parent in path.parents)

@@ -67,7 +67,7 @@ def test_skip_drop_rate_follows_the_official_schedule():
 def test_skip_dropout_drops_at_the_rate_with_one_mask_per_edge():
     torch.manual_seed(0)
     like = torch.ones(4, 8, 16, 16)
-    hook = SkipDropout(SKIP, [3, 5], like, torch.tensor(0.25))
+    hook = SkipDropout([(3, SKIP), (5, SKIP)], like, torch.tensor(0.25))
     out3, out5 = hook(3, SKIP, like), hook(5, SKIP, like)
     for out in (out3, out5):
         assert out.unique().tolist() == pytest.approx([0.0, 1 / 0.75])

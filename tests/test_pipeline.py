@@ -30,7 +30,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return result
 
 
-def smoke_params(fake_cifar: Path) -> dict:
+def smoke_params(fake_cifar: Path, fake_svhn: Path | None = None) -> dict:
     raw = yaml.safe_load((ROOT / "profiles/quick.yaml").read_text())
     raw["profile"], raw["device"] = "smoke", "cpu"
     raw["data"].update(cifar10_root="data/cifar10-raw", subset_fallback=str(fake_cifar))
@@ -57,6 +57,15 @@ def smoke_params(fake_cifar: Path) -> dict:
                              batch_size=8, image_size=32, workers=0)
     darts["sweep"].update(epochs=3, train_images=32, rates=["r1", "r0_5"])
     darts["sweep"]["schedules"]["r0_5"].update(steps=2, interval=1)
+    # The robust spaces: S1 (a pair of ops per edge) on CIFAR-10 and, given its files, on SVHN as well.
+    robust = raw["robust"]
+    robust.update(spaces=["s1"], methods=["isdarts"], seeds=[0], extra_datasets=["svhn"] if fake_svhn else [])
+    # The fake SVHN holds 25 training and 15 test images.
+    robust["search"].update(darts["search"], train_images=24, test_images=12)
+    robust["options"]["isdarts"].update(darts["options"]["isdarts"])
+    robust["retrain"].update(darts["retrain"], train_images=24)
+    if fake_svhn is not None:
+        raw["data"]["svhn_root"] = str(fake_svhn)
     return raw
 
 
@@ -110,6 +119,12 @@ def test_dvc_repro_smoke_profile_end_to_end_then_a_params_edit_reruns_only_what_
         assert json.loads((repo / f"runs/darts/sweep/{rate}/retrain/metrics.json").read_text())["rate_name"] == rate
     for name in ("table2", "table3", "table_a2"):
         assert "smoke" in (repo / f"reports/{name}.md").read_text(), name
+    # The robust space S1, searched and retrained on CIFAR-10 and on SVHN, each cell in the robust table.
+    for folder, dataset in (("s1", None), ("s1-svhn", "svhn")):
+        metrics = json.loads((repo / f"runs/{folder}/retrain/isdarts/seed_0/metrics.json").read_text())
+        assert metrics["space"] == "s1" and metrics.get("dataset") == dataset and metrics["profile"] == "smoke"
+    robust = (repo / "reports/table_robust.md").read_text()
+    assert "| S1 | CIFAR-10 | IS-DARTS | smoke |" in robust and "| S1 | SVHN | IS-DARTS | smoke |" in robust
     assert any((repo / "reports/figures").glob("*.png"))
 
     # MLflow: one run per search/retrain/transfer in the project's sqlite store, with per-epoch metrics and tags.

@@ -17,7 +17,8 @@ from isdarts.errors import ConfigError
 
 # The stage names of dvc.yaml (tests/test_cluster.py checks this list against the file).
 STAGE_KINDS = (
-    "prepare_data", "search_nb201", "lookup_nb201", "search_darts", "retrain_darts", "imagenet_data",
+    "prepare_data", "prepare_robust_data", "search_nb201", "lookup_nb201", "search_darts", "retrain_darts",
+    "search_robust", "retrain_robust", "search_robust_data", "retrain_robust_data", "imagenet_data",
     "transfer_imagenet", "sweep_search", "sweep_retrain", "report",
 )
 # Stages whose command is a DDP training that torchrun can spread over several processes and nodes.

@@ -36,32 +36,43 @@ from isdarts.config.search import (
 )
 from isdarts.config.train import ImagenetParams, RetrainParams
 from isdarts.errors import ConfigError
-from isdarts.registry import METHODS, SWEEP_METHOD
+from isdarts.registry import METHODS, SPACES, SWEEP_METHOD
 
 PROFILES = ("quick", "paper", "paper_subset", "smoke", "study", "custom")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where CIFAR-10 comes from: a full copy, a download, or (quick profile only) the shared subset."""
+    """Where the datasets come from. CIFAR-10: a full copy, a download, or (quick profile only) the shared subset;
+    CIFAR-100 and SVHN: a folder of their original files, or a download into it (`download` is shared)."""
 
     cifar10_root: Path
     download: bool
     subset_fallback: Path | None
+    cifar100_root: Path
+    svhn_root: Path
 
     @classmethod
     def from_dict(cls, d: dict) -> DataConfig:
         p = "data."
-        no_unknown(d, p, {"cifar10_root", "download", "subset_fallback"})
-        root = required(d, "cifar10_root", p)
-        if not isinstance(root, str) or not root:
-            raise fail(p + "cifar10_root", root, "a path (string)")
+        no_unknown(d, p, {"cifar10_root", "cifar100_root", "svhn_root", "download", "subset_fallback"})
+        roots = {}
+        for key in ("cifar10_root", "cifar100_root", "svhn_root"):
+            root = required(d, key, p)
+            if not isinstance(root, str) or not root:
+                raise fail(p + key, root, "a path (string)")
+            roots[key] = Path(root)
         fallback = required(d, "subset_fallback", p)
         if fallback is not None and (not isinstance(fallback, str) or not fallback):
             raise fail(p + "subset_fallback", fallback, "a path (string) or null")
-        return cls(Path(root), read_bool(d, "download", p), Path(fallback) if fallback else None)
+        return cls(
+            roots["cifar10_root"], read_bool(d, "download", p), Path(fallback) if fallback else None,
+            cifar100_root=roots["cifar100_root"], svhn_root=roots["svhn_root"],
+        )
 
-
+    def root(self, dataset: str) -> Path:
+        """The raw-files folder of `dataset` (a name of isdarts.data.datasets.DATASETS)."""
+        return {"cifar10": self.cifar10_root, "cifar100": self.cifar100_root, "svhn": self.svhn_root}[dataset]
 
 
 @dataclass(frozen=True)
@@ -72,11 +83,12 @@ class SpaceRuns:
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     searches: dict[str, SearchConfig]  # every method with a section, listed or not
+    section: str = ""  # the params.yaml section it is read from, when not the space's own (robust)
 
     def search(self, method: str) -> SearchConfig:
         if method not in self.searches:
             raise ConfigError(
-                f"params.yaml: method {method!r} has no section {self.space}.options.{method}; "
+                f"params.yaml: method {method!r} has no section {self.section or self.space}.options.{method}; "
                 f"configured: {', '.join(sorted(self.searches))}"
             )
         return self.searches[method]
@@ -93,8 +105,8 @@ def _seeds(value: Any, key: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _space_runs(space: str, d: dict, extra_keys: set[str]) -> SpaceRuns:
-    p = f"{space}."
+def _space_runs(space: str, d: dict, extra_keys: set[str], section: str | None = None) -> SpaceRuns:
+    p = f"{section or space}."
     no_unknown(d, p, {"methods", "seeds", "search", "options"} | extra_keys)
     methods = read_names(d, "methods", p, tuple(METHODS), "method names")
     options = required(d, "options", p)
@@ -111,7 +123,46 @@ def _space_runs(space: str, d: dict, extra_keys: set[str]) -> SpaceRuns:
         raise ConfigError(f"params.yaml: {p}search must be a mapping")
     no_unknown(common, p + "search.", set(SEARCH_KEYS))
     searches = {m: resolve_search(space, m, common, options[m], f"{p}options.{m}.") for m in options}
-    return SpaceRuns(space, tuple(methods), _seeds(required(d, "seeds", p), p + "seeds"), searches)
+    return SpaceRuns(space, tuple(methods), _seeds(required(d, "seeds", p), p + "seeds"), searches, section or "")
+
+
+# RobustDARTS's spaces (S1-S4) and the DARTS space without `none` (S5): the DARTS space's variants.
+ROBUST_SPACES: tuple[str, ...] = tuple(name for name, spec in SPACES.items() if spec.base == "darts")
+# The datasets a robust-space search may run on besides CIFAR-10 (each needs `isdarts prepare-data --dataset`): those
+# of isdarts.data.datasets, which config (a lower layer) cannot import; tests/test_robust_pipeline.py keeps them equal.
+EXTRA_DATASETS: tuple[str, ...] = ("cifar100", "svhn")
+
+
+def _names_or_none(d: dict, key: str, prefix: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """`read_names`, where an empty list is allowed too (nothing of that kind runs)."""
+    return () if required(d, key, prefix) == [] else read_names(d, key, prefix, allowed, what)
+
+
+@dataclass(frozen=True)
+class RobustParams:
+    """Λ-DARTS's benchmark: the robust spaces (one search per space x dataset x method x seed, sharing one set of
+    search settings), searched on CIFAR-10 and `extra_datasets`, each found cell retrained on its own dataset."""
+
+    spaces: tuple[str, ...]
+    extra_datasets: tuple[str, ...]
+    runs: dict[str, SpaceRuns]  # per space
+    retrain: RetrainParams | None  # None: no space runs
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RobustParams:
+        p = "robust."
+        if not isinstance(d, dict):
+            raise ConfigError(f"params.yaml: robust must be a mapping, got {d!r}")
+        no_unknown(d, p, {"spaces", "extra_datasets", "methods", "seeds", "search", "options", "retrain"})
+        spaces = _names_or_none(d, "spaces", p, ROBUST_SPACES, "space names")
+        extra = _names_or_none(d, "extra_datasets", p, EXTRA_DATASETS, "dataset names")
+        core = {k: v for k, v in d.items() if k in ("methods", "seeds", "search", "options")}
+        runs = {space: _space_runs(space, core, set(), section="robust") for space in spaces}
+        retrain = RetrainParams.from_dict(required(d, "retrain", p), p + "retrain.") if spaces else None
+        return cls(spaces, extra, runs, retrain)
+
+
+NO_ROBUST_RUNS = RobustParams((), (), {}, None)
 
 
 
@@ -213,13 +264,27 @@ class Params:
     # Checkpoints inside an epoch this often (0: at epoch ends only); a kill loses at most this much work.
     checkpoint_every_minutes: float = DEFAULT_CHECKPOINT_EVERY_MINUTES
     cluster: ClusterParams = DEFAULT_CLUSTER  # SLURM resources for `isdarts cluster submit`
+    robust: RobustParams = NO_ROBUST_RUNS  # the robust spaces' runs (absent: none)
 
     @property
     def checkpoint_every_s(self) -> float | None:
         return self.checkpoint_every_minutes * 60.0 or None
 
     def space(self, space: str) -> SpaceRuns:
+        if space in ROBUST_SPACES:
+            if space not in self.robust.runs:
+                raise ConfigError(f"params.yaml: the {space} space is not in robust.spaces "
+                                  f"({', '.join(self.robust.spaces) or 'empty'}); add it there to run it")
+            return self.robust.runs[space]
         return self.nb201 if space == "nb201" else self.darts.runs
+
+    def retrain_params(self, space: str) -> RetrainParams:
+        """The retraining settings of cells searched on `space` (the DARTS space's, or the robust spaces')."""
+        if space in ROBUST_SPACES:
+            self.space(space)  # refuses a space robust.spaces does not list
+            assert self.robust.retrain is not None  # read whenever robust.spaces lists a space
+            return self.robust.retrain
+        return self.darts.retrain
 
     def check_profile(self) -> None:
         """A run labelled 'paper' must use the paper's settings; anything else is never passed off as it."""
@@ -230,6 +295,9 @@ class Params:
             for method in runs.methods:
                 diffs += [f"{runs.space}.{method}: {d}" for d in paper_mismatches(runs.search(method))]
         diffs += self.darts.retrain.mismatches() + self.darts.imagenet.mismatches()
+        if self.robust.spaces:
+            diffs.append(f"robust.spaces lists {', '.join(self.robust.spaces)}: the IS-DARTS paper searched none of "
+                         "them (set robust.spaces: [])")
         if diffs:
             raise ConfigError(
                 "params.yaml: profile = 'paper' but these settings differ from the paper: " + "; ".join(diffs)
@@ -254,7 +322,8 @@ def params_from_dict(raw: dict) -> Params:
     """Validate a params mapping (the parsed params.yaml)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"params.yaml must be a mapping at the top level, got {type(raw).__name__}")
-    no_unknown(raw, "", {"profile", "device", "checkpoint_every_minutes", "data", "nb201", "darts", "cluster"})
+    no_unknown(raw, "", {"profile", "device", "checkpoint_every_minutes", "data", "nb201", "darts", "cluster",
+                         "robust"})
     nb201 = required(raw, "nb201", "")
     if not isinstance(nb201, dict):
         raise ConfigError(f"params.yaml: nb201 must be a mapping, got {nb201!r}")
@@ -268,6 +337,7 @@ def params_from_dict(raw: dict) -> Params:
             {"checkpoint_every_minutes": DEFAULT_CHECKPOINT_EVERY_MINUTES, **raw}, "checkpoint_every_minutes", ""
         ),
         cluster=read_cluster(raw["cluster"]) if "cluster" in raw else DEFAULT_CLUSTER,
+        robust=RobustParams.from_dict(raw["robust"]) if "robust" in raw else NO_ROBUST_RUNS,
     )
     params.check_profile()
     return params

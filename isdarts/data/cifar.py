@@ -1,4 +1,7 @@
-"""CIFAR-10: locate, verify against the official checksums, load, and save a prepared copy.
+"""CIFAR-10: locate, verify against the official checksums, load; and the prepared copy of any dataset.
+
+The prepared copy (``save_prepared``/``load_prepared``) is shared with CIFAR-100 and SVHN: one npz of uint8
+arrays and a manifest that names its dataset and the normalisation statistics its batches use.
 
 The batches are read with our own code rather than torchvision's dataset class so that a
 well-formed subset (whose md5s cannot match the official ones) loads with the same reader,
@@ -18,7 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from isdarts.errors import DataError
+from isdarts.data.datasets import CIFAR10_MEAN, CIFAR10_STD, DEFAULT_DATASET, DatasetInfo, dataset_info
+from isdarts.errors import ConfigError, DataError
 from isdarts.io import file_digest, replace_dir
 
 try:
@@ -83,13 +87,23 @@ class CifarSource:
 
 @dataclass
 class CifarArrays:
-    """CIFAR-10 in memory: uint8 images N x 3 x 32 x 32 and int64 labels."""
+    """A CIFAR-format dataset in memory: uint8 images N x 3 x 32 x 32 and int64 labels, with the name and the
+    normalisation statistics of the dataset they are (CIFAR-10 unless the loader that made them says otherwise),
+    so whoever batches them normalises them with their own constants."""
 
     train_x: np.ndarray
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
     classes: list[str] = field(default_factory=lambda: list(CLASSES))
+    dataset: str = DEFAULT_DATASET  # a name of isdarts.data.datasets.DATASETS
+    mean: tuple[float, ...] = CIFAR10_MEAN  # per-channel, in [0, 1]
+    std: tuple[float, ...] = CIFAR10_STD
+
+    @property
+    def info(self) -> DatasetInfo:
+        """The dataset's row (label, params key, how to prepare it)."""
+        return dataset_info(self.dataset)
 
 
 # ----------------------------------------------------------------------------- locating
@@ -310,24 +324,33 @@ def _counts(y: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     return {"total": int(len(y)), "per_class": {c: int(n) for c, n in zip(classes, per_class, strict=True)}}
 
 
-def save_prepared(arrays: CifarArrays, manifest: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Write ``cifar10.npz`` and ``manifest.json`` into ``out_dir`` all-or-nothing.
+def npz_name(dataset: str) -> str:
+    """The prepared array file of `dataset`: ``cifar10.npz`` (as it always was), ``cifar100.npz``, ``svhn.npz``."""
+    return NPZ_NAME if dataset == DEFAULT_DATASET else f"{dataset_info(dataset).name}.npz"
 
-    ``manifest`` (typically ``source.as_dict()``) is extended with classes, counts and the
-    npz sha256. Files are written into a temporary folder beside ``out_dir`` and renamed into
-    place, so a crash never leaves a half-written output for DVC to cache. Returns the manifest.
+
+def save_prepared(arrays: CifarArrays, manifest: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Write ``<dataset>.npz`` and ``manifest.json`` into ``out_dir`` all-or-nothing.
+
+    ``manifest`` (typically ``source.as_dict()``) is extended with the dataset's name and normalisation
+    mean/std (from ``arrays``), classes, counts and the npz sha256. Files are written into a temporary
+    folder beside ``out_dir`` and renamed into place, so a crash never leaves a half-written output for DVC
+    to cache. Returns the manifest.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        npz = tmp / NPZ_NAME
+        npz = tmp / npz_name(arrays.dataset)
         with open(npz, "wb") as f:
             np.savez(
                 f, train_x=arrays.train_x, train_y=arrays.train_y, test_x=arrays.test_x, test_y=arrays.test_y
             )
         full = {
             **manifest,
+            "dataset": arrays.dataset,
+            "mean": [float(v) for v in arrays.mean],
+            "std": [float(v) for v in arrays.std],
             "classes": list(arrays.classes),
             "counts": {
                 "train": _counts(arrays.train_y, arrays.classes),
@@ -343,28 +366,69 @@ def save_prepared(arrays: CifarArrays, manifest: dict[str, Any], out_dir: Path) 
     return full
 
 
-def load_prepared(out_dir: Path) -> tuple[CifarArrays, dict[str, Any]]:
-    """Load what ``save_prepared`` wrote, refusing an npz whose sha256 differs from the manifest."""
+def load_prepared(out_dir: Path, dataset: str | None = None) -> tuple[CifarArrays, dict[str, Any]]:
+    """Load what ``save_prepared`` wrote, refusing an npz whose sha256 differs from the manifest.
+
+    The arrays carry the manifest's dataset and mean/std; a manifest written before those keys existed is
+    CIFAR-10's, with its constants. Given ``dataset``, the folder must hold that dataset, and a missing folder
+    is named with the command that prepares it.
+    """
     out_dir = Path(out_dir)
-    fix = "re-run `dvc repro prepare_data`"
-    manifest_path, npz = out_dir / MANIFEST_NAME, out_dir / NPZ_NAME
-    if not manifest_path.is_file() or not npz.is_file():
-        need = f"{NPZ_NAME} and {MANIFEST_NAME}"
-        raise DataError(f"prepared CIFAR-10 missing in {out_dir} (need {need}); {fix}.")
+    expected = dataset_info(dataset or DEFAULT_DATASET)
+    fix = f"re-run `{expected.prepare_command()}`"
+    manifest_path = out_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        need = f"{npz_name(expected.name)} and {MANIFEST_NAME}"
+        raise DataError(f"prepared {expected.label} missing in {out_dir} (need {need}); {fix}.")
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{manifest_path} is not valid JSON ({exc}); {fix}.") from exc
     if not isinstance(manifest, dict):
         raise DataError(f"{manifest_path} holds a JSON {type(manifest).__name__}, not a manifest; {fix}.")
+    info = _manifest_dataset(manifest, manifest_path, fix)
+    fix = f"re-run `{info.prepare_command()}`"
+    if dataset is not None and info.name != expected.name:
+        raise DataError(
+            f"{out_dir} holds prepared {info.label}, not {expected.label}; run `{expected.prepare_command()}` and "
+            f"read its own prepared folder."
+        )
+    npz = out_dir / npz_name(info.name)
+    if not npz.is_file():
+        raise DataError(f"prepared {info.label} missing in {out_dir} (need {npz.name} and {MANIFEST_NAME}); {fix}.")
     digest = sha256_file(npz)
     if digest != manifest.get("npz_sha256"):
         raise DataError(
             f"{npz} sha256 {digest} does not match {manifest_path} ({manifest.get('npz_sha256')}); {fix}."
         )
+    mean, std = (_statistic(manifest, key, info, manifest_path, fix) for key in ("mean", "std"))
     with np.load(npz, allow_pickle=False) as z:
         arrays = CifarArrays(
             train_x=z["train_x"], train_y=z["train_y"], test_x=z["test_x"], test_y=z["test_y"],
-            classes=list(manifest.get("classes", CLASSES)),
+            classes=list(manifest.get("classes", CLASSES)), dataset=info.name, mean=mean, std=std,
         )
     return arrays, manifest
+
+
+def _manifest_dataset(manifest: dict[str, Any], path: Path, fix: str) -> DatasetInfo:
+    """The dataset a manifest names; one without the key predates the other datasets and is CIFAR-10."""
+    try:
+        return dataset_info(manifest.get("dataset", DEFAULT_DATASET))
+    except ConfigError as exc:
+        raise DataError(f"{path}: {exc}; {fix}.") from None
+
+
+def _statistic(manifest: dict[str, Any], key: str, info: DatasetInfo, path: Path, fix: str) -> tuple[float, ...]:
+    """The manifest's per-channel mean or std; an old CIFAR-10 manifest without them gets CIFAR-10's constants."""
+    if key not in manifest and info.name == DEFAULT_DATASET:
+        return getattr(info, key)
+    value = manifest.get(key)
+    ok = (
+        isinstance(value, list) and len(value) == 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in value)
+        and (key == "mean" or all(v > 0 for v in value))
+    )
+    if not ok:
+        want = "3 finite numbers" if key == "mean" else "3 positive numbers"
+        raise DataError(f"{path}: {key!r} must be a list of {want} (per channel), got {value!r}; {fix}.")
+    return tuple(float(v) for v in value)

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from isdarts.data.cifar import CifarArrays, CifarSource, md5_file, unpickle_batch
+from isdarts.data.datasets import CIFAR100_MEAN, CIFAR100_STD  # AutoDL's statistics; re-exported here
 from isdarts.errors import DataError
 from isdarts.io import replace_dir
 
@@ -45,15 +46,9 @@ OFFICIAL_MD5 = {
 }
 N_TRAIN, N_TEST, N_FINE, N_COARSE = 50_000, 10_000, 100, 20
 
-# Per-channel statistics of the training images, as AutoDL-Projects (the IS-DARTS / NAS-Bench-201
-# code base, xautodl/datasets/get_dataset_with_transform.py) writes them, matching CIFAR10_MEAN/STD
-# in isdarts.data.device_loader which come from the same file.
-CIFAR100_MEAN = tuple(v / 255 for v in (129.3, 124.1, 112.4))
-CIFAR100_STD = tuple(v / 255 for v in (68.2, 65.4, 70.4))
-
 HOW_TO_GET = (
     f"put the folder {BASE_FOLDER}/ (train, test, meta, as extracted from {ARCHIVE_NAME}) or the archive "
-    f"itself under the CIFAR-100 root folder, or set data.download: true to fetch {URL}"
+    f"itself in the folder data.cifar100_root names in params.yaml, or set data.download: true to fetch {URL}"
 )
 
 
@@ -293,6 +288,7 @@ def _read_folder(folder: Path) -> Cifar100Arrays:
         classes=_names(meta_path, meta, b"fine_label_names", N_FINE),
         train_coarse=train_c, test_coarse=test_c,
         coarse_classes=_names(meta_path, meta, b"coarse_label_names", N_COARSE),
+        dataset="cifar100", mean=CIFAR100_MEAN, std=CIFAR100_STD,
     )
 
 

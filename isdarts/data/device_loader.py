@@ -13,14 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# CIFAR-10 statistics as AutoDL (the IS-DARTS code base) writes them.
-CIFAR10_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
-CIFAR10_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+# The CIFAR-10 statistics (AutoDL's) stay importable from here; every dataset's live in isdarts.data.datasets.
+from isdarts.data.datasets import CIFAR10_MEAN, CIFAR10_STD
+
 PAD = 4  # RandomCrop(32, padding=4)
 
 
 class DeviceImages:
-    """uint8 images (N, 3, H, W) and int64 labels kept on one device, batched with on-device augmentation."""
+    """uint8 images (N, 3, H, W) and int64 labels kept on one device, batched with on-device augmentation.
+
+    `mean`/`std` default to CIFAR-10's; the search loop and retraining always pass the prepared data's own.
+    """
 
     def __init__(
         self,

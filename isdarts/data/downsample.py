@@ -54,7 +54,8 @@ def reduce_cifar(
 ) -> CifarArrays:
     """The first `train_images` / `test_images` of each split (None = all), downsampled to `image_size`.
 
-    Images keep their stored order; image_size 32 leaves the pixels untouched.
+    Images keep their stored order; image_size 32 leaves the pixels untouched. The result keeps the dataset's
+    name and normalisation statistics (the images' statistics stay those of the full dataset, as in training).
     """
     check_image_size(image_size)
     train_x, train_y = _first(arrays.train_x, arrays.train_y, train_images, "train_images")
@@ -65,4 +66,7 @@ def reduce_cifar(
         test_x=area_downsample(test_x, image_size),
         test_y=test_y,
         classes=list(arrays.classes),
+        dataset=arrays.dataset,
+        mean=arrays.mean,
+        std=arrays.std,
     )

@@ -19,6 +19,7 @@ import numpy as np
 
 from isdarts.data.cifar import CifarArrays, CifarSource
 from isdarts.data.cifar100 import describe_mismatches, fetch_verified, md5_mismatches
+from isdarts.data.datasets import SVHN_MEAN, SVHN_STD  # RobustDARTS's statistics; re-exported here
 from isdarts.errors import DataError
 
 DATASET = "SVHN"
@@ -34,14 +35,9 @@ OFFICIAL_MD5 = {
 SPLIT_SIZES = {TRAIN_FILE: 73_257, TEST_FILE: 26_032, EXTRA_FILE: 531_131}
 CLASSES = tuple(str(d) for d in range(10))
 
-# Per-channel statistics of the training images as RobustDARTS (Zela et al., ICLR 2020; the DARTS-space
-# SVHN searches later DARTS variants follow) writes them in src/utils.py, _data_transforms_svhn.
-SVHN_MEAN = (0.4377, 0.4438, 0.4728)
-SVHN_STD = (0.1980, 0.2010, 0.1970)
-
 HOW_TO_GET = (
-    f"put {TRAIN_FILE} and {TEST_FILE} (and {EXTRA_FILE} if extra is used) from {BASE_URL} into the SVHN "
-    f"root folder, or set data.download: true to fetch them"
+    f"put {TRAIN_FILE} and {TEST_FILE} (and {EXTRA_FILE} if extra is used) from {BASE_URL} into the folder "
+    f"data.svhn_root names in params.yaml, or set data.download: true to fetch them"
 )
 
 
@@ -153,4 +149,7 @@ def load_svhn(source: CifarSource) -> CifarArrays:
         extra_x, extra_y = _read_mat(folder / EXTRA_FILE)
         train_x, train_y = np.concatenate([train_x, extra_x]), np.concatenate([train_y, extra_y])
     test_x, test_y = _read_mat(folder / TEST_FILE)
-    return CifarArrays(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=list(CLASSES))
+    return CifarArrays(
+        train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, classes=list(CLASSES),
+        dataset="svhn", mean=SVHN_MEAN, std=SVHN_STD,
+    )

@@ -1,4 +1,5 @@
-"""The retrain_darts and sweep_retrain stages: a searched DARTS-space cell trained on CIFAR-10 from scratch.
+"""The retrain_darts and sweep_retrain stages: a searched DARTS-space cell trained on CIFAR-10 from scratch (or on
+CIFAR-100 or SVHN: the cell searched on that dataset by default, its runs under runs/darts-<dataset>/).
 
 Every input is checked before any training; the run resumes from its per-epoch checkpoint (continuing the
 same MLflow run) and writes metrics.json and history.json only once it finished.
@@ -14,9 +15,11 @@ from typing import Any
 
 from isdarts.config import Params, RetrainConfig
 from isdarts.data.cifar import CifarArrays, load_prepared
-from isdarts.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
+from isdarts.data.datasets import DEFAULT_DATASET, dataset_info
 from isdarts.data.downsample import reduce_cifar
-from isdarts.pipeline.layout import PREPARED_DIR, checkpoint_dir_for, model_path_for, run_dir
+from isdarts.errors import ConfigError
+from isdarts.pipeline import layout
+from isdarts.pipeline.layout import checkpoint_dir_for, model_path_for, run_dir
 from isdarts.pipeline.runinfo import (
     check_run_info,
     merge_run_info,
@@ -39,8 +42,9 @@ FINAL_LOGGED = ("final_test_acc", "final_test_error", "best_test_acc", "params_m
 
 @dataclass(frozen=True)
 class RetrainRun:
-    """One retraining to run: the searched cell and the trainer's settings, the CIFAR-10 images it sees, its
-    seed and device, where it writes and checkpoints, and the run's description copied into its metrics."""
+    """One retraining to run: the searched cell and the trainer's settings, the images it sees (whichever dataset
+    the arrays passed with it hold), its seed and device, where it writes and checkpoints, and the run's
+    description copied into its metrics."""
 
     genotype_file: Path  # a search's genotype.json; its metrics.json beside it gives the search cost
     cfg: RetrainConfig
@@ -53,6 +57,7 @@ class RetrainRun:
     checkpoint_dir: Path
     run_info: Mapping[str, Any]  # method, profile, paper settings (isdarts.pipeline.runinfo.check_run_info)
     model_path: Path | None = None  # default out_dir/model.pt2
+    space: str = "darts"  # the space the cell was searched in (a robust space's retrains say which)
     checkpoint_every_s: float | None = None  # also checkpoint inside long epochs this often
 
 
@@ -60,35 +65,41 @@ def retrain(
     params: Params,
     method: str,
     seed: int,
+    dataset: str = DEFAULT_DATASET,
     *,
+    space: str = "darts",
     genotype_file: Path | None = None,
     rate: str | None = None,
-    prepared_dir: Path = PREPARED_DIR,
+    prepared_dir: Path | None = None,
     out_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
     stage: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Retrain a DARTS-space genotype on CIFAR-10 from scratch (default: this method's searched cell, or the
-    cell of sweep point `rate`)."""
-    default_run = run_dir("darts", method, seed, rate=rate, step="retrain")
-    genotype_file = Path(genotype_file or run_dir("darts", method, seed, rate=rate) / "genotype.json")
-    rp = params.darts.retrain
+    """Retrain a DARTS-space genotype on `dataset` (default CIFAR-10) from scratch (default: this method's cell
+    searched on that dataset in `space` (the DARTS space or a robust one), or the cell of sweep point `rate`),
+    reading layout.prepared_dir(dataset)."""
+    dataset = dataset_info(dataset).name
+    if rate is not None and space != "darts":
+        raise ConfigError(f"the shrink-rate sweep runs on the DARTS space only, not {space}")
+    default_run = run_dir(space, method, seed, rate=rate, step="retrain", dataset=dataset)
+    genotype_file = Path(genotype_file or run_dir(space, method, seed, rate=rate, dataset=dataset) / "genotype.json")
+    rp = params.retrain_params(space)
     extra: dict[str, Any] = {}
     if rate is not None:
         schedule = params.darts.sweep.schedules[rate]
         extra = {"rate": schedule.rate, "rate_label": schedule.label, "rate_name": rate,
                  "steps": schedule.shrink.steps, "interval": schedule.shrink.interval,
                  "anchor": schedule.shrink.anchor}
-    arrays, manifest = load_prepared(prepared_dir)
-    mismatches = rp.mismatches() + ([] if manifest["kind"] == "full" else ["data: CIFAR-10 subset"])
+    arrays, manifest = load_prepared(prepared_dir or layout.prepared_dir(dataset), dataset)
+    mismatches = rp.mismatches() + ([] if manifest["kind"] == "full" else [f"data: {arrays.info.label} subset"])
     run = RetrainRun(
         genotype_file, rp.train, image_size=rp.image_size, train_images=rp.train_images,
         test_images=rp.test_images, seed=seed, device=params.device, out_dir=Path(out_dir or default_run),
         checkpoint_dir=Path(checkpoint_dir or checkpoint_dir_for(default_run)),
         run_info=run_info_for(params, method, mismatches, genotype_file, **extra),
         model_path=model_path_for(default_run) if out_dir is None else None,
-        checkpoint_every_s=params.checkpoint_every_s,
+        checkpoint_every_s=params.checkpoint_every_s, space=space,
     )
     return retrain_run(run, arrays, stage=stage, progress=progress)
 
@@ -102,13 +113,13 @@ def retrain_run(
     stop_after_epochs: int | None = None,
     tracking: bool = True,
 ) -> dict[str, Any]:
-    """Retrain the genotype in `run.genotype_file` on CIFAR-10, resumably, tracked in MLflow (unless `tracking`
-    is off; `stage` tags the MLflow run).
+    """Retrain the genotype in `run.genotype_file` on `arrays` (normalised with their dataset's own statistics),
+    resumably, tracked in MLflow (unless `tracking` is off; `stage` tags the MLflow run).
 
     Writes `run.model_path` (default out_dir/model.pt2: the trained network, see isdarts.train.export),
     out_dir/history.json and out_dir/metrics.json once the last epoch is done, logs the network as the run's
-    MLflow model "model", and returns the metrics; when `stop_after_epochs` cuts the run short it returns
-    {"finished": False, ...} and writes nothing.
+    MLflow model "model", and returns the metrics (naming the dataset unless it is CIFAR-10); when
+    `stop_after_epochs` cuts the run short it returns {"finished": False, ...} and writes nothing.
     """
     cfg, seed, device, run_info, image_size = run.cfg, run.seed, run.device, run.run_info, run.image_size
     genotype_file, out_dir, checkpoint_dir = Path(run.genotype_file), Path(run.out_dir), Path(run.checkpoint_dir)
@@ -117,15 +128,19 @@ def retrain_run(
     cost = search_cost(genotype_file)
     data = reduce_cifar(arrays, image_size=image_size, train_images=run.train_images, test_images=run.test_images)
     tags = {
-        **standard_tags(seed=seed, space="darts", method=run_info["method"], stage=stage, profile=run_info["profile"]),
-        "genotype": str(genotype), "genotype_file": str(genotype_file),
+        **standard_tags(seed=seed, space=run.space, method=run_info["method"], stage=stage,
+                        profile=run_info["profile"]),
+        "genotype": str(genotype), "genotype_file": str(genotype_file), "dataset": data.dataset,
     }
+    # CIFAR-10 keeps its run name and parameters (so its MLflow runs are found again); another dataset is in both.
+    own_dataset = {} if data.dataset == DEFAULT_DATASET else {"dataset": data.dataset}
+    kind = "retrain" if not own_dataset else f"retrain-{data.dataset}"
     logged_params = {
         "retrain": dataclasses.asdict(cfg), "seed": seed, "device": device, "image_size": image_size,
-        "train_images": len(data.train_y), "test_images": len(data.test_y), "run_info": dict(run_info),
+        "train_images": len(data.train_y), "test_images": len(data.test_y), "run_info": dict(run_info), **own_dataset,
     }
     with tracked_run(RETRAIN_EXPERIMENT, tags, enabled=tracking) as tracked:
-        on_start, on_epoch = tracked.epoch_hooks(run_name("retrain", run_info, seed), logged_params, RETRAIN_LOGGED)
+        on_start, on_epoch = tracked.epoch_hooks(run_name(kind, run_info, seed), logged_params, RETRAIN_LOGGED)
         result = retrain_cifar(
             genotype, data, cfg, device=device, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
             stop_after_epochs=stop_after_epochs, on_start=on_start, on_epoch=on_epoch,
@@ -136,8 +151,9 @@ def retrain_run(
             return result
         metrics = merge_run_info(
             {
-                **result["metrics"], "space": "darts", "genotype": str(genotype), "genotype_file": str(genotype_file),
+                **result["metrics"], "space": run.space, "genotype": str(genotype), "genotype_file": str(genotype_file),
                 **cost, "image_size": image_size, "train_images": len(data.train_y), "test_images": len(data.test_y),
+                **own_dataset,
             },
             run_info,
         )
@@ -146,9 +162,9 @@ def retrain_run(
         network = load_trained(build_network(genotype, cfg, len(data.classes)), checkpoint_dir / CHECKPOINT_NAME)
         size = data.train_x.shape[-1]
         model = export_inference(
-            network, Path(run.model_path or out_dir / MODEL_NAME), image_size=size, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+            network, Path(run.model_path or out_dir / MODEL_NAME), image_size=size, mean=data.mean, std=data.std,
             classes=data.classes,
-            dataset="CIFAR-10", genotype=str(genotype), params_m=metrics["params_m"],
+            dataset=data.info.label, genotype=str(genotype), params_m=metrics["params_m"],
             madds_m=count_flops_m(network, size),
         )
         write_outputs(out_dir, metrics, result["history"])

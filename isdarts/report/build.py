@@ -20,6 +20,7 @@ from isdarts.report.table2 import build_table2
 from isdarts.report.table3 import build_table3
 from isdarts.report.table_a1 import build_table_a1
 from isdarts.report.table_a2 import build_table_a2
+from isdarts.report.table_robust import build_table_robust
 from isdarts.report.trajectory import write_plot_data
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def build_all(results_dir: Path = Path("results"), runs_dir: Path = Path("runs")
     subset = paper_subset.read_rows(runs_dir / paper_subset.FOLDER)
     tables = [build_table1(table1_files, subset_rows=subset), build_table2(runs_dir / "darts" / "retrain"),
               build_table3(runs_dir / "darts" / "imagenet"), build_table_a1(results_dir, subset),
-              build_table_a2(runs_dir / "darts" / "sweep")]
+              build_table_a2(runs_dir / "darts" / "sweep"), build_table_robust(runs_dir)]
     written = [path for table in tables for path in write_table(table, reports_dir)]
     written += build_figures(runs_dir, reports_dir / "figures")
     subset_figure = paper_subset.build_figure(subset, runs_dir / paper_subset.FOLDER, reports_dir / "figures")

@@ -6,14 +6,18 @@ the seeds in CSV), beside the paper's single numbers (no std); only paper-profil
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
 from isdarts.errors import ReportError
 from isdarts.report import paper_subset, render, table1
-from isdarts.report.paper import TABLE_A1, TABLE_A1_OURS
-from isdarts.report.render import COST, DISPLAY_LABELS, col
+from isdarts.report.paper import CLAIMS, TABLE_A1, TABLE_A1_OURS
+from isdarts.report.render import COST, DISPLAY_LABELS, col, fmt_num
+
+# The IS-DARTS search on CIFAR-100 of the paper's Appendix C, as `isdarts collect --dataset cifar100` writes it.
+C100_RESULTS = "nb201-cifar100_isdarts.json"
 
 # The ablation's methods in the paper's row order; IS-DARTS is read from the same file as Table 1's.
 LABELS: Mapping[str, str] = MappingProxyType({m: DISPLAY_LABELS[m] for m in TABLE_A1_OURS})
@@ -63,5 +67,27 @@ def build_table_a1(results_dir: Path = Path("results"),
         "(sample std) over our seeds; search cost is the mean per run, in the unit it was measured in.",
         notes=notes, empty=empty,
         what="cell", difference="our mean − paper number", tolerance=TOLERANCE,
-        compared=paper_subset.compared_lines(subset), compared_rows=subset,
+        compared=paper_subset.compared_lines(subset), compared_rows=subset, tail=cifar100_search_lines(results_dir),
     )
+
+
+def cifar100_search_lines(results_dir: Path) -> list[str]:
+    """The paper's Appendix C row, IS-DARTS searched on CIFAR-100 (its cell's NB201 CIFAR-100 accuracies), with
+    ours beside it when its results file exists, else how to make it."""
+    paper = (f"the paper (Appendix C) {fmt_num(CLAIMS.c100_search_cifar100_valid)} valid / "
+             f"{fmt_num(CLAIMS.c100_search_cifar100_test)} test")
+    path = Path(results_dir) / C100_RESULTS
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+            mean, n = doc["summary"]["mean"], doc["summary"]["n_runs"]
+            ours = (f"ours {fmt_num(mean['cifar100_valid'])} valid / {fmt_num(mean['cifar100_test'])} test, mean of "
+                    f"{n} seed(s), profile `{doc['profile']}` (`{path.name}`)")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ReportError(f"{path}: not an NB201 results file ({exc}); re-run `isdarts collect --dataset "
+                              "cifar100`") from exc
+    else:
+        ours = ("ours not run: CIFAR-100 is not in this checkout (`isdarts prepare-data --dataset cifar100`, "
+                "`isdarts search --dataset cifar100 --seed 0`, `isdarts collect --dataset cifar100 --method isdarts`, "
+                "then `dvc repro report`)")
+    return [f"**IS-DARTS searched on CIFAR-100** (the cell's NB201 CIFAR-100 accuracies): {paper}; {ours}."]

@@ -201,14 +201,14 @@ class DartsPt(Darts):
             table = base[kind].clone()
             table[edge, op] = 0.0
             stats = self.measure({**base, kind: table})
-            measured[self.space.ops[op]] = list(stats)
+            measured[self.space.op_name(kind, edge, op)] = list(stats)
             if best_stats is None or self._worse(stats, best_stats):
                 best, best_stats = op, stats
         mask[edge] = 0
         mask[edge, best] = 1
         self.model.set_mask(kind, mask)
         self.projected[kind][edge] = True
-        return {"edge": self.space.edges[edge], "op": self.space.ops[best], "measured": measured}
+        return {"edge": self.space.edges[edge], "op": self.space.op_name(kind, edge, best), "measured": measured}
 
     def project_topology(self, kind: str) -> dict[str, Any]:
         """Keep the `keep` edges of a random unprojected group whose removals hurt most, dropping one per round
@@ -262,7 +262,7 @@ class DartsPt(Darts):
             before = {kind: self.model.get_mask(kind).detach().cpu().clone() for kind in self.kinds}
             projection = self.space.record(self.project())
             record["pruned"] = self.space.record({
-                kind: [[self.space.edges[e], self.space.ops[o]]
+                kind: [[self.space.edges[e], self.space.op_name(kind, e, o)]
                        for e, o in (before[kind] > self.model.get_mask(kind).detach().cpu()).nonzero().tolist()]
                 for kind in self.kinds
             })

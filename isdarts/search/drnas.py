@@ -308,7 +308,7 @@ class DrNas(Darts):
             new_mask = prune_rows(alpha, mask, self.keep_final)
             self.model.set_mask(kind, new_mask)
             gone = ((mask > 0.5) & (new_mask < 0.5)).nonzero().tolist()
-            pruned[kind] = [[self.space.edges[e], self.space.ops[o]] for e, o in gone]
+            pruned[kind] = [[self.space.edges[e], self.space.op_name(kind, e, o)] for e, o in gone]
         return pruned
 
     def widen(self, k: int) -> None:

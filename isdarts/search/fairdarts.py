@@ -198,7 +198,7 @@ class FairDarts(Darts):
             else:  # threshold_sparse: the top `keep` edges by their best op (stable: ties to the lower input)
                 top = sorted(edges, key=lambda e: -rows[e][ranked_ops[e][0]])[: self.space.keep]
                 picks = [(e, ranked_ops[e][0]) for e in top]
-            nodes.append([(self.space.ops[o], self._input(e)) for e, o in picks
+            nodes.append([(self.space.op_name(kind, e, o), self._input(e)) for e, o in picks
                           if rows[e][o] >= self.threshold_logit])
         return nodes
 

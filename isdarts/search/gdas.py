@@ -67,7 +67,7 @@ def top_candidates_genotype(space: Space, weights: dict[str, torch.Tensor]) -> G
         rows = weights[kind].detach().cpu().double().tolist()
         mask = torch.zeros(space.num_edges, space.num_ops)
         for subset in space.subsets:
-            allowed = [(e, o) for e, o in subset if space.ops[o] not in space.derive_excludes]
+            allowed = [(e, o) for e, o in subset if space.op_name(kind, e, o) not in space.derive_excludes]
             for e, o in sorted(allowed, key=lambda c: -rows[c[0]][c[1]])[: space.keep]:
                 mask[e, o] = 1.0
         masks[kind] = mask

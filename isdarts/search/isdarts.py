@@ -93,7 +93,7 @@ class IsDarts:
                 steps=len(self.schedule), step=step,
             )
             self.model.set_mask(kind, result.mask)
-            pruned[kind] = [[space.edges[e], space.ops[o]] for e, o in result.pruned]
+            pruned[kind] = [[space.edges[e], space.op_name(kind, e, o)] for e, o in result.pruned]
         self.shrink_steps_done = step + 1
         record["shrink_step"] = step
         record["pruned"] = space.record(pruned)

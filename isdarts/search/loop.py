@@ -52,7 +52,8 @@ CHECKPOINT_NAME = "last.pt"
 # checkpoint written by other versions of them is not resumed: DVC re-runs the stage after a code change,
 # and resuming a finished run would silently keep the old code's results.
 COMMON_RESULT_MODULES = (
-    "isdarts.config.search", "isdarts.data.device_loader", "isdarts.data.downsample", "isdarts.search.base",
+    "isdarts.config.search", "isdarts.data.datasets", "isdarts.data.device_loader", "isdarts.data.downsample",
+    "isdarts.search.base",
     "isdarts.search.iim", "isdarts.search.shrink", "isdarts.search.loop", "isdarts.search.speed",
     "isdarts.search.trajectory", "isdarts.spaces.common", "isdarts.spaces.fused", "isdarts.spaces.mixing",
     "isdarts.spaces.partial", "isdarts.spaces.space",
@@ -178,13 +179,13 @@ def epoch_metrics(record: dict[str, Any], space: Space) -> dict[str, float]:
     if record.get("op_weights") is not None:
         for kind, table in space.per_kind(record["op_weights"]).items():
             for e, edge in enumerate(space.edges):
-                for o, op in enumerate(space.ops):
+                for o, op in enumerate(space.op_table(kind)[e]):
                     metrics[f"op_weight/{prefixes[kind]}{edge}/{op}"] = table[e][o]
     for kind, prefix in prefixes.items():
         for e, edge in enumerate(space.edges):
             metrics[f"alive_ops/{prefix}{edge}"] = float(sum(alive[kind][e]))
             if iim is not None:
-                for o, op in enumerate(space.ops):
+                for o, op in enumerate(space.op_table(kind)[e]):
                     value = iim[kind][e][o]
                     if value is not None:  # None: the op was masked before this measurement
                         metrics[f"iim/{prefix}{edge}/{op}"] = value
@@ -302,13 +303,16 @@ def run_search(
     cfg, seed, profile, data_kind = run.cfg, run.seed, run.profile, run.data_kind
     dev = resolve_device(run.device)
     if profile == "paper" and data_kind != "full":
+        info = arrays.info
         raise ConfigError(
-            "params.yaml: profile 'paper' needs the full, verified CIFAR-10, but data/prepared holds a subset; "
-            "put CIFAR-10 in data.cifar10_root (or set data.download: true) and run `dvc repro -f prepare_data`"
+            f"params.yaml: profile 'paper' needs the full, verified {info.label}, but its prepared data holds a "
+            f"subset; put {info.label} in {info.root_key} (or set data.download: true) and run "
+            f"`{info.prepare_command(force=True)}`"
         )
     arrays = reduce_arrays(arrays, cfg)
-    train = DeviceImages(arrays.train_x, arrays.train_y, dev)
-    test = DeviceImages(arrays.test_x, arrays.test_y, dev)
+    # Normalised with the prepared data's own statistics (CIFAR-10's for CIFAR-10), never another dataset's.
+    train = DeviceImages(arrays.train_x, arrays.train_y, dev, arrays.mean, arrays.std)
+    test = DeviceImages(arrays.test_x, arrays.test_y, dev, arrays.mean, arrays.std)
     data = split_search_data(train, test, cfg, seed, data_kind)
     make_deterministic(seed)
     method = build_method(cfg, num_classes=len(arrays.classes), device=dev,
@@ -348,7 +352,7 @@ def run_search(
         "seed": seed,
         "profile": profile,
         "paper_settings": not mismatches and data_kind == "full",
-        "paper_mismatches": mismatches + ([] if data_kind == "full" else ["data: CIFAR-10 subset"]),
+        "paper_mismatches": mismatches + ([] if data_kind == "full" else [f"data: {arrays.info.label} subset"]),
         "data_kind": data_kind,
         "genotype": str(genotype),
         "epochs": cfg.epochs,
@@ -375,6 +379,8 @@ def run_search(
     }
     if not space.flat:
         history_doc["kinds"] = list(space.kinds)
+    if space.edge_ops is not None:  # "ops" are column labels; each edge's own ops per kind
+        history_doc["edge_ops"] = {kind: [list(row) for row in space.op_table(kind)] for kind in space.kinds}
     history_doc["epochs"] = history
     return {
         "finished": True,

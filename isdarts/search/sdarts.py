@@ -47,7 +47,7 @@ class SDarts(Darts):
                 steps=len(self.schedule), step=step,
             )
             self.model.set_mask(kind, result.mask)
-            pruned[kind] = [[space.edges[e], space.ops[o]] for e, o in result.pruned]
+            pruned[kind] = [[space.edges[e], space.op_name(kind, e, o)] for e, o in result.pruned]
         record["shrink_step"] = step
         record["pruned"] = space.record(pruned)
         return record

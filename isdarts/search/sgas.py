@@ -208,7 +208,8 @@ class Sgas(Darts):
                     mask[e] = 0
                     mask[e, s] = 1
             self.model.set_mask(kind, mask)
-            masked.append([[self.space.edges[e], self.space.ops[o]] for e, o in ((old > mask).nonzero().tolist())])
+            masked.append([[self.space.edges[e], self.space.op_name(kind, e, o)]
+                           for e, o in ((old > mask).nonzero().tolist())])
         self._refresh_frozen()
         return masked
 
@@ -225,7 +226,8 @@ class Sgas(Darts):
             history.append(p)
             del history[: max(0, len(history) - self.history_size)]
             choice = self.decide(kind, probs, score) if due else None
-            decided[kind] = None if choice is None else [self.space.edges[choice[0]], self.space.ops[choice[1]]]
+            decided[kind] = None if choice is None else [self.space.edges[choice[0]],
+                                                         self.space.op_name(kind, *choice)]
             scores[kind] = score.tolist()
             if choice is not None:
                 log.info("SGAS epoch %d: %s edge %s decided as %s", epochs_done, kind, *decided[kind])

@@ -93,6 +93,8 @@ def op_cost(name: str, c: int, y: int, stride: int) -> tuple[float, float, float
     area = y * y
     if name == "none":
         return 0.0, 0.0, 0.0
+    if name == "noise":  # RobustDARTS's S4 (SNAS never had it; ours): no weights, no products, one output write
+        return 0.0, 0.0, float(area * c)
     if name == "skip_connect":
         if stride == 1:
             return 0.0, 0.0, 2.0 * c * area
@@ -155,10 +157,13 @@ def cost_tables(model: nn.Module, space: Space, image_size: int) -> dict[str, to
     tables: dict[str, list[torch.Tensor]] = {kind: [] for kind in space.kinds}
     for kind, cell in cells:
         rows = []
-        for edge in cell.edges:
+        for e, edge in enumerate(cell.edges):
             convs = [m for op in edge for m in op.modules() if isinstance(m, nn.Conv2d)]
-            c, stride = convs[0].in_channels, max(conv.stride[0] for conv in convs)
-            rows.append([op_cost(name, c, sizes[id(cell)], stride) for name in space.ops])
+            if convs:
+                c, stride = convs[0].in_channels, max(conv.stride[0] for conv in convs)
+            else:  # an edge of pools and identities only (RobustDARTS's S1): the cell knows its width and strides
+                c, stride = cell.channels // cell.partial_channels, cell.strides[e]
+            rows.append([op_cost(name, c, sizes[id(cell)], stride) for name in space.op_table(kind)[e]])
         tables[kind].append(torch.tensor(rows, dtype=torch.float64))
     return {kind: torch.stack(t).to(ref.device, torch.float32) for kind, t in tables.items()}
 
@@ -181,9 +186,10 @@ def edge_all_genotype(space: Space, weights: Mapping[str, torch.Tensor]) -> Geno
     cells = {}
     for kind, w in weights.items():
         best = w.detach().argmax(dim=-1).tolist()
+        names = space.op_table(kind)
         cells[kind] = [
-            [(space.ops[best[e]], int(space.edges[e].rpartition("<-")[2])) for e in dict.fromkeys(e for e, _ in group)
-             if space.ops[best[e]] != "none"]
+            [(names[e][best[e]], int(space.edges[e].rpartition("<-")[2])) for e in dict.fromkeys(e for e, _ in group)
+             if names[e][best[e]] != "none"]
             for group in space.subsets
         ]
     return DartsGenotype.sparse_cells(**cells)

@@ -26,6 +26,7 @@ from isdarts.spaces.partial import PartialChannels
 NodeInputs = tuple[tuple[int, int], ...]
 Alive = tuple[tuple[int, ...], ...]
 Candidate = tuple[int, int]  # (edge index, op index)
+OpTypes = Sequence[Sequence[str]]  # per edge, the name of each of its ops (columns)
 # Runs one op kind on the edges that leave one state: (state j, op, edges) -> (B, len(edges), C, H, W), or
 # (B, 1, C, H, W) when all those edges share one output (skip, pools: they have no weights).
 GroupRunner = Callable[[int, int, Sequence[int]], torch.Tensor]
@@ -84,22 +85,22 @@ OutputHook = Callable[[int, int, torch.Tensor], torch.Tensor]
 
 
 class SkipDropout:
-    """Inverted dropout on the outputs of op `op` on `edges` (P-DARTS: the stride-1 skips), as an `OutputHook`.
+    """Inverted dropout on the outputs of the (edge, op) `candidates` (P-DARTS: the stride-1 skips), as an
+    `OutputHook`.
 
     An output is zeroed with probability `rate` (a 0-dim tensor: a new rate each epoch recompiles nothing) and
-    kept times 1/(1 - rate). The keep masks of one forward are drawn up front, one block in edge order, so the
-    fused and the unfused loops drop the same entries. Build one only for a non-empty `edges`, so a cell with
-    no live skip draws no random numbers.
+    kept times 1/(1 - rate). The keep masks of one forward are drawn up front, one block in the given (edge)
+    order, so the fused and the unfused loops drop the same entries. Build one only for non-empty `candidates`,
+    so a cell with no live skip draws no random numbers.
     """
 
-    def __init__(self, op: int, edges: Sequence[int], like: torch.Tensor, rate: torch.Tensor) -> None:
-        self.op = op
-        noise = torch.rand((len(edges), *like.shape), device=like.device)
-        self.keep = dict(zip(edges, (noise >= rate).unbind(0), strict=True))
+    def __init__(self, candidates: Sequence[Candidate], like: torch.Tensor, rate: torch.Tensor) -> None:
+        noise = torch.rand((len(candidates), *like.shape), device=like.device)
+        self.keep = dict(zip(candidates, (noise >= rate).unbind(0), strict=True))
         self.scale = 1.0 / (1.0 - rate)
 
     def __call__(self, edge: int, op: int, out: torch.Tensor) -> torch.Tensor:
-        keep = self.keep.get(edge) if op == self.op else None
+        keep = self.keep.get((edge, op))
         return out if keep is None else out * keep * self.scale
 
 
@@ -164,12 +165,15 @@ def mix_cell_fused(
     empty: Callable[[], torch.Tensor],
     aux: AuxiliaryTerms | None = None,
     post: OutputHook | None = None,
+    op_types: OpTypes | None = None,
 ) -> list[torch.Tensor]:
     """`mix_cell` with each op kind run once per input state for all the edges that leave it.
 
     States are visited in order; when state j is reached every node before it is complete, so its
-    outgoing ops can run. Each node still adds its terms in the reference order (input j, then op), and
-    weighting happens after the split, so values and gradients are those of the unfused cell.
+    outgoing ops can run. Where edges differ in their ops, `op_types[e][o]` names op o of edge e, and one
+    call runs the edges whose column o holds the same op. Each node still adds its terms in the reference
+    order (input j, then op), and weighting happens after the split, so values and gradients are those of the
+    unfused cell.
     """
     path = weights if isinstance(weights, SampledPath) else None
     if path is not None:
@@ -185,7 +189,7 @@ def mix_cell_fused(
         if j >= num_inputs:
             states.append(_finish_node(totals[j - num_inputs], weights, scale, empty, scalars(j - num_inputs)))
         leaving = _leaving(node_inputs, j)
-        outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0])
+        outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0], op_types)
         aux_terms = aux.group(states[j], [e for _, e in leaving]) if aux is not None else {}
         for node, edge in leaving:
             for op in alive[edge]:
@@ -220,15 +224,15 @@ def _leaving(node_inputs: Sequence[tuple[int, NodeInputs]], j: int) -> list[tupl
 
 def _group_outputs(
     run_group: GroupRunner, j: int, leaving: Sequence[tuple[int, int]], alive: Alive, probe: OpProbe | None,
-    cell: Hashable, none_op: int, batch: int,
+    cell: Hashable, none_op: int, batch: int, op_types: OpTypes | None = None,
 ) -> dict[tuple[int, int], torch.Tensor]:
     """Run each live op kind once for all the `leaving` edges of state j; {(edge, op): its output}."""
-    by_op: dict[int, list[int]] = {}
+    by_op: dict[tuple[int, str], list[int]] = {}
     for _, edge in leaving:
         for op in alive[edge]:
-            by_op.setdefault(op, []).append(edge)
+            by_op.setdefault((op, "" if op_types is None else op_types[edge][op]), []).append(edge)
     outputs: dict[tuple[int, int], torch.Tensor] = {}  # (edge, op) -> its output
-    for op, op_edges in sorted(by_op.items()):
+    for (op, _), op_edges in sorted(by_op.items()):
         if op == none_op:
             if probe is not None:
                 probe.zeros(cell, [(e, op) for e in op_edges], batch)
@@ -316,10 +320,11 @@ def mix_cell_partial_fused(
     cell: Hashable,
     none_op: int,
     strides: Sequence[int],
+    op_types: OpTypes | None = None,
 ) -> list[torch.Tensor]:
-    """`mix_cell_partial` with the ops fused as in `mix_cell_fused`. `run_group` reads its inputs from
-    `sources` (empty on entry), which this fills with each complete state's first C/K channels; the terms
-    are added in `mix_cell_partial`'s order."""
+    """`mix_cell_partial` with the ops fused as in `mix_cell_fused` (`op_types` as there). `run_group` reads its
+    inputs from `sources` (empty on entry), which this fills with each complete state's first C/K channels; the
+    terms are added in `mix_cell_partial`'s order."""
     num_inputs = len(states)
     terms: list[list[torch.Tensor]] = [[] for _ in node_inputs]  # per node, its edges' terms in input order
     for j in range(num_inputs + len(node_inputs) - 1):
@@ -327,7 +332,7 @@ def mix_cell_partial_fused(
             states.append(_sum_in_order(terms[j - num_inputs]))
         sources.append(pc.op_part(states[j]))
         leaving = _leaving(node_inputs, j)
-        outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0])
+        outputs = _group_outputs(run_group, j, leaving, alive, probe, cell, none_op, states[j].shape[0], op_types)
         for node, edge in leaving:
             mixed: torch.Tensor | None = None
             for op in alive[edge]:

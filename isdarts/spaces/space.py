@@ -34,6 +34,8 @@ class Space:
     name: str
     kinds: tuple[str, ...]
     edges: tuple[str, ...]
+    # The op in each column of α and the masks, where every edge of every kind has the same ops; where they
+    # differ (`edge_ops`), column labels only ("column_0", ...): name ops by `op_name`.
     ops: tuple[str, ...]
     # The candidates that compete in a shrink or selection step (one edge on NB201, one node's inputs on the
     # DARTS space), and how many of each group the final cell keeps.
@@ -60,6 +62,16 @@ class Space:
     # Whether the weight step's gradient clip counts α's gradient too (AutoDL's NB201 code clips every
     # parameter, α included; the DARTS-space codes keep α out of model.parameters()).
     clip_alpha_with_weights: bool = False
+    # Per kind, per edge, the op of each column, for spaces whose edges differ (RobustDARTS's S1); None: `ops`.
+    edge_ops: Mapping[str, tuple[tuple[str, ...], ...]] | None = None
+
+    def op_name(self, kind: str, edge: int, op: int) -> str:
+        """The name of column `op` of `edge` in cells of `kind`."""
+        return self.ops[op] if self.edge_ops is None else self.edge_ops[kind][edge][op]
+
+    def op_table(self, kind: str) -> tuple[tuple[str, ...], ...]:
+        """Per edge of `kind`, its ops in column order."""
+        return (self.ops,) * len(self.edges) if self.edge_ops is None else tuple(self.edge_ops[kind])
 
     @property
     def num_edges(self) -> int:

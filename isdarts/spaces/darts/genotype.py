@@ -39,7 +39,7 @@ DARTS_NUM_NODES = 4
 INPUTS_PER_NODE = 2
 DARTS_DEFAULT_CONCAT: tuple[int, ...] = tuple(range(2, 2 + DARTS_NUM_NODES))
 _CELL_KINDS = ("normal", "reduce")
-PARAM_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3"})
+PARAM_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "noise"})
 _GENOTYPE_PACKAGE = "isdarts.spaces"
 _GENOTYPE_DIR = "genotypes"
 

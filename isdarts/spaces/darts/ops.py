@@ -1,4 +1,5 @@
-"""Candidate operations of the DARTS (NASNet-like) space (spec §2), for search and for evaluation.
+"""Candidate operations of the DARTS (NASNet-like) space (spec §2) and of its RobustDARTS variants, for search
+and for evaluation.
 
 Search and evaluation build the same modules; they differ only in the BN settings (search cells use
 ``affine=False, track_running_stats=False``) and in the names: the search side uses the AutoDL names
@@ -19,12 +20,15 @@ __all__ = [
     "DARTS_EVAL_OPS",
     "DARTS_SEARCH_OPS",
     "SEARCH_TO_EVAL",
+    "KNOWN_SEARCH_OPS",
     "DilConv",
     "FactorizedReduce",
+    "NoiseOp",
     "SepConv",
     "make_darts_op",
     "make_eval_op",
     "make_search_op",
+    "search_name",
 ]
 
 # Index order matters: mask columns follow it (ALGORITHMS.md §2).
@@ -38,6 +42,8 @@ DARTS_SEARCH_OPS: tuple[str, ...] = (
     "avg_pool_3x3",
     "max_pool_3x3",
 )
+# Every op a DARTS-like space may list: the DARTS space's 8 and RobustDARTS's `noise` (space S4).
+KNOWN_SEARCH_OPS: tuple[str, ...] = (*DARTS_SEARCH_OPS, "noise")
 SEARCH_TO_EVAL: dict[str, str] = {
     "none": "none",
     "skip_connect": "skip_connect",
@@ -47,6 +53,7 @@ SEARCH_TO_EVAL: dict[str, str] = {
     "dil_sepc_5x5": "dil_conv_5x5",
     "avg_pool_3x3": "avg_pool_3x3",
     "max_pool_3x3": "max_pool_3x3",
+    "noise": "noise",
 }
 DARTS_EVAL_OPS: tuple[str, ...] = (
     "sep_conv_3x3",
@@ -57,8 +64,14 @@ DARTS_EVAL_OPS: tuple[str, ...] = (
     "max_pool_3x3",
     "skip_connect",
     "none",
+    "noise",
 )
 _EVAL_TO_SEARCH = {v: k for k, v in SEARCH_TO_EVAL.items()}
+
+
+def search_name(name: str) -> str:
+    """An op's search name, given either name (`sep_conv_3x3` -> `dua_sepc_3x3`)."""
+    return _EVAL_TO_SEARCH.get(name, name)
 
 
 class DilConv(nn.Sequential):
@@ -120,28 +133,55 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
+class NoiseOp(nn.Module):
+    """RobustDARTS's `noise` op (space S4): standard Gaussian noise of the (strided) input's shape, independent
+    of the input's values, so it passes no gradient to its input (only to its mixing weight).
+
+    A search cell may hand it noise drawn ahead (`pending`): the cell draws every live noise op's output in edge
+    order before mixing, so the fused and the per-op loops use the same numbers.
+    """
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pending: torch.Tensor | None = None
+
+    def draw(self, x: torch.Tensor) -> torch.Tensor:
+        """Fresh noise of this op's output shape for input x."""
+        like = x if self.stride == 1 else x[:, :, :: self.stride, :: self.stride]
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            out, self.pending = self.pending, None
+            return out
+        return self.draw(x)
+
+
 def make_darts_op(name: str, channels: int, stride: int, *, affine: bool, track: bool) -> nn.Module:
     """Build one op by its search or evaluation name; C_in == C_out == `channels` inside cells."""
-    search_name = _EVAL_TO_SEARCH.get(name, name)
+    op = search_name(name)
     c = channels
-    if search_name == "none":
+    if op == "none":
         return Zero(stride)
-    if search_name == "skip_connect":
+    if op == "skip_connect":
         return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine=affine, track=track)
-    if search_name == "dua_sepc_3x3":
+    if op == "dua_sepc_3x3":
         return SepConv(c, c, 3, stride, 1, affine=affine, track=track)
-    if search_name == "dua_sepc_5x5":
+    if op == "dua_sepc_5x5":
         return SepConv(c, c, 5, stride, 2, affine=affine, track=track)
-    if search_name == "dil_sepc_3x3":
+    if op == "dil_sepc_3x3":
         return DilConv(c, c, 3, stride, 2, 2, affine=affine, track=track)
-    if search_name == "dil_sepc_5x5":
+    if op == "dil_sepc_5x5":
         return DilConv(c, c, 5, stride, 4, 2, affine=affine, track=track)
-    if search_name == "avg_pool_3x3":
+    if op == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-    if search_name == "max_pool_3x3":
+    if op == "max_pool_3x3":
         return nn.MaxPool2d(3, stride=stride, padding=1)
+    if op == "noise":
+        return NoiseOp(stride)
     raise ValueError(
-        f"unknown DARTS op {name!r}; search ops: {', '.join(DARTS_SEARCH_OPS)}; "
+        f"unknown DARTS op {name!r}; search ops: {', '.join(KNOWN_SEARCH_OPS)}; "
         f"evaluation ops: {', '.join(DARTS_EVAL_OPS)}"
     )
 

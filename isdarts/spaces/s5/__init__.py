@@ -1,0 +1,1 @@
+"""RobustDARTS search space S5."""
