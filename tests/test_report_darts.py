@@ -259,7 +259,8 @@ def test_build_all_without_runs_writes_paper_rows(tmp_path):
     written = build_all(tmp_path / "results", runs, tmp_path / "reports")
     names = [p.name for p in written]
     assert names == ["table1.md", "table1.csv", "table2.md", "table2.csv", "table3.md", "table3.csv",
-                     "table_a1.md", "table_a1.csv", "table_a2.md", "table_a2.csv", "study.md", "study.csv",  # no figure
+                     "table_a1.md", "table_a1.csv", "table_a2.md", "table_a2.csv", "table_robust.md",
+                     "table_robust.csv", "study.md", "study.csv",  # no figure
                      "nb201_search.csv", "nb201_op_weights.csv", "darts_search.csv", "darts_retrain.csv"]
     plots = tmp_path / "reports" / "plots"  # the DVC plot tables: a header and no rows
     assert (plots / "nb201_search.csv").read_text().count("\n") == 1

@@ -156,6 +156,9 @@ class RobustParams:
         no_unknown(d, p, {"spaces", "extra_datasets", "methods", "seeds", "search", "options", "retrain"})
         spaces = _names_or_none(d, "spaces", p, ROBUST_SPACES, "space names")
         extra = _names_or_none(d, "extra_datasets", p, EXTRA_DATASETS, "dataset names")
+        # Checked even when no space runs: DVC's robust stages read them, and a wrong value should not wait.
+        read_names(d, "methods", p, tuple(METHODS), "method names")
+        _seeds(required(d, "seeds", p), p + "seeds")
         core = {k: v for k, v in d.items() if k in ("methods", "seeds", "search", "options")}
         runs = {space: _space_runs(space, core, set(), section="robust") for space in spaces}
         retrain = RetrainParams.from_dict(required(d, "retrain", p), p + "retrain.") if spaces else None
