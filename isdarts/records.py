@@ -43,7 +43,7 @@ Method = Annotated[str, Literal[METHODS]]
 # A search space's name (isdarts.registry.SPACES); the DARTS space and its variants (RobustDARTS's S1-S5), whose
 # cells retrain in the DARTS evaluation network.
 SPACE_NAMES: tuple[str, ...] = tuple(SPACE_ROWS)
-Space = Annotated[str, Literal[SPACE_NAMES]]
+SpaceName = Annotated[str, Literal[SPACE_NAMES]]
 DARTS_LIKE: tuple[str, ...] = tuple(name for name, spec in SPACE_ROWS.items() if "darts" in (name, spec.base))
 DartsLikeSpace = Annotated[str, Literal[DARTS_LIKE]]
 
@@ -318,7 +318,7 @@ class ShrinkSchedule(Record):
 class SearchMetrics(Record):
     """A search's metrics.json: its final genotype, supernet accuracies and cost."""
 
-    space: Space
+    space: SpaceName
     method: Method
     seed: int
     profile: str
@@ -408,7 +408,7 @@ class SearchEpoch(Record):
 class SearchHistory(Record):
     """A search's history.json: the edge and op names every matrix is indexed by, and one record per epoch."""
 
-    space: Space
+    space: SpaceName
     method: Method
     seed: int
     edges: tuple[str, ...]
