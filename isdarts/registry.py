@@ -117,6 +117,9 @@ _PAPER_ARCH = {"arch.lr": 3e-4, "arch.betas": (0.5, 0.999), "arch.weight_decay":
 _PAPER_SHRINK = {"shrink.steps": 4, "shrink.interval": 2, "shrink.anchor": "start"}
 # NB201's DARTS setting (AutoDL): 50 epochs, wd 5e-4, shuffled loader.
 _PAPER_NB201_DARTS = {**_PAPER_NB201, **_PAPER_ARCH, "epochs": 50, "weight_decay": 5e-4, "shuffle": True}
+# DARTS's own CIFAR-10 search (its train_search.py): 8 cells of C=16, 50 epochs, plain momentum SGD, random batches.
+_PAPER_DARTS_DARTS = {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
+                      "weight_decay": 3e-4, "shuffle": True}
 
 
 LAMBDA_DARTS_OPTIONS = (
@@ -186,10 +189,10 @@ METHODS: dict[str, MethodSpec] = {
             "nb201": {**_PAPER_NB201, **_PAPER_ARCH, **_PAPER_SHRINK},
         }),
         MethodSpec("darts1", "DARTS (1st)", "isdarts.search.darts:Darts", True, BILEVEL, {"order": 1}, paper={
-            "nb201": _PAPER_NB201_DARTS,
+            "nb201": _PAPER_NB201_DARTS, "darts": _PAPER_DARTS_DARTS,
         }),
         MethodSpec("darts2", "DARTS (2nd)", "isdarts.search.darts:Darts", True, BILEVEL, {"order": 2}, paper={
-            "nb201": _PAPER_NB201_DARTS,
+            "nb201": _PAPER_NB201_DARTS, "darts": _PAPER_DARTS_DARTS,
         }),
         MethodSpec("lambda_darts", "Λ-DARTS", "isdarts.search.lambda_darts:LambdaDarts", True, (
             *LAMBDA_DARTS_OPTIONS,

@@ -30,6 +30,11 @@ def test_shipped_profiles_validate_and_paper_matches_the_spec():
     assert paper.nb201.seeds == (0, 1, 2, 3) and paper.data.subset_fallback is None
     # The paper profile runs every method that has official NB201 settings (a `paper` row for the space).
     assert set(paper.nb201.methods) == {name for name, spec in METHODS.items() if "nb201" in spec.paper}
+    # ... and on the DARTS space, all but DrNAS (see paper.yaml: its K 6 -> 4 split cannot divide 9 channels).
+    with_darts_settings = {name for name, spec in METHODS.items() if "darts" in spec.paper}
+    assert set(paper.darts.runs.methods) == with_darts_settings - {"drnas"}
+    darts2 = paper.darts.runs.search("darts2")
+    assert (darts2.C, darts2.N, darts2.epochs, darts2.nesterov, darts2.shuffle) == (16, 2, 50, False, True)
     darts1 = paper.nb201.search("darts1")
     assert (darts1.epochs, darts1.weight_decay, darts1.train_portion, darts1.arch.lr) == (50, 5e-4, 0.5, 3e-4)
     darts = paper.darts.runs.search("isdarts")

@@ -223,6 +223,10 @@ class DartsSearchCell(nn.Module):
         # With partial channels K the ops see c/K channels (isdarts.spaces.partial).
         op_channels = c // partial_channels
         self.op_names = ops
+        # (edge, column) of each `noise` op (space S4 only), so other spaces skip the per-forward scan.
+        self.noise_slots = tuple(
+            (e, o) for e, names in enumerate(ops) for o, name in enumerate(names) if name == "noise"
+        )
         self.none_op = none_column(ops)
         self.num_ops = len(ops[0])
         self.edges = nn.ModuleList(
@@ -281,12 +285,11 @@ class DartsSearchCell(nn.Module):
         """Hand every live `noise` op its output for this forward, drawn in edge order (every cell output has
         `like`'s shape), so the fused and the per-op loops consume the same random numbers."""
         drawn = []
-        for e, ops in enumerate(alive):
-            for o in ops:
-                if self.op_names[e][o] == "noise":
-                    op = self.edges[e][o]
-                    op.pending = torch.randn(like.shape, dtype=like.dtype, device=like.device)
-                    drawn.append(op)
+        for e, o in self.noise_slots:  # edge order
+            if o in alive[e]:
+                op = self.edges[e][o]
+                op.pending = torch.randn(like.shape, dtype=like.dtype, device=like.device)
+                drawn.append(op)
         return drawn
 
     def _mix(
