@@ -364,6 +364,7 @@ class DartsGenotype(Record):
     normal_concat: tuple[int, ...]
     reduce: tuple[tuple[tuple[str, int], ...], ...]
     reduce_concat: tuple[int, ...]
+    sparse: bool | None = optional()  # true: FairDARTS's / SNAS's cells, any number of pairs per node
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -65,8 +65,8 @@ def test_missing_dataset_names_every_path_tried(tmp_path, capsys, monkeypatch):
 def test_an_unknown_method_or_sweep_rate_is_rejected_naming_what_is_configured(tmp_path, capsys, monkeypatch):
     shutil.copy(ROOT / "profiles/quick.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
-    assert main(["search", "--space", "darts", "--method", "darts1", "--seed", "0"]) == EXIT_BAD_INPUT
-    assert "method 'darts1' has no section darts" in capsys.readouterr().err
+    assert main(["search", "--space", "darts", "--method", "lambda_darts", "--seed", "0"]) == EXIT_BAD_INPUT
+    assert "method 'lambda_darts' has no section darts" in capsys.readouterr().err
     assert main(["search", "--space", "darts", "--seed", "0", "--rate", "r9"]) == EXIT_BAD_INPUT
     assert "unknown sweep rate 'r9'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
