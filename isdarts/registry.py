@@ -117,7 +117,8 @@ _PAPER_ARCH = {"arch.lr": 3e-4, "arch.betas": (0.5, 0.999), "arch.weight_decay":
 _PAPER_SHRINK = {"shrink.steps": 4, "shrink.interval": 2, "shrink.anchor": "start"}
 # NB201's DARTS setting (AutoDL): 50 epochs, wd 5e-4, shuffled loader.
 _PAPER_NB201_DARTS = {**_PAPER_NB201, **_PAPER_ARCH, "epochs": 50, "weight_decay": 5e-4, "shuffle": True}
-# DARTS's own CIFAR-10 search (its train_search.py): 8 cells of C=16, 50 epochs, plain momentum SGD, random batches.
+# DARTS's own CIFAR-10 search (its train_search.py), which the family's DARTS-space scripts keep: 8 cells of C=16,
+# 50 epochs, plain momentum SGD, random batches.
 _PAPER_DARTS_DARTS = {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
                       "weight_decay": 3e-4, "shuffle": True}
 
@@ -266,8 +267,7 @@ METHODS: dict[str, MethodSpec] = {
                       "weight_decay": 3e-4, "shuffle": True, "eps_min": 0.03, "eps_max": 0.3, "include_none": True,
                       "clip_includes_alpha": True, "step_order": "alpha_first"},
             # [SD] sota/cnn/train_search.py --search_space s5 --perturb_alpha random.
-            "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
-                      "weight_decay": 3e-4, "shuffle": True, "eps_min": 0.03, "eps_max": 0.3, "include_none": False,
+            "darts": {**_PAPER_DARTS_DARTS, "eps_min": 0.03, "eps_max": 0.3, "include_none": False,
                       "clip_includes_alpha": False, "step_order": "alpha_first"},
         }),
         MethodSpec("sdarts_adv", "SDARTS-ADV", "isdarts.search.smooth_darts:SmoothDartsAdv", True, (
@@ -295,8 +295,7 @@ METHODS: dict[str, MethodSpec] = {
                       "clip_includes_alpha": True, "step_order": "alpha_first", "pgd_steps": 7,
                       "pgd_step_factor": 2.0, "random_start": True, "attack_bn_mode": "eval",
                       "revert_if_no_gain": True},
-            "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
-                      "weight_decay": 3e-4, "shuffle": True, "eps_min": 0.03, "eps_max": 0.3, "include_none": False,
+            "darts": {**_PAPER_DARTS_DARTS, "eps_min": 0.03, "eps_max": 0.3, "include_none": False,
                       "clip_includes_alpha": False, "step_order": "alpha_first", "pgd_steps": 7,
                       "pgd_step_factor": 2.0, "random_start": True, "attack_bn_mode": "eval",
                       "revert_if_no_gain": True},
@@ -359,8 +358,7 @@ METHODS: dict[str, MethodSpec] = {
         ), {"order": 1}, paper={
             # [DM] src/search/args.py defaults with run_darts_minus.sh: 8 cells at C 16, 50 epochs, batch 64, SGD
             # 0.025 -> 0.001 without nesterov, wd 3e-4, α Adam 3e-4, first order, random-order train loader.
-            "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
-                      "weight_decay": 3e-4, "shuffle": True, "beta0": 1.0, "decay": "linear", "t_start": 0,
+            "darts": {**_PAPER_DARTS_DARTS, "beta0": 1.0, "decay": "linear", "t_start": 0,
                       "t_stop": (0, 50), "t_max": (0, 50), "aux_op": "skip", "step_order": "alpha_first"},
         }),
         MethodSpec("fairdarts", "FairDARTS", "isdarts.search.fairdarts:FairDarts", True, (
@@ -441,8 +439,7 @@ METHODS: dict[str, MethodSpec] = {
             "nb201": {**_PAPER_NB201_DARTS, "epochs": 100, "nesterov": False, "weight_decay": 3e-4,
                       "lambda_max": 50.0, "ramp_epochs": 100, "step_order": "alpha_first"},
             # [B] sota/cnn/train_search.py, repaired (FAMILY.md): 8 cells at C 16, 50 epochs, the same optimisers.
-            "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
-                      "weight_decay": 3e-4, "shuffle": True, "lambda_max": 50.0, "ramp_epochs": 100,
+            "darts": {**_PAPER_DARTS_DARTS, "lambda_max": 50.0, "ramp_epochs": 100,
                       "reduce": "mean_all_rows", "step_order": "alpha_first"},
         }),
         MethodSpec("sgas", "SGAS", "isdarts.search.sgas:Sgas", True, (
@@ -464,8 +461,7 @@ METHODS: dict[str, MethodSpec] = {
             # [S] cnn/train_search.py: 8 cells at C 16, 50 = 9 + 5·7 + 5 + 1 epochs, batch 64 (+8 per decision), SGD
             # 0.025 -> 0.001 without nesterov, wd 3e-4, α Adam 3e-4 first order, random-order loaders; the README
             # runs both criteria (IS-DARTS's rows look like criterion 2's averages, UNVERIFIED).
-            "darts": {**_PAPER_COMMON, **_PAPER_ARCH, "C": 16, "N": 2, "epochs": 50, "nesterov": False,
-                      "weight_decay": 3e-4, "shuffle": True, "criterion": (1, 2), "warmup_epochs": 9,
+            "darts": {**_PAPER_DARTS_DARTS, "criterion": (1, 2), "warmup_epochs": 9,
                       "decision_interval": 5, "history_size": 4, "batch_increase": 8, "step_order": "alpha_first"},
         }),
         MethodSpec("darts_pt", "DARTS-PT", "isdarts.search.darts_pt:DartsPt", True, (
