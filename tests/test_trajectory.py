@@ -11,6 +11,7 @@ from test_search_loop import arrays, search, tiny_darts_cfg, tiny_params  # noqa
 
 from isdarts.benchmark.nb201 import ACCURACY_KEYS, default_table
 from isdarts.records import SearchHistory
+from isdarts.report import render
 from isdarts.report.trajectory import SEARCH_COLUMNS, op_weight_rows, search_rows, to_csv
 from isdarts.search.loop import epoch_metrics
 from isdarts.spaces.darts.genotype import PARAM_FREE_OPS
@@ -159,7 +160,15 @@ def test_study_page_and_collapse_figure_show_where_each_run_ended(arrays, tmp_pa
                     if getattr(Nb201Genotype.from_arch_str(r["genotype"]), test)()]
             want = str(hits[0]["alpha_steps"] or hits[0]["weight_steps"]) if hits else ""
             assert row[column] == want, (method, column)
-    assert "## Summary" in page.markdown and "seeds reached the all-skip cell" in page.markdown
+    # Over methods: a sentence naming the methods that reached each failure cell, and a row per method.
+    assert "## Summary" in page.markdown and "2 methods, 2 runs." in page.markdown
+    skipped = [label for row, label in zip(rows, ("DARTS (1st)", "IS-DARTS"), strict=True) if row["first_all_skip"]]
+    named = f"{len(skipped)} ({', '.join(skipped)})" if skipped else "none"
+    assert f"at an epoch's end in at least one seed: {named};" in page.markdown
+    for row in rows:
+        c10 = render.number(float(row["final_c10"])).md
+        assert (f"| {row['method']} | 0 | {int(bool(row['first_all_skip']))}/1 | {int(bool(row['first_none_cut']))}/1 "
+                f"| {row['final_free']} | {c10} |") in page.markdown, row["method"]
     first = figure.read_bytes()
     assert plot_collapse_grid(study, tmp_path / "again.png").read_bytes() == first
 

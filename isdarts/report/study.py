@@ -6,6 +6,7 @@ the page sets the runs beside the paper's collapse level and judges nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,18 +100,52 @@ def study_runs(study_dir: Path) -> list[StudyRun]:
             for history in search_histories(folder)]
 
 
-def _findings(runs: list[StudyRun]) -> str:
-    """What the runs show, counted per method: how many seeds reached each failure cell and where they ended."""
-    parts = []
-    for method in dict.fromkeys(run.history.method for run in runs):
-        mine = [run for run in runs if run.history.method == method]
-        finals = [run.history.epochs[-1].cell for run in mine]
-        accs = ", ".join(render.number(c.benchmark.cifar10_test if c and c.benchmark else None).md for c in finals)
-        skip = sum(run.first("all_skip") is not None for run in mine)
-        cut = sum(run.first("none_cut") is not None for run in mine)
-        parts.append(f"{mine[0].label}: {skip}/{len(mine)} seeds reached the all-skip cell, {cut}/{len(mine)} a "
-                     f"`none`-cut cell; final cells {accs}")
-    return "Per method (all seeds run): " + "; ".join(parts) + "."
+# Per method, over its seeds: how many reached each failure cell, and where they ended.
+BY_METHOD = (col("method", "Method"), col("seeds", "Seeds", "r"), col("all_skip", "Reached the all-skip cell", "r"),
+             col("none_cut", "Reached a none-cut cell", "r"), col("final_free", "Final param-free edges"),
+             col("final_c10", "Final cells' C10 test"))
+
+
+def _by_method(runs: list[StudyRun]) -> dict[str, list[StudyRun]]:
+    groups: dict[str, list[StudyRun]] = {}
+    for run in runs:
+        groups.setdefault(run.history.method, []).append(run)
+    return groups
+
+
+def _method_row(mine: list[StudyRun]) -> dict[str, Cell | str]:
+    finals = [run.history.epochs[-1].cell for run in mine]
+    edges = len(mine[0].history.edges)
+    return {
+        "method": mine[0].label, "seeds": ", ".join(str(run.history.seed) for run in mine),
+        "all_skip": f"{sum(run.first('all_skip') is not None for run in mine)}/{len(mine)}",
+        "none_cut": f"{sum(run.first('none_cut') is not None for run in mine)}/{len(mine)}",
+        "final_free": ", ".join(f"{c.param_free}/{edges}" if c else render.MISSING for c in finals),
+        "final_c10": ", ".join(render.number(c.benchmark.cifar10_test if c and c.benchmark else None).md
+                               for c in finals),
+    }
+
+
+def _findings(runs: list[StudyRun]) -> list[str]:
+    """What the runs show, counted over methods (a sentence) and per method (a table): which methods had a failure
+    cell as their argmax cell in some seed, and which ended every seed without a parameter-free edge."""
+    groups = _by_method(runs)
+
+    def methods_where(hit: Callable[[StudyRun], bool], over: Callable[[Iterable[bool]], bool] = any) -> str:
+        names = [mine[0].label for mine in groups.values() if over(hit(run) for run in mine)]
+        return f"{len(names)} ({', '.join(names)})" if names else "none"
+
+    def ends_without_param_free(run: StudyRun) -> bool:
+        cell = run.history.epochs[-1].cell
+        return cell is not None and cell.param_free == 0
+
+    skip = methods_where(lambda run: run.first("all_skip") is not None)
+    cut = methods_where(lambda run: run.first("none_cut") is not None)
+    clean = methods_where(ends_without_param_free, over=all)
+    sentence = (f"{len(groups)} methods, {len(runs)} runs. Methods whose argmax cell was the all-skip cell at an "
+                f"epoch's end in at least one seed: {skip}; a `none`-cut cell: {cut}; that ended every seed on a "
+                f"cell without parameter-free edges: {clean}.")
+    return [sentence, "", render.table_md(BY_METHOD, [_method_row(mine) for mine in groups.values()])]
 
 
 def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
@@ -131,7 +166,7 @@ def build_study(study_dir: Path, figures_dir: Path, gpu_dir: Path | None = None
              "paper-scale and are compared with nothing but the benchmark's reference levels.")
     lines = ["# The collapse study (NAS-Bench-201, study profile)", "", intro, ""]
     if runs:
-        lines += ["## Summary", "", _findings(runs), "",
+        lines += ["## Summary", "", *_findings(runs), "", "### Per run", "",
                   "Steps are α steps for the bi-level methods, weight steps for the others; \"no\": never, at any "
                   "epoch's end. A `none`-cut cell has `none` on every path from the cell's input to its output: the "
                   "network is a constant (10.00 in the benchmark).", "",
