@@ -54,3 +54,18 @@ def test_an_unknown_variant_is_refused_naming_the_choices():
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "unknown variant 'fused+fast': use baseline, unfused or fused, plus any of +cl, +amp, +ciim" in done.stderr
+
+
+def test_the_concurrency_benchmark_starts_the_jobs_together_and_sums_their_throughput():
+    """scripts/benchmark_concurrency.py: a row per JOBSxTHREADS setting, a rate per process and their sum; a
+    malformed setting is refused before anything runs."""
+    script = ROOT / "scripts" / "benchmark_concurrency.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script), "--settings", "2x1", "--C", "2", "--batch", "4",
+                          "--steps", "1"], env=env, check=True, capture_output=True, text=True).stdout
+    rows = {"x".join(line.split()[0:3:2]): line.split()[3:] for line in out.splitlines()[2:]}
+    assert list(rows) == ["2x1"]
+    a, _, b, total = rows["2x1"]
+    assert abs(int(a) + int(b) - int(total)) <= 1
+    bad = subprocess.run([sys.executable, str(script), "--settings", "2by1"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "'2by1' is not JOBSxTHREADS" in bad.stderr
