@@ -210,3 +210,14 @@ def test_the_study_figure_has_one_panel_per_method_and_one_shared_legend(tmp_pat
         first = next(r for r in darts.epochs if Nb201Genotype.from_arch_str(r.genotype).all_skip())
         markers = [line for line in ax.get_lines() if line.get_marker() == "x"]
         assert markers and all(list(m.get_xdata()) == [first.weight_steps] for m in markers)
+    # The figure title clears every panel title, and each column's lowest panel (the last row holds 3 of 4) shows
+    # the step axis: its tick labels and its label.
+    renderer = fig.canvas.get_renderer()
+    title_bottom = fig._suptitle.get_window_extent(renderer).y0
+    assert all(ax.title.get_window_extent(renderer).y1 < title_bottom for ax in panels)
+    lowest = panels[-4:]
+    assert [ax.get_title() for ax in lowest] == methods[11:]
+    for ax in panels:
+        shows_steps = ax in lowest
+        labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        assert bool(labels) == shows_steps and bool(ax.get_xlabel()) == shows_steps, ax.get_title()

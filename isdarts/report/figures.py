@@ -304,7 +304,9 @@ def draw_collapse_grid(histories: Sequence[SearchHistory], title: str = GRID_TIT
     rows = math.ceil(len(methods) / cols)
     width, height = 3.6 * cols, 2.4 * rows + 1.2
     fig = new_figure(width, height, title)
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - 0.55 / height,
+    # Margins in inches, so the figure title clears the first row's panel titles however many rows there are.
+    fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, verticalalignment="top")
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - 0.75 / height,
                         wspace=0.12, hspace=0.4)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
     for ax in axes[len(methods):]:
@@ -328,7 +330,9 @@ def draw_collapse_grid(histories: Sequence[SearchHistory], title: str = GRID_TIT
         ax.grid(alpha=0.3)
     for ax in axes[:len(methods)]:
         ax.set_ylim(0.0, 100.0)
-    for ax in axes[(rows - 1) * cols:len(methods)]:
+    # The lowest panel of each column carries the step axis (the last row may be short).
+    for ax in axes[max(0, len(methods) - cols):len(methods)]:
+        ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel("weight steps (= α steps, bi-level)", fontsize=8)
     for ax in axes[::cols]:
         ax.set_ylabel("C10 test (%)", fontsize=8)
