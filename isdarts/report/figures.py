@@ -121,11 +121,12 @@ def alpha_vs_iim_data(darts: SearchHistory, isdarts: SearchHistory, darts_where:
 
 
 # ---------------------------------------------------------------- drawing
-def new_figure(width: float, height: float, title: str) -> Figure:
-    """A figure (inches) titled ``title``, on its own Agg canvas: no pyplot, so no state shared between figures."""
+def new_figure(width: float, height: float, title: str, **title_position: Any) -> Figure:
+    """A figure (inches) titled ``title`` (placed by ``title_position``: suptitle's y, verticalalignment), on its own
+    Agg canvas: no pyplot, so no state shared between figures."""
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, **title_position)
     return fig
 
 
@@ -303,9 +304,8 @@ def draw_collapse_grid(histories: Sequence[SearchHistory], title: str = GRID_TIT
     cols = min(4, len(methods))
     rows = math.ceil(len(methods) / cols)
     width, height = 3.6 * cols, 2.4 * rows + 1.2
-    fig = new_figure(width, height, title)
     # Margins in inches, so the figure title clears the first row's panel titles however many rows there are.
-    fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, verticalalignment="top")
+    fig = new_figure(width, height, title, y=1 - 0.12 / height, verticalalignment="top")
     fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=1.0 / height, top=1 - 0.75 / height,
                         wspace=0.12, hspace=0.4)
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True).ravel()
