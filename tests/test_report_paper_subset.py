@@ -231,3 +231,22 @@ def test_unknown_method_folder_is_refused(tmp_path):
 
 def test_signed_differences():
     assert [paper_subset.signed(d) for d in (-0.456, 0.004, -0.004, 1.2)] == ["−0.46", "0.00", "0.00", "+1.20"]
+
+
+def test_the_note_says_what_the_search_cost_counts(tmp_path):
+    """The cost is the sum of the epochs' wall times, which counts time the machine gave other work; the note adds
+    each run's cost at its median epoch, and names each seed's device when they differ."""
+    root = tmp_path / "runs"
+    for seed, seconds, device in ((0, (60.0, 60.0, 600.0), "cpu (2 threads, 2 cores)"),
+                                  (1, (120.0, 30.0, 90.0), "cpu (1 thread, 2 cores)")):
+        out = subset_run(root, "isdarts", seed, metrics={"device_name": device,
+                                                         "search_hours": sum(seconds) / 3600})
+        history = json.loads((out / "history.json").read_text())
+        for record, secs in zip(history["epochs"], seconds, strict=True):
+            record["epoch_seconds"] = secs
+        (out / "history.json").write_text(json.dumps(history))
+    note = paper_subset.read_rows(root / "paper_subset")[0].note()
+    assert ("Search cost: the sum of each run's epoch wall times (0.20, 0.07 CPU-hours), which counts in full the "
+            "time the machine gave other work; at its median epoch (1.00, 1.50 min) each run's 3 epochs take "
+            "0.05, 0.07 CPU-hours.") in note
+    assert "on cpu (2 threads, 2 cores) for seed 0, cpu (1 thread, 2 cores) for seed 1;" in note
