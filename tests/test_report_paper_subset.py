@@ -238,7 +238,8 @@ def test_the_note_says_what_the_search_cost_counts(tmp_path):
     each run's cost at its median epoch, and names each seed's device when they differ."""
     root = tmp_path / "runs"
     for seed, seconds, device in ((0, (60.0, 60.0, 600.0), "cpu (2 threads, 2 cores)"),
-                                  (1, (120.0, 30.0, 90.0), "cpu (1 thread, 2 cores)")):
+                                  (1, (120.0, 30.0, 90.0), "cpu (1 thread, 2 cores)"),
+                                  (2, (60.0, 60.0, 60.0), "cpu (1 thread, 2 cores)")):
         out = subset_run(root, "isdarts", seed, metrics={"device_name": device,
                                                          "search_hours": sum(seconds) / 3600})
         history = json.loads((out / "history.json").read_text())
@@ -246,7 +247,31 @@ def test_the_note_says_what_the_search_cost_counts(tmp_path):
             record["epoch_seconds"] = secs
         (out / "history.json").write_text(json.dumps(history))
     note = paper_subset.read_rows(root / "paper_subset")[0].note()
-    assert ("Search cost: the sum of each run's epoch wall times (0.20, 0.07 CPU-hours), which counts in full the "
-            "time the machine gave other work; at its median epoch (1.00, 1.50 min) each run's 3 epochs take "
-            "0.05, 0.07 CPU-hours.") in note
-    assert "on cpu (2 threads, 2 cores) for seed 0, cpu (1 thread, 2 cores) for seed 1;" in note
+    assert ("Search cost: the sum of each run's epoch wall times (0.20, 0.07, 0.05 CPU-hours), which counts in full "
+            "the time the machine gave other work; at its median epoch (1.00, 1.50, 1.00 min) each run's 3 epochs "
+            "take 0.05, 0.07, 0.05 CPU-hours.") in note
+    assert "on cpu (2 threads, 2 cores) for seed 0, cpu (1 thread, 2 cores) for seeds 1, 2;" in note
+
+
+def test_a_run_that_selects_once_is_drawn_as_a_marker_above_the_lines(tmp_path, monkeypatch):
+    """I-DARTS records its cell at the last epoch only: its one point sits where IS-DARTS's lines end, so the
+    figure draws it as a large hollow diamond above them, not as a dot hidden beneath."""
+    from isdarts.report import figures
+
+    root = tmp_path / "runs"
+    subset_run(root, "isdarts", 0)
+    out = subset_run(root, "idarts", 0)
+    history = json.loads((out / "history.json").read_text())
+    for record in history["epochs"][:-1]:
+        record["cell"] = record["genotype"] = None
+    (out / "history.json").write_text(json.dumps(history))
+    drawn = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or Path(path))
+    rows = paper_subset.read_rows(root / "paper_subset")
+    paper_subset.build_figure(rows, root / "paper_subset", tmp_path / "figures")
+    top = drawn[0].axes[0]
+    lines = {line.get_label(): line for line in top.get_lines() if not line.get_label().startswith("_")}
+    once, every = lines["I-DARTS seed 0"], lines["IS-DARTS seed 0"]
+    assert len(once.get_xdata()) == 1 and len(every.get_xdata()) == 3
+    assert once.get_marker() == "D" and once.get_markersize() >= 2 * every.get_markersize()
+    assert once.get_zorder() > every.get_zorder()

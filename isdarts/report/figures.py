@@ -265,6 +265,8 @@ def plot_collapse(runs_dir: Path, out_path: Path, title: str = COLLAPSE_TITLE) -
         steps = [s for s, _ in points]
         style = {"color": f"C{methods.index(h.method) % 10}", "linestyle": LINESTYLES[h.seed % 4],
                  "marker": "o", "markersize": 3, "linewidth": 1.2, "label": run_name(h.method, h.seed)}
+        if len(points) == 1:  # a method that selects once (I-DARTS): a lone dot would hide under the other lines
+            style.update(marker="D", markersize=7, markerfacecolor="none", markeredgewidth=1.5, zorder=3)
         top.plot(steps, [c.benchmark.cifar10_test if c.benchmark else None for _, c in points], **style)
         bottom.plot(steps, [c.param_free / len(h.edges) for _, c in points], **style)
     for level, label in ((NB201_OPTIMUM_C10_TEST, "NB201 optimum"),

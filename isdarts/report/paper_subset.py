@@ -110,9 +110,12 @@ class SubsetRow:
         """"- **IS-DARTS** (…): profile `paper_subset`, 4 runs (seeds 0, 1, 2, 3), …; 5,551 training images, 87
         steps per epoch against the paper's 782 = ⌈50,000 / 64⌉. Differs from the paper in: …"."""
         s = "" if len(self.runs) == 1 else "s"
-        names = [run.metrics.device_name for run in self.runs]
-        devices = (names[0] if len(set(names)) == 1
-                   else ", ".join(f"{name} for seed {seed}" for seed, name in zip(self.seeds, names, strict=True)))
+        seeds_by_device: dict[str, list[str]] = {}
+        for run in self.runs:
+            seeds_by_device.setdefault(run.metrics.device_name, []).append(str(run.metrics.seed))
+        devices = (next(iter(seeds_by_device)) if len(seeds_by_device) == 1 else ", ".join(
+            f"{name} for seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+            for name, seeds in seeds_by_device.items()))
         batch = METHODS[self.method].paper["nb201"]["batch_size"]
         split = ("" if self.weight_images == self.train_images
                  else f" of which {self.weight_images:,} train the weights (the rest α)")
