@@ -133,15 +133,16 @@ class SubsetRow:
         which counts in full the time the machine gave other work; at its median epoch (1.57, 2.47 min) each run's
         30 epochs take 0.78, 1.24 CPU-hours." These searches run beside other work, paused at times; an epoch's
         median time leaves most of that out."""
-        hours = ", ".join(render.fmt_num(run.metrics.search_hours) for run in self.runs)
+        def listed(values: Sequence[float]) -> str:
+            return ", ".join(map(render.fmt_num, values))
+
+        epochs = [len(run.history.epochs) for run in self.runs]
         medians = [statistics.median(e.epoch_seconds for e in run.history.epochs) for run in self.runs]
-        epochs = sorted({len(run.history.epochs) for run in self.runs})
-        at_median = ", ".join(render.fmt_num(m * len(run.history.epochs) / 3600)
-                              for m, run in zip(medians, self.runs, strict=True))
-        return (f"Search cost: the sum of each run's epoch wall times ({hours} {self.cost_unit}), which counts in "
-                f"full the time the machine gave other work; at its median epoch "
-                f"({', '.join(render.fmt_num(m / 60) for m in medians)} min) each run's "
-                f"{'/'.join(map(str, epochs))} epochs take {at_median} {self.cost_unit}.")
+        return (f"Search cost: the sum of each run's epoch wall times "
+                f"({listed([run.metrics.search_hours for run in self.runs])} {self.cost_unit}), which counts in "
+                f"full the time the machine gave other work; at its median epoch ({listed([m / 60 for m in medians])} "
+                f"min) each run's {'/'.join(map(str, sorted(set(epochs))))} epochs take "
+                f"{listed([m * n / 3600 for m, n in zip(medians, epochs, strict=True)])} {self.cost_unit}.")
 
 
 def _read_run(method: str, seed: int, history_path: Path, benchmark: Nb201Table) -> SubsetRun:
