@@ -30,6 +30,7 @@ def _share_the_cores_between_workers() -> None:
 _share_the_cores_between_workers()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which counts the host's cores
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: a worker per usable core."""
     return _usable_cores()
